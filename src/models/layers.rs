@@ -1,0 +1,364 @@
+//! The building blocks of the native models: convolution, batch normalisation and linear layers
+//! that store their tensors exactly as torchvision does (`weight`, `bias`, `running_mean`,
+//! `running_var`; a Linear weight is `[out, in]`), so parameter paths equal state-dict keys.
+//!
+//! Owning these layers (rather than using `burn::nn`'s) is what lets the crate pick the fastest
+//! formulation of each operation per backend, keep TensorFlow "SAME" padding exact, and fold a
+//! frozen BatchNorm into the preceding convolution.
+
+use burn::module::{Module, Param, RunningState};
+use burn::tensor::backend::Backend;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::PaddedConvOptions;
+use burn::tensor::{Distribution, Tensor};
+
+/// How the spatial padding of the 3×3 convolutions is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Padding {
+    /// PyTorch / torchvision: `kernel / 2` on every side.
+    #[default]
+    Symmetric,
+    /// TensorFlow "SAME": the total padding `max(k - s, 0)` (even inputs) is split with the smaller
+    /// half at the top/left, so stride-2 3×3 convolutions pad 0 top/left and 1 bottom/right.
+    /// Needed for weights trained in TensorFlow / Keras.
+    TfSame,
+}
+
+// A constant of the modules that use it: no tensors, no record entry.
+use burn::empty;
+empty!(Padding);
+
+impl std::fmt::Display for Padding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Padding::Symmetric => write!(f, "symmetric"),
+            Padding::TfSame => write!(f, "tf-same"),
+        }
+    }
+}
+
+impl Padding {
+    /// Padding `[top, left, bottom, right]` for a square `kernel` with `stride` on an input of
+    /// `height × width` (TfSame depends on the input size; Symmetric does not).
+    pub fn amounts(self, kernel: usize, stride: usize, height: usize, width: usize) -> [usize; 4] {
+        match self {
+            Padding::Symmetric => {
+                let p = kernel / 2;
+                [p, p, p, p]
+            }
+            Padding::TfSame => {
+                let total = |size: usize| {
+                    let out = size.div_ceil(stride);
+                    ((out - 1) * stride + kernel).saturating_sub(size)
+                };
+                let (th, tw) = (total(height), total(width));
+                [th / 2, tw / 2, th - th / 2, tw - tw / 2]
+            }
+        }
+    }
+}
+
+/// 2-D convolution with torchvision's tensor layout: `weight` `[out, in / groups, k, k]`, optional
+/// `bias` `[out]`.
+#[derive(Module, Debug)]
+pub struct Conv2d<B: Backend> {
+    /// Kernel `[out_channels, in_channels / groups, kernel, kernel]`.
+    pub weight: Param<Tensor<B, 4>>,
+    /// Optional bias `[out_channels]` (torchvision convolutions before a BatchNorm have none).
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    /// Stride (same in both directions).
+    pub stride: usize,
+    /// Number of groups (`in_channels` for a depthwise convolution).
+    pub groups: usize,
+    /// Padding layout.
+    pub padding: Padding,
+}
+
+impl<B: Backend> Conv2d<B> {
+    /// A convolution with Kaiming-normal (fan-out) weights, torchvision's init for its CNNs.
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        groups: usize,
+        bias: bool,
+        padding: Padding,
+        device: &B::Device,
+    ) -> Self {
+        let fan_out = (out_channels * kernel * kernel / groups).max(1) as f64;
+        let std = (2.0 / fan_out).sqrt();
+        let weight = Tensor::random(
+            [out_channels, in_channels / groups, kernel, kernel],
+            Distribution::Normal(0.0, std),
+            device,
+        );
+        Self {
+            weight: Param::from_tensor(weight),
+            bias: bias.then(|| Param::from_tensor(Tensor::zeros([out_channels], device))),
+            stride,
+            groups,
+            padding,
+        }
+    }
+
+    /// Kernel size (square kernels only).
+    pub fn kernel_size(&self) -> usize {
+        self.weight.shape()[2]
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.weight.shape()[0]
+    }
+
+    /// Input channels.
+    pub fn in_channels(&self) -> usize {
+        self.weight.shape()[1] * self.groups
+    }
+
+    /// Output spatial size for an input of `height × width`.
+    pub fn output_size(&self, height: usize, width: usize) -> (usize, usize) {
+        let k = self.kernel_size();
+        let [t, l, b, r] = self.padding.amounts(k, self.stride, height, width);
+        (
+            (height + t + b - k) / self.stride + 1,
+            (width + l + r - k) / self.stride + 1,
+        )
+    }
+
+    /// Applies the convolution to `[N, C, H, W]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [_, _, h, w] = x.dims();
+        let k = self.kernel_size();
+        let [t, l, b, r] = self.padding.amounts(k, self.stride, h, w);
+        let options = PaddedConvOptions::asymmetric(
+            [self.stride, self.stride],
+            [t, l],
+            [b, r],
+            [1, 1],
+            self.groups,
+        );
+        conv2d(
+            x,
+            self.weight.val(),
+            self.bias.as_ref().map(|b| b.val()),
+            options,
+        )
+    }
+}
+
+/// Batch normalisation over channels with torchvision's names and semantics (momentum 0.1,
+/// running variance updated with the unbiased batch variance).
+///
+/// It normalises with batch statistics (and updates its running statistics) only when the
+/// backend records gradients *and* its own affine parameters are trainable; a frozen BatchNorm
+/// always uses its running statistics — what the PyTorch recipes get from `model.eval()` on
+/// frozen layers.
+#[derive(Module, Debug)]
+pub struct BatchNorm2d<B: Backend> {
+    /// Scale γ `[C]`.
+    pub weight: Param<Tensor<B, 1>>,
+    /// Shift β `[C]`.
+    pub bias: Param<Tensor<B, 1>>,
+    /// Running mean `[C]` (a buffer, not trained by the optimizer).
+    pub running_mean: RunningState<Tensor<B, 1>>,
+    /// Running variance `[C]` (a buffer).
+    pub running_var: RunningState<Tensor<B, 1>>,
+    /// Weight of the new batch statistics in the running averages.
+    pub momentum: f64,
+    /// Added to the variance for numerical stability.
+    pub epsilon: f64,
+}
+
+impl<B: Backend> BatchNorm2d<B> {
+    /// Identity-initialised BatchNorm over `channels` (γ = 1, β = 0, mean 0, var 1), eps 1e-5.
+    pub fn new(channels: usize, device: &B::Device) -> Self {
+        Self {
+            weight: Param::from_tensor(Tensor::ones([channels], device)),
+            bias: Param::from_tensor(Tensor::zeros([channels], device)),
+            running_mean: RunningState::new(Tensor::zeros([channels], device)),
+            running_var: RunningState::new(Tensor::ones([channels], device)),
+            momentum: 0.1,
+            epsilon: 1e-5,
+        }
+    }
+
+    /// Number of channels.
+    pub fn channels(&self) -> usize {
+        self.weight.shape()[0]
+    }
+
+    /// Whether this layer normalises with batch statistics in the current context.
+    pub fn uses_batch_statistics(&self) -> bool {
+        let weight = self.weight.val();
+        B::ad_enabled(&weight.device()) && weight.is_require_grad()
+    }
+
+    /// The per-channel affine map `x * scale + shift` equivalent to this layer in eval mode.
+    pub fn eval_scale_shift(&self) -> (Tensor<B, 1>, Tensor<B, 1>) {
+        let scale = self.weight.val() / self.running_var.value().add_scalar(self.epsilon).sqrt();
+        let shift = self.bias.val() - self.running_mean.value() * scale.clone();
+        (scale, shift)
+    }
+
+    /// Applies the layer to `[N, C, H, W]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let channels = self.channels();
+        if !self.uses_batch_statistics() {
+            let (scale, shift) = self.eval_scale_shift();
+            return x * scale.reshape([1, channels, 1, 1]) + shift.reshape([1, channels, 1, 1]);
+        }
+        let [n, c, h, w] = x.dims();
+        let count = n * h * w;
+        // Reduce over N, H, W in place: no transposed copies of the activation.
+        let channel_mean = |t: Tensor<B, 4>| t.mean_dim(0).mean_dim(2).mean_dim(3); // [1, C, 1, 1]
+        let mean = channel_mean(x.clone());
+        let centered = x - mean.clone();
+        let var = channel_mean(centered.clone().square()); // biased: what normalises
+        let scale = var.clone().add_scalar(self.epsilon).sqrt().recip()
+            * self.weight.val().reshape([1, c, 1, 1]);
+        let y = centered * scale + self.bias.val().reshape([1, c, 1, 1]);
+
+        let m = self.momentum;
+        let unbiased = var.detach().reshape([c]) * (count as f64 / (count.max(2) - 1) as f64);
+        let new_mean = self.running_mean.value_sync().mul_scalar(1.0 - m)
+            + mean.detach().reshape([c]).mul_scalar(m);
+        let new_var = self.running_var.value_sync().mul_scalar(1.0 - m) + unbiased.mul_scalar(m);
+        self.running_mean.update(new_mean);
+        self.running_var.update(new_var);
+        y
+    }
+}
+
+/// Fully connected layer with torchvision's layout: `weight` `[out, in]`, `bias` `[out]`.
+#[derive(Module, Debug)]
+pub struct Linear<B: Backend> {
+    /// Weight `[out_features, in_features]`.
+    pub weight: Param<Tensor<B, 2>>,
+    /// Bias `[out_features]`.
+    pub bias: Param<Tensor<B, 1>>,
+}
+
+impl<B: Backend> Linear<B> {
+    /// A layer initialised like PyTorch's `nn.Linear` (uniform ±1/√in for weight and bias).
+    pub fn new(in_features: usize, out_features: usize, device: &B::Device) -> Self {
+        let bound = 1.0 / (in_features as f64).sqrt();
+        Self {
+            weight: Param::from_tensor(Tensor::random(
+                [out_features, in_features],
+                Distribution::Uniform(-bound, bound),
+                device,
+            )),
+            bias: Param::from_tensor(Tensor::random(
+                [out_features],
+                Distribution::Uniform(-bound, bound),
+                device,
+            )),
+        }
+    }
+
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.weight.shape()[1]
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.weight.shape()[0]
+    }
+
+    /// Applies the layer to `[N, in]`.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        x.matmul(self.weight.val().transpose()) + self.bias.val().unsqueeze()
+    }
+}
+
+/// Conv → BatchNorm pair: torchvision's `Conv2dNormActivation` without its parameter-free
+/// activation, so its parameters live at `.0.*` (conv) and `.1.*` (norm).
+pub type ConvBn<B> = (Conv2d<B>, BatchNorm2d<B>);
+
+/// Builds a bias-free conv followed by a BatchNorm.
+pub fn conv_bn<B: Backend>(
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    groups: usize,
+    padding: Padding,
+    device: &B::Device,
+) -> ConvBn<B> {
+    (
+        Conv2d::new(
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            groups,
+            false,
+            padding,
+            device,
+        ),
+        BatchNorm2d::new(out_channels, device),
+    )
+}
+
+/// Runs a [`ConvBn`] pair.
+pub fn forward_conv_bn<B: Backend>(layer: &ConvBn<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    layer.1.forward(layer.0.forward(x))
+}
+
+/// ReLU6, `min(max(x, 0), 6)`.
+pub fn relu6<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    x.clamp(0.0, 6.0)
+}
+
+/// A convolution and the BatchNorm that follows it, with their parameter paths. Models list
+/// these in execution order; weight import and BatchNorm folding walk them.
+#[derive(Debug)]
+pub struct ConvBnRef<'a, B: Backend> {
+    /// Path of the convolution (e.g. `features.2.conv.0.0`).
+    pub conv_path: String,
+    /// The convolution.
+    pub conv: &'a Conv2d<B>,
+    /// Path of the BatchNorm (e.g. `features.2.conv.0.1`).
+    pub bn_path: String,
+    /// The BatchNorm.
+    pub bn: &'a BatchNorm2d<B>,
+}
+
+impl<'a, B: Backend> ConvBnRef<'a, B> {
+    /// A pair at explicit paths.
+    pub fn new(
+        conv_path: &str,
+        conv: &'a Conv2d<B>,
+        bn_path: &str,
+        bn: &'a BatchNorm2d<B>,
+    ) -> Self {
+        Self {
+            conv_path: conv_path.into(),
+            conv,
+            bn_path: bn_path.into(),
+            bn,
+        }
+    }
+
+    /// A [`ConvBn`] tuple at `path` (conv at `path.0`, BatchNorm at `path.1`).
+    pub fn pair(path: &str, layer: &'a ConvBn<B>) -> Self {
+        Self::new(
+            &format!("{path}.0"),
+            &layer.0,
+            &format!("{path}.1"),
+            &layer.1,
+        )
+    }
+
+    /// The same pair with `prefix.` put in front of both paths.
+    pub fn prefixed(self, prefix: &str) -> Self {
+        Self {
+            conv_path: format!("{prefix}.{}", self.conv_path),
+            bn_path: format!("{prefix}.{}", self.bn_path),
+            ..self
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! A two-variant module enum that is *transparent* in parameter paths.
+//!
+//! `#[derive(Module)]` on an enum inserts the variant name into every path
+//! (`features.1.Block.conv…`). torchvision's `Sequential`s mix layer types at numbered positions,
+//! so to keep paths equal to state-dict keys, the enums that stand for such positions implement
+//! `Module` by delegating to the active variant without entering a path level of their own.
+
+/// Declares `pub enum $name<B: Backend> { $va($ta<B>), $vb($tb<B>) }` with `Module`,
+/// `AutodiffModule` and display impls that delegate to the active variant.
+macro_rules! transparent_module_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $(#[$ma:meta])* $va:ident($ta:ident),
+            $(#[$mb:meta])* $vb:ident($tb:ident) $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        pub enum $name<B: burn::tensor::backend::Backend> {
+            $(#[$ma])* $va($ta<B>),
+            $(#[$mb])* $vb($tb<B>),
+        }
+
+        impl<B: burn::tensor::backend::Backend> burn::module::Module<B> for $name<B> {
+            type Record = (
+                Option<<$ta<B> as burn::module::Module<B>>::Record>,
+                Option<<$tb<B> as burn::module::Module<B>>::Record>,
+            );
+
+            fn collect_devices(&self, devices: burn::module::Devices<B>) -> burn::module::Devices<B> {
+                match self {
+                    Self::$va(m) => m.collect_devices(devices),
+                    Self::$vb(m) => m.collect_devices(devices),
+                }
+            }
+
+            fn fork(self, device: &B::Device) -> Self {
+                match self {
+                    Self::$va(m) => Self::$va(m.fork(device)),
+                    Self::$vb(m) => Self::$vb(m.fork(device)),
+                }
+            }
+
+            fn to_device(self, device: &B::Device) -> Self {
+                match self {
+                    Self::$va(m) => Self::$va(m.to_device(device)),
+                    Self::$vb(m) => Self::$vb(m.to_device(device)),
+                }
+            }
+
+            fn num_params(&self) -> usize {
+                match self {
+                    Self::$va(m) => m.num_params(),
+                    Self::$vb(m) => m.num_params(),
+                }
+            }
+
+            fn visit<V: burn::module::ModuleVisitor<B>>(&self, visitor: &mut V) {
+                match self {
+                    Self::$va(m) => m.visit(visitor),
+                    Self::$vb(m) => m.visit(visitor),
+                }
+            }
+
+            fn map<M: burn::module::ModuleMapper<B>>(self, mapper: &mut M) -> Self {
+                match self {
+                    Self::$va(m) => Self::$va(m.map(mapper)),
+                    Self::$vb(m) => Self::$vb(m.map(mapper)),
+                }
+            }
+
+            fn load_record(self, record: Self::Record) -> Self {
+                // A record of the other variant cannot describe this layer: keep it unchanged.
+                // Saved models are rebuilt from their stored config first, so variants match.
+                match (self, record) {
+                    (Self::$va(m), (Some(r), _)) => Self::$va(m.load_record(r)),
+                    (Self::$vb(m), (_, Some(r))) => Self::$vb(m.load_record(r)),
+                    (module, _) => module,
+                }
+            }
+
+            fn into_record(self) -> Self::Record {
+                match self {
+                    Self::$va(m) => (Some(m.into_record()), None),
+                    Self::$vb(m) => (None, Some(m.into_record())),
+                }
+            }
+        }
+
+        impl<B: burn::tensor::backend::AutodiffBackend> burn::module::AutodiffModule<B> for $name<B> {
+            type InnerModule = $name<B::InnerBackend>;
+
+            fn valid(&self) -> Self::InnerModule {
+                match self {
+                    Self::$va(m) => $name::$va(burn::module::AutodiffModule::<B>::valid(m)),
+                    Self::$vb(m) => $name::$vb(burn::module::AutodiffModule::<B>::valid(m)),
+                }
+            }
+
+            fn from_inner(module: Self::InnerModule) -> Self {
+                match module {
+                    $name::$va(m) => {
+                        Self::$va(<$ta<B> as burn::module::AutodiffModule<B>>::from_inner(m))
+                    }
+                    $name::$vb(m) => {
+                        Self::$vb(<$tb<B> as burn::module::AutodiffModule<B>>::from_inner(m))
+                    }
+                }
+            }
+        }
+
+        impl<B: burn::tensor::backend::AutodiffBackend> burn::module::HasAutodiffModule<B>
+            for $name<B::InnerBackend>
+        {
+            type TrainModule = $name<B>;
+        }
+
+        impl<B: burn::tensor::backend::Backend> burn::module::ModuleDisplayDefault for $name<B> {
+            fn content(&self, content: burn::module::Content) -> Option<burn::module::Content> {
+                match self {
+                    Self::$va(m) => m.content(content),
+                    Self::$vb(m) => m.content(content),
+                }
+            }
+        }
+
+        impl<B: burn::tensor::backend::Backend> burn::module::ModuleDisplay for $name<B> {}
+    };
+}
+
+pub(crate) use transparent_module_enum;
