@@ -15,6 +15,8 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod io;
 pub mod models;
+pub mod weights;
 
 pub use models::{ImageClassifier, MobileNetV2, MobileNetV2Config, ResNet, ResNetConfig};

@@ -55,3 +55,75 @@ pub trait ImageClassifier<B: Backend>: Module<B> + Sized {
         Summary::new(input, self.summary_rows(input), param_count(self))
     }
 }
+
+/// A serialisable description of a network: enough to rebuild it before loading its weights.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "architecture", content = "config", rename_all = "snake_case")]
+pub enum ModelSpec {
+    /// A [`MobileNetV2`].
+    MobileNetV2(MobileNetV2Config),
+    /// A [`ResNet`] (18 or 34).
+    ResNet(ResNetConfig),
+}
+
+impl ModelSpec {
+    /// Architecture family, as [`Architecture::NAME`]: `mobilenet_v2` or `resnet`.
+    pub fn family(&self) -> &'static str {
+        match self {
+            Self::MobileNetV2(_) => "mobilenet_v2",
+            Self::ResNet(_) => "resnet",
+        }
+    }
+
+    /// Short name: `mobilenet_v2`, `resnet18`, `resnet34` or `resnet`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::MobileNetV2(_) => "mobilenet_v2",
+            Self::ResNet(c) if c.layers == [2, 2, 2, 2] => "resnet18",
+            Self::ResNet(c) if c.layers == [3, 4, 6, 3] => "resnet34",
+            Self::ResNet(_) => "resnet",
+        }
+    }
+}
+
+/// A classifier that can describe itself as a [`ModelSpec`] and be rebuilt from one.
+pub trait Architecture<B: Backend>: ImageClassifier<B> {
+    /// Architecture family name (`mobilenet_v2`, `resnet`).
+    const NAME: &'static str;
+
+    /// The description of this network.
+    fn spec(&self) -> ModelSpec;
+
+    /// A freshly initialised network for `spec`, or `None` when `spec` is another architecture.
+    fn from_spec(spec: &ModelSpec, device: &B::Device) -> Option<Self>;
+}
+
+impl<B: Backend> Architecture<B> for MobileNetV2<B> {
+    const NAME: &'static str = "mobilenet_v2";
+
+    fn spec(&self) -> ModelSpec {
+        ModelSpec::MobileNetV2(self.config())
+    }
+
+    fn from_spec(spec: &ModelSpec, device: &B::Device) -> Option<Self> {
+        match spec {
+            ModelSpec::MobileNetV2(config) => Some(config.init(device)),
+            ModelSpec::ResNet(_) => None,
+        }
+    }
+}
+
+impl<B: Backend> Architecture<B> for ResNet<B> {
+    const NAME: &'static str = "resnet";
+
+    fn spec(&self) -> ModelSpec {
+        ModelSpec::ResNet(self.config())
+    }
+
+    fn from_spec(spec: &ModelSpec, device: &B::Device) -> Option<Self> {
+        match spec {
+            ModelSpec::ResNet(config) => Some(config.init(device)),
+            ModelSpec::MobileNetV2(_) => None,
+        }
+    }
+}

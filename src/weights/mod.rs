@@ -1,0 +1,68 @@
+//! Weights in and out of the native models: ImageNet weights from ONNX files (through
+//! burn-import's ONNX stack, onnx-ir), and saving / reloading fine-tuned models.
+
+pub mod onnx;
+pub mod onnx_graph;
+pub mod saved;
+pub mod state;
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+pub use onnx::{ImportReport, MappedBy, detect_spec, load_onnx_into};
+pub use onnx_graph::{OnnxError, OnnxModel, read_onnx};
+pub use saved::{ModelInfo, load_model, save_model};
+pub use state::{HostTensor, StateMap, StateMismatch, load_state};
+
+/// Everything that can go wrong loading or saving weights. Every message names the file.
+#[derive(Debug, Error)]
+pub enum WeightsError {
+    /// Reading or writing the file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not what it claims to be, or was truncated / altered.
+    #[error("{}: corrupt model file: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file holds another architecture than the one asked for.
+    #[error("{}: expected a {expected} model, the file holds {found}", path.display())]
+    Architecture {
+        /// The file.
+        path: PathBuf,
+        /// What the caller asked for.
+        expected: String,
+        /// What the file holds.
+        found: String,
+    },
+    /// The ONNX file could not be read.
+    #[error(transparent)]
+    Onnx(#[from] OnnxError),
+    /// Tensors and parameters do not match (missing, unexpected or misshapen tensors).
+    #[error("{}: weights do not fit the model: {}", path.display(), list(problems))]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// Each mismatch.
+        problems: Vec<StateMismatch>,
+    },
+}
+
+fn list(problems: &[StateMismatch]) -> String {
+    let shown: Vec<String> = problems.iter().take(5).map(|p| p.to_string()).collect();
+    let more = problems.len().saturating_sub(5);
+    if more > 0 {
+        format!("{} (and {more} more)", shown.join("; "))
+    } else {
+        shown.join("; ")
+    }
+}

@@ -1,0 +1,304 @@
+//! ONNX import parity: native models loaded from the fixtures of `../shared/fixtures/onnx`
+//! reproduce onnxruntime's logits; anonymised files load by structure; bad files are refused
+//! with errors that name them; save → load reproduces logits bit for bit.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Tensor, TensorData};
+use transfer_vision::backend::Cpu;
+use transfer_vision::models::layers::Padding;
+use transfer_vision::models::{Architecture, ImageClassifier, MobileNetV2, ModelSpec, ResNet};
+use transfer_vision::weights::onnx_graph::anonymize_names;
+use transfer_vision::weights::{
+    ImportReport, MappedBy, ModelInfo, WeightsError, load_model, save_model,
+};
+
+type Device = burn::tensor::Device<Cpu>;
+
+fn input(name: &str, device: &Device) -> Option<Tensor<Cpu, 4>> {
+    let npy = common::npy_f32(&common::shared(&format!("fixtures/onnx/{name}.input.npy"))?);
+    let shape: [usize; 4] = npy.shape.clone().try_into().expect("4-D input");
+    Some(Tensor::from_data(TensorData::new(npy.data, shape), device))
+}
+
+/// Asserts max |ours − golden| ≤ 1e-4 × max |golden| and returns the ratio.
+fn assert_logits_match(name: &str, logits: Tensor<Cpu, 2>) -> f32 {
+    let golden =
+        common::npy_f32(&common::shared(&format!("fixtures/onnx/{name}.logits.npy")).unwrap());
+    assert_eq!(logits.dims().to_vec(), golden.shape, "{name}: logits shape");
+    let ours = logits.into_data().to_vec::<f32>().unwrap();
+    let max_logit = golden.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let max_diff = ours
+        .iter()
+        .zip(&golden.data)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    eprintln!(
+        "{name}: max |diff| {max_diff:.3e}, max |logit| {max_logit:.3}, ratio {:.3e}",
+        max_diff / max_logit
+    );
+    assert!(
+        max_diff <= 1e-4 * max_logit,
+        "{name}: max diff {max_diff} > 1e-4 × {max_logit}"
+    );
+    max_diff / max_logit
+}
+
+fn load_mobilenet(path: &Path, device: &Device) -> (MobileNetV2<Cpu>, ImportReport) {
+    MobileNetV2::<Cpu>::from_onnx(path, device).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn mobilenet_v2_with_batch_norm_matches_onnxruntime() {
+    let device = Device::default();
+    let Some(path) = common::shared("fixtures/onnx/mobilenet_v2.onnx") else {
+        return;
+    };
+    let (model, report) = load_mobilenet(&path, &device);
+    assert_eq!(report.mapped_by, MappedBy::Name);
+    assert!(!report.batch_norm_folded);
+    assert_logits_match(
+        "mobilenet_v2",
+        model.forward(input("mobilenet_v2", &device).unwrap()),
+    );
+}
+
+#[test]
+fn mobilenet_v2_with_folded_batch_norm_matches_onnxruntime() {
+    let device = Device::default();
+    let Some(path) = common::shared("fixtures/onnx/mobilenet_v2_fused.onnx") else {
+        return;
+    };
+    let (model, report) = load_mobilenet(&path, &device);
+    assert!(report.batch_norm_folded);
+    assert_logits_match(
+        "mobilenet_v2_fused",
+        model.forward(input("mobilenet_v2_fused", &device).unwrap()),
+    );
+}
+
+#[test]
+fn resnet18_matches_onnxruntime() {
+    let device = Device::default();
+    let Some(path) = common::shared("fixtures/onnx/resnet18.onnx") else {
+        return;
+    };
+    let (model, report) =
+        ResNet::<Cpu>::from_onnx(&path, &device).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.spec.name(), "resnet18");
+    assert_logits_match(
+        "resnet18",
+        model.forward(input("resnet18", &device).unwrap()),
+    );
+}
+
+fn anonymized_copy(name: &str, dir: &Path) -> Option<PathBuf> {
+    let path = common::shared(&format!("fixtures/onnx/{name}.onnx"))?;
+    let bytes = std::fs::read(&path).unwrap();
+    let out = dir.join(format!("{name}_anonymous.onnx"));
+    std::fs::write(&out, anonymize_names(&bytes, &path).unwrap()).unwrap();
+    Some(out)
+}
+
+#[test]
+fn files_with_meaningless_names_load_by_structure() {
+    let device = Device::default();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["mobilenet_v2", "mobilenet_v2_fused"] {
+        let Some(path) = anonymized_copy(name, dir.path()) else {
+            return;
+        };
+        let (model, report) = load_mobilenet(&path, &device);
+        assert_eq!(report.mapped_by, MappedBy::Structure, "{name}");
+        assert_logits_match(name, model.forward(input(name, &device).unwrap()));
+    }
+    let Some(path) = anonymized_copy("resnet18", dir.path()) else {
+        return;
+    };
+    let (model, report) =
+        ResNet::<Cpu>::from_onnx(&path, &device).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.mapped_by, MappedBy::Structure);
+    assert_logits_match(
+        "resnet18",
+        model.forward(input("resnet18", &device).unwrap()),
+    );
+}
+
+#[test]
+fn real_tf_imagenet_weights_load_with_tf_padding() {
+    let device = Device::default();
+    let Some(path) = common::shared("weights/mobilenet_v2_tf_imagenet.onnx") else {
+        return;
+    };
+    let (model, report) = load_mobilenet(&path, &device);
+    let ModelSpec::MobileNetV2(config) = &report.spec else {
+        panic!("not a MobileNetV2")
+    };
+    assert_eq!(config.padding, Padding::TfSame);
+    assert_eq!(config.num_classes, 1000);
+    assert!(report.batch_norm_folded);
+    assert!(report.tf_preprocessing(), "{:?}", report.preprocessing);
+    assert_eq!(
+        model
+            .features(Tensor::zeros([1, 3, 160, 160], &device))
+            .dims(),
+        [1, 1280]
+    );
+}
+
+fn expect_err<T>(result: Result<T, WeightsError>, file: &Path) -> WeightsError {
+    match result {
+        Ok(_) => panic!("{} loaded but should not", file.display()),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&file.display().to_string()),
+                "message does not name the file: {msg}"
+            );
+            e
+        }
+    }
+}
+
+#[test]
+fn broken_files_are_refused_with_the_file_named() {
+    let device = Device::default();
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.onnx");
+    std::fs::write(&empty, b"").unwrap();
+    let err = expect_err(MobileNetV2::<Cpu>::from_onnx(&empty, &device), &empty);
+    assert!(matches!(err, WeightsError::Onnx(_)), "{err:?}");
+
+    let random = dir.path().join("random.onnx");
+    let bytes: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&random, bytes).unwrap();
+    let err = expect_err(MobileNetV2::<Cpu>::from_onnx(&random, &device), &random);
+    assert!(matches!(err, WeightsError::Onnx(_)), "{err:?}");
+
+    let missing = dir.path().join("missing.onnx");
+    expect_err(ResNet::<Cpu>::from_onnx(&missing, &device), &missing);
+
+    let Some(fixture) = common::shared("fixtures/onnx/mobilenet_v2.onnx") else {
+        return;
+    };
+    let full = std::fs::read(&fixture).unwrap();
+    for fraction in [0.001, 0.3, 0.97] {
+        let cut = dir.path().join(format!("truncated_{fraction}.onnx"));
+        std::fs::write(&cut, &full[..(full.len() as f64 * fraction) as usize]).unwrap();
+        let err = expect_err(MobileNetV2::<Cpu>::from_onnx(&cut, &device), &cut);
+        assert!(matches!(err, WeightsError::Onnx(_)), "{err:?}");
+    }
+}
+
+#[test]
+fn a_resnet_file_is_not_a_mobilenet() {
+    let device = Device::default();
+    let Some(path) = common::shared("fixtures/onnx/resnet18.onnx") else {
+        return;
+    };
+    let err = expect_err(MobileNetV2::<Cpu>::from_onnx(&path, &device), &path);
+    assert!(matches!(err, WeightsError::Architecture { .. }), "{err:?}");
+    let Some(path) = common::shared("fixtures/onnx/mobilenet_v2.onnx") else {
+        return;
+    };
+    let err = expect_err(ResNet::<Cpu>::from_onnx(&path, &device), &path);
+    assert!(matches!(err, WeightsError::Architecture { .. }), "{err:?}");
+}
+
+/// A copy of the MobileNetV2 fixture whose classifier keeps only its first 10 classes.
+fn ten_class_copy(dir: &Path) -> Option<PathBuf> {
+    use protobuf::Message;
+    let path = common::shared("fixtures/onnx/mobilenet_v2.onnx")?;
+    let mut model = onnx_ir::ModelProto::parse_from_bytes(&std::fs::read(&path).unwrap()).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    for t in graph.initializer.iter_mut() {
+        if t.name == "classifier.1.weight" || t.name == "classifier.1.bias" {
+            let row: usize = t.dims.iter().skip(1).product::<i64>() as usize;
+            t.dims[0] = 10;
+            if t.float_data.is_empty() {
+                t.raw_data.truncate(10 * row * 4);
+            } else {
+                t.float_data.truncate(10 * row);
+            }
+        }
+    }
+    let out = dir.join("mobilenet_v2_10_classes.onnx");
+    std::fs::write(&out, model.write_to_bytes().unwrap()).unwrap();
+    Some(out)
+}
+
+#[test]
+fn a_ten_class_classifier_loads_with_ten_classes() {
+    let device = Device::default();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(path) = ten_class_copy(dir.path()) else {
+        return;
+    };
+    let (model, report) = load_mobilenet(&path, &device);
+    assert_eq!(model.num_classes(), 10);
+    assert_eq!(report.spec.name(), "mobilenet_v2");
+    // Its logits are the first 10 of the full model's.
+    let full = common::npy_f32(&common::shared("fixtures/onnx/mobilenet_v2.logits.npy").unwrap());
+    let ours = model
+        .forward(input("mobilenet_v2", &device).unwrap())
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    for row in 0..2 {
+        for k in 0..10 {
+            assert!((ours[row * 10 + k] - full.data[row * 1000 + k]).abs() < 1e-3);
+        }
+    }
+}
+
+#[test]
+fn save_and_load_reproduce_logits_bit_for_bit() {
+    let device = Device::default();
+    let Some(path) = common::shared("fixtures/onnx/resnet18.onnx") else {
+        return;
+    };
+    let (model, _) = ResNet::<Cpu>::from_onnx(&path, &device).unwrap();
+    let model = model.with_new_head(3, &device);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("model.tvm");
+    let info = ModelInfo {
+        class_names: vec!["a".into(), "b".into(), "c".into()],
+        ..Default::default()
+    };
+    save_model(&model, &info, &file).unwrap();
+    let (loaded, loaded_info) = load_model::<Cpu, ResNet<Cpu>>(&file, &device).unwrap();
+    assert_eq!(loaded_info, info);
+    assert_eq!(loaded.spec(), model.spec());
+    let x = input("resnet18", &device).unwrap();
+    let a = model
+        .forward(x.clone())
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let b = loaded.forward(x).into_data().to_vec::<f32>().unwrap();
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+
+    // The wrong architecture, a torn file and an altered file are refused, naming the file.
+    let err = expect_err(load_model::<Cpu, MobileNetV2<Cpu>>(&file, &device), &file);
+    assert!(matches!(err, WeightsError::Architecture { .. }));
+    let bytes = std::fs::read(&file).unwrap();
+    let torn = dir.path().join("torn.tvm");
+    std::fs::write(&torn, &bytes[..bytes.len() - 100]).unwrap();
+    assert!(matches!(
+        expect_err(load_model::<Cpu, ResNet<Cpu>>(&torn, &device), &torn),
+        WeightsError::Corrupt { .. }
+    ));
+    let mut altered = bytes.clone();
+    let last = altered.len() - 10;
+    altered[last] ^= 0x55;
+    let altered_path = dir.path().join("altered.tvm");
+    std::fs::write(&altered_path, altered).unwrap();
+    let err = expect_err(
+        load_model::<Cpu, ResNet<Cpu>>(&altered_path, &device),
+        &altered_path,
+    );
+    assert!(matches!(err, WeightsError::Corrupt { .. }));
+}
