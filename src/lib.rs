@@ -15,8 +15,10 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod data;
 pub mod io;
 pub mod models;
+pub mod train;
 pub mod weights;
 
 pub use models::{ImageClassifier, MobileNetV2, MobileNetV2Config, ResNet, ResNetConfig};

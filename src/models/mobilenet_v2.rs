@@ -296,6 +296,10 @@ impl<B: Backend> ImageClassifier<B> for MobileNetV2<B> {
         self
     }
 
+    fn head(&self) -> &Linear<B> {
+        &self.classifier.1
+    }
+
     fn head_path(&self) -> &'static str {
         "classifier.1"
     }

@@ -40,6 +40,9 @@ pub trait ImageClassifier<B: Backend>: Module<B> + Sized {
     /// Replaces the classifier with a freshly initialised one for `num_classes` classes.
     fn with_new_head(self, num_classes: usize, device: &B::Device) -> Self;
 
+    /// The head (the final linear layer).
+    fn head(&self) -> &layers::Linear<B>;
+
     /// Path of the head layer (`classifier.1` or `fc`).
     fn head_path(&self) -> &'static str;
 

@@ -197,6 +197,10 @@ impl<B: Backend> ImageClassifier<B> for ResNet<B> {
         self
     }
 
+    fn head(&self) -> &Linear<B> {
+        &self.fc
+    }
+
     fn head_path(&self) -> &'static str {
         "fc"
     }

@@ -1,6 +1,7 @@
 //! Weights in and out of the native models: ImageNet weights from ONNX files (through
 //! burn-import's ONNX stack, onnx-ir), and saving / reloading fine-tuned models.
 
+pub mod container;
 pub mod onnx;
 pub mod onnx_graph;
 pub mod saved;
@@ -12,7 +13,7 @@ use thiserror::Error;
 
 pub use onnx::{ImportReport, MappedBy, detect_spec, load_onnx_into};
 pub use onnx_graph::{OnnxError, OnnxModel, read_onnx};
-pub use saved::{ModelInfo, load_model, save_model};
+pub use saved::{ModelInfo, load_model, load_record_bytes, record_bytes, save_model};
 pub use state::{HostTensor, StateMap, StateMismatch, load_state};
 
 /// Everything that can go wrong loading or saving weights. Every message names the file.

@@ -1,0 +1,123 @@
+//! Choosing what trains: feature extraction, fine-tuning of the last blocks, full training.
+//!
+//! A frozen parameter stops requiring gradients, so autodiff never computes its gradient and the
+//! optimizer never touches it; a BatchNorm whose affine parameters are frozen also keeps using
+//! (and never updates) its running statistics, as `model.eval()` on frozen layers does in
+//! PyTorch recipes. Trainable BatchNorms normalise with batch statistics while training.
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use serde::{Deserialize, Serialize};
+
+use super::TrainError;
+use crate::models::{ImageClassifier, state_dict};
+
+/// Which parameters the optimizer updates. The head always trains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Trainable {
+    /// Feature extraction: the whole backbone is frozen, only the head trains.
+    HeadOnly,
+    /// Fine-tuning: the last `n` backbone blocks (see [`ImageClassifier::block_paths`]) and the
+    /// head train.
+    LastBlocks(usize),
+    /// Fine-tuning from a named block on (inclusive), e.g. `features.14` or `layer4`.
+    FromBlock(String),
+    /// Exactly the parameters under these path prefixes (e.g. `features.18`, `classifier`).
+    Prefixes(Vec<String>),
+    /// Everything trains.
+    All,
+}
+
+impl Trainable {
+    /// The path prefixes that train for `model` (without trailing dots).
+    pub fn prefixes<B: Backend, M: ImageClassifier<B>>(
+        &self,
+        model: &M,
+    ) -> Result<Vec<String>, TrainError> {
+        let head = model.head_path().to_string();
+        let blocks = model.block_paths();
+        let mut prefixes = match self {
+            Trainable::HeadOnly => vec![],
+            Trainable::All => return Ok(vec![String::new()]),
+            Trainable::LastBlocks(n) => {
+                if *n > blocks.len() {
+                    return Err(TrainError::Config(format!(
+                        "cannot unfreeze the last {n} blocks: the model has {}",
+                        blocks.len()
+                    )));
+                }
+                blocks[blocks.len() - n..].to_vec()
+            }
+            Trainable::FromBlock(name) => {
+                let name = name.trim_end_matches('.');
+                let start = blocks
+                    .iter()
+                    .position(|b| b == name || b.starts_with(&format!("{name}.")))
+                    .ok_or_else(|| {
+                        TrainError::Config(format!(
+                            "no block named '{name}'; blocks are {}",
+                            blocks.join(", ")
+                        ))
+                    })?;
+                blocks[start..].to_vec()
+            }
+            Trainable::Prefixes(list) => list
+                .iter()
+                .map(|p| p.trim_end_matches('.').to_string())
+                .collect(),
+        };
+        prefixes.push(head);
+        prefixes.dedup();
+        Ok(prefixes)
+    }
+}
+
+/// Whether `key` lies under one of `prefixes` (an empty prefix matches everything).
+pub fn under_prefix(key: &str, prefixes: &[String]) -> bool {
+    prefixes
+        .iter()
+        .any(|p| p.is_empty() || key == p || key.starts_with(&format!("{p}.")))
+}
+
+struct Freezer<'a> {
+    path: Vec<String>,
+    prefixes: &'a [String],
+}
+
+impl<B: Backend> ModuleMapper<B> for Freezer<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let key = self.path.join(".");
+        let buffer = crate::models::state_dict::is_buffer_key(&key);
+        param.set_require_grad(!buffer && under_prefix(&key, self.prefixes))
+    }
+}
+
+/// Sets which parameters of `model` train; every other parameter is frozen.
+pub fn set_trainable<B: Backend, M: ImageClassifier<B>>(
+    model: M,
+    trainable: &Trainable,
+) -> Result<M, TrainError> {
+    let prefixes = trainable.prefixes(&model)?;
+    Ok(model.map(&mut Freezer {
+        path: Vec::new(),
+        prefixes: &prefixes,
+    }))
+}
+
+/// Keys of the parameters that currently train (on an autodiff backend).
+pub fn trainable_keys<B: Backend, M: Module<B>>(model: &M) -> Vec<String> {
+    state_dict(model)
+        .into_iter()
+        .filter(|e| e.trainable)
+        .map(|e| e.key)
+        .collect()
+}

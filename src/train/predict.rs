@@ -1,0 +1,64 @@
+//! Class probabilities and names for images.
+
+use burn::tensor::Tensor;
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+
+use crate::models::ImageClassifier;
+
+/// The prediction for one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Most probable class.
+    pub class: usize,
+    /// Its name (the index as text when no names were given).
+    pub name: String,
+    /// Probability of every class (softmax of the logits).
+    pub probabilities: Vec<f32>,
+}
+
+impl Prediction {
+    /// The `k` most probable classes as `(class, probability)`, best first.
+    pub fn top_k(&self, k: usize) -> Vec<(usize, f32)> {
+        let mut ranked: Vec<(usize, f32)> =
+            self.probabilities.iter().copied().enumerate().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked.truncate(k);
+        ranked
+    }
+}
+
+/// Predicts the class of each image of `images` `[N, 3, H, W]`.
+pub fn predict<B: Backend, M: ImageClassifier<B>>(
+    model: &M,
+    images: Tensor<B, 4>,
+    class_names: &[String],
+) -> Vec<Prediction> {
+    let [n, _, _, _] = images.dims();
+    let probabilities = softmax(model.forward(images), 1);
+    let c = probabilities.dims()[1];
+    let values = probabilities
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap_or_default();
+    (0..n)
+        .map(|i| {
+            let probabilities = values.get(i * c..(i + 1) * c).unwrap_or(&[]).to_vec();
+            let class = probabilities
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+                .map_or(0, |(k, _)| k);
+            let name = class_names
+                .get(class)
+                .cloned()
+                .unwrap_or_else(|| class.to_string());
+            Prediction {
+                class,
+                name,
+                probabilities,
+            }
+        })
+        .collect()
+}
