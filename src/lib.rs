@@ -19,6 +19,7 @@ pub mod data;
 pub mod io;
 pub mod models;
 pub mod train;
+pub mod viz;
 pub mod weights;
 
 pub use models::{ImageClassifier, MobileNetV2, MobileNetV2Config, ResNet, ResNetConfig};

@@ -50,8 +50,11 @@ fn resnet_parameter_counts_equal_torchvision() {
     );
 }
 
+/// `(key, shape)` rows of a state dict.
+type Keys = Vec<(String, Vec<usize>)>;
+
 /// Reads `key<TAB>[d0, d1, ...]` rows.
-fn read_tsv(name: &str) -> Option<Vec<(String, Vec<usize>)>> {
+fn read_tsv(name: &str) -> Option<Keys> {
     let path = common::shared(&format!("fixtures/architectures/{name}.state_dict.tsv"))?;
     let text = std::fs::read_to_string(&path).expect("read tsv");
     Some(
@@ -72,7 +75,7 @@ fn read_tsv(name: &str) -> Option<Vec<(String, Vec<usize>)>> {
     )
 }
 
-fn ours<M: burn::module::Module<Cpu>>(model: &M) -> Vec<(String, Vec<usize>)> {
+fn ours<M: burn::module::Module<Cpu>>(model: &M) -> Keys {
     state_dict::<Cpu, M>(model)
         .into_iter()
         .map(|e| (e.key, e.shape))
@@ -82,7 +85,7 @@ fn ours<M: burn::module::Module<Cpu>>(model: &M) -> Vec<(String, Vec<usize>)> {
 #[test]
 fn state_dict_keys_and_shapes_equal_torchvision_files() {
     let d = device();
-    let cases: Vec<(&str, Vec<(String, Vec<usize>)>)> = vec![
+    let cases: Vec<(&str, Keys)> = vec![
         (
             "mobilenet_v2",
             ours(&MobileNetV2Config::new().init::<Cpu>(&d)),

@@ -316,3 +316,19 @@ fn imagenet_samples_with_apostrophes_decode_shared() {
         decode_rgb(&p, &DecodeOptions::default()).expect("decode");
     }
 }
+
+#[test]
+fn train_val_layout_and_its_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    good_folder(&dir.path().join("train"));
+    let e = TrainVal::open(dir.path(), FolderOptions::default(), 0.2, 0).expect_err("no val/");
+    assert!(e.path().ends_with("train"), "{e}");
+    good_folder(&dir.path().join("val"));
+    let sets = TrainVal::open(dir.path(), FolderOptions::default(), 0.2, 0).expect("open");
+    assert!(sets.presplit);
+    assert_eq!(sets.counts()["cats"], (2, 2));
+    write_image(&dir.path().join("val/birds/x.png"), ImageFormat::Png);
+    let e =
+        TrainVal::open(dir.path(), FolderOptions::default(), 0.2, 0).expect_err("classes differ");
+    assert!(matches!(e, DataError::ClassMismatch { .. }), "{e:?}");
+}

@@ -198,15 +198,23 @@ fn non_finite_values_do_not_panic() {
         assert_eq!(decode(&path).dimensions(), (1200, 500));
     }
 
-    // Constant and extreme values.
-    let history = History {
-        epochs: (0..3)
-            .map(|i| epoch(i, "x", 1.0, 1.0, 0.0, 1e300))
-            .collect(),
-    };
-    let path = dir.path().join("extreme.png");
-    plot_history(&history, &path).unwrap();
-    assert_eq!(decode(&path).dimensions(), (1200, 500));
+    // Constant and extreme values, up to the ends of f64.
+    let extremes = [
+        (1.0, 1.0, 0.0, 1e300),
+        (-f64::MAX, f64::MAX, f64::MAX, -f64::MAX),
+        (1e-300, 0.0, 1e-30, 1e-30),
+        (f64::MAX, 0.5, 1.7e308, 0.3),
+    ];
+    for (k, &(ta, va, tl, vl)) in extremes.iter().enumerate() {
+        let history = History {
+            epochs: (0..3)
+                .map(|i| epoch(i, "x", ta, va, tl * (i as f64 - 1.0), vl))
+                .collect(),
+        };
+        let path = dir.path().join(format!("extreme_{k}.png"));
+        plot_history(&history, &path).unwrap();
+        assert_eq!(decode(&path).dimensions(), (1200, 500));
+    }
 }
 
 #[test]

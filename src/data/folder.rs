@@ -359,8 +359,9 @@ impl TrainVal {
     /// (`val_fraction`, `seed`).
     ///
     /// # Errors
-    /// Those of [`ImageFolder::with_options`] and [`ImageFolder::split`], and
-    /// [`DataError::ClassMismatch`] if `val/` has other classes than `train/`.
+    /// Those of [`ImageFolder::with_options`] and [`ImageFolder::split`],
+    /// [`DataError::ClassMismatch`] if `val/` has other classes than `train/`, and
+    /// [`DataError::InvalidArgument`] if only one of `train/` and `val/` exists.
     pub fn open(
         root: impl AsRef<Path>,
         options: FolderOptions,
@@ -383,6 +384,19 @@ impl TrainVal {
                 train,
                 val,
                 presplit: true,
+            });
+        }
+        if t.is_dir() != v.is_dir() {
+            let (has, missing) = if t.is_dir() {
+                (&t, "val")
+            } else {
+                (&v, "train")
+            };
+            return Err(DataError::InvalidArgument {
+                path: has.clone(),
+                message: format!(
+                    "found this folder but no `{missing}` folder beside it: use root/train + root/val, or root/<class>"
+                ),
             });
         }
         let all = ImageFolder::with_options(root, options)?;

@@ -6,7 +6,9 @@
 //! formulation of each operation per backend, keep TensorFlow "SAME" padding exact, and fold a
 //! frozen BatchNorm into the preceding convolution.
 
-use burn::module::{Module, Param, RunningState};
+use burn::module::{Module, Param};
+
+use super::buffer::Buffer;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::PaddedConvOptions;
@@ -76,6 +78,7 @@ pub struct Conv2d<B: Backend> {
 
 impl<B: Backend> Conv2d<B> {
     /// A convolution with Kaiming-normal (fan-out) weights, torchvision's init for its CNNs.
+    #[allow(clippy::too_many_arguments)] // mirrors `nn.Conv2d(in, out, k, stride, padding, groups, bias)`
     pub fn new(
         in_channels: usize,
         out_channels: usize,
@@ -162,9 +165,9 @@ pub struct BatchNorm2d<B: Backend> {
     /// Shift β `[C]`.
     pub bias: Param<Tensor<B, 1>>,
     /// Running mean `[C]` (a buffer, not trained by the optimizer).
-    pub running_mean: RunningState<Tensor<B, 1>>,
+    pub running_mean: Buffer<1, B>,
     /// Running variance `[C]` (a buffer).
-    pub running_var: RunningState<Tensor<B, 1>>,
+    pub running_var: Buffer<1, B>,
     /// Weight of the new batch statistics in the running averages.
     pub momentum: f64,
     /// Added to the variance for numerical stability.
@@ -177,8 +180,8 @@ impl<B: Backend> BatchNorm2d<B> {
         Self {
             weight: Param::from_tensor(Tensor::ones([channels], device)),
             bias: Param::from_tensor(Tensor::zeros([channels], device)),
-            running_mean: RunningState::new(Tensor::zeros([channels], device)),
-            running_var: RunningState::new(Tensor::ones([channels], device)),
+            running_mean: Buffer::new(Tensor::zeros([channels], device)),
+            running_var: Buffer::new(Tensor::ones([channels], device)),
             momentum: 0.1,
             epsilon: 1e-5,
         }
@@ -222,9 +225,9 @@ impl<B: Backend> BatchNorm2d<B> {
 
         let m = self.momentum;
         let unbiased = var.detach().reshape([c]) * (count as f64 / (count.max(2) - 1) as f64);
-        let new_mean = self.running_mean.value_sync().mul_scalar(1.0 - m)
+        let new_mean = self.running_mean.value().mul_scalar(1.0 - m)
             + mean.detach().reshape([c]).mul_scalar(m);
-        let new_var = self.running_var.value_sync().mul_scalar(1.0 - m) + unbiased.mul_scalar(m);
+        let new_var = self.running_var.value().mul_scalar(1.0 - m) + unbiased.mul_scalar(m);
         self.running_mean.update(new_mean);
         self.running_var.update(new_var);
         y

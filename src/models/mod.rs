@@ -3,6 +3,7 @@
 //! Each model's module tree mirrors torchvision's, so [`state_dict`] lists exactly the keys and
 //! shapes of the torchvision model's `state_dict()`.
 
+pub mod buffer;
 pub mod layers;
 pub mod mobilenet_v2;
 pub mod resnet;

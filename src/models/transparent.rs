@@ -16,6 +16,8 @@ macro_rules! transparent_module_enum {
         }
     ) => {
         $(#[$meta])*
+        // A model holds a few dozen of these, built once: variant sizes do not matter.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Debug, Clone)]
         pub enum $name<B: burn::tensor::backend::Backend> {
             $(#[$ma])* $va($ta<B>),

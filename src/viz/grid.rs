@@ -2,12 +2,10 @@
 
 use std::path::Path;
 
+use super::text::{self, HAlign, Label, VAlign};
+use super::{VizError, ensure_font, write_png};
 use image::imageops::{self, FilterType};
 use image::{Rgb, RgbImage};
-use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
-
-use super::{VizError, ensure_font, render_error, write_png};
 
 /// Default number of columns (and rows) of [`prediction_grid`]: a 3 × 3 grid, as in the Keras
 /// and PyTorch tutorials.
@@ -22,13 +20,13 @@ pub const GRID_CAPTION_HEIGHT: u32 = 28;
 pub const GRID_PADDING: u32 = 10;
 
 /// Colour of the caption of a right prediction.
-const RIGHT_COLOR: RGBColor = RGBColor(0, 120, 0);
+const RIGHT_COLOR: [u8; 3] = [0, 120, 0];
 /// Colour of the caption and frame of a wrong prediction.
-const WRONG_COLOR: RGBColor = RGBColor(215, 0, 0);
+const WRONG_COLOR: [u8; 3] = [215, 0, 0];
 /// Width in pixels of the frame drawn on the border of a wrongly predicted image.
 const FRAME_WIDTH: u32 = 3;
-/// Caption font sizes tried, largest first, until the caption fits its cell.
-const CAPTION_SIZES: [u32; 4] = [17, 15, 13, 11];
+/// Caption font sizes tried, largest first, until every caption fits its cell.
+const CAPTION_SIZES: [f32; 5] = [19.0, 17.0, 15.0, 13.0, 11.0];
 
 /// One image of a [`prediction_grid`] with its true and its predicted class name.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,12 +66,13 @@ fn cell_height() -> u32 {
 /// as a PNG of [`prediction_grid_size`]`(columns)` pixels at `path`, on a white background.
 ///
 /// Items fill the grid row by row. Each cell holds a caption "Label: x, Pred: y" above the image,
-/// which is scaled (up or down) to fit a [`GRID_CELL_SIZE`] square keeping its aspect ratio and
-/// centred in it. A right prediction is captioned in green; a wrong one is captioned in red and
-/// its image framed in red. A caption too long for its cell is set smaller, then shortened with
-/// "…". When there are fewer items than cells the remaining cells stay empty; items beyond
-/// `columns²` are not drawn. Missing parent folders of `path` are created and the file is replaced
-/// atomically.
+/// which is scaled (up or down) to fit a [`GRID_CELL_SIZE`] square keeping its aspect ratio,
+/// centred across and set at the top of the square, right under its caption. A right prediction
+/// is captioned in green; a wrong one is captioned in red and its image framed in red. All
+/// captions share one font size, the largest at which they all fit their cells; a caption still
+/// too long at the smallest size is shortened with "…". When there are fewer items than cells the
+/// remaining cells stay empty; items beyond `columns²` are not drawn. Missing parent folders of
+/// `path` are created and the file is replaced atomically.
 ///
 /// # Errors
 /// [`VizError::NoItems`] when `items` is empty, [`VizError::InvalidColumns`] when `columns` is 0
@@ -92,7 +91,7 @@ pub fn prediction_grid(items: &[GridItem], columns: usize, path: &Path) -> Resul
             max: MAX_GRID,
         });
     }
-    ensure_font(path)?;
+    let font = ensure_font(path)?;
     let (width, height) = prediction_grid_size(columns);
     let cells = columns * columns;
     let shown = &items[..items.len().min(cells)];
@@ -106,45 +105,40 @@ pub fn prediction_grid(items: &[GridItem], columns: usize, path: &Path) -> Resul
             continue;
         };
         let ix = bx + (GRID_CELL_SIZE - scaled.width()) / 2;
-        let iy = by + (GRID_CELL_SIZE - scaled.height()) / 2;
+        let iy = by;
         imageops::replace(&mut canvas, &scaled, i64::from(ix), i64::from(iy));
         if !item.is_correct() {
             frame(&mut canvas, ix, iy, scaled.width(), scaled.height());
         }
     }
 
-    // Captions, with the embedded font.
-    let mut rgb = canvas.into_raw();
-    {
-        let backend = BitMapBackend::<plotters::backend::RGBPixel>::with_buffer_and_format(
-            &mut rgb,
-            (width, height),
-        )
-        .map_err(|e| render_error(path, e))?;
-        let root = backend.into_drawing_area();
-        for (k, item) in shown.iter().enumerate() {
-            let (x0, y0) = cell_origin(k, columns);
-            let color = if item.is_correct() {
-                RIGHT_COLOR
-            } else {
-                WRONG_COLOR
-            };
-            let caption = format!("Label: {}, Pred: {}", item.label, item.predicted);
-            let max_width = cell_width() - 4;
-            let (text, size) = fit_caption(&root, &caption, max_width).map_err(|e| render_error(path, e))?;
-            let style = TextStyle::from(("sans-serif", size).into_font())
-                .color(&color)
-                .pos(Pos::new(HPos::Center, VPos::Center));
-            let center = (
-                (x0 + cell_width() / 2) as i32,
-                (y0 + GRID_PADDING + GRID_CAPTION_HEIGHT / 2) as i32,
-            );
-            root.draw(&Text::new(text, center, style))
-                .map_err(|e| render_error(path, e))?;
-        }
-        root.present().map_err(|e| render_error(path, e))?;
+    // Captions, with the embedded font, all at the largest size at which they fit.
+    let captions: Vec<String> = shown
+        .iter()
+        .map(|item| format!("Label: {}, Pred: {}", item.label, item.predicted))
+        .collect();
+    let max_width = (cell_width() - 6) as i32;
+    let fits = |text: &str, size: f32| text::text_size(font, size, text).0 <= max_width;
+    let size = CAPTION_SIZES
+        .into_iter()
+        .find(|&size| captions.iter().all(|c| fits(c, size)))
+        .unwrap_or(CAPTION_SIZES[CAPTION_SIZES.len() - 1]);
+    for (k, (item, caption)) in shown.iter().zip(captions).enumerate() {
+        let (x0, y0) = cell_origin(k, columns);
+        let color = if item.is_correct() {
+            RIGHT_COLOR
+        } else {
+            WRONG_COLOR
+        };
+        let caption = shorten(caption, |t| fits(t, size));
+        let center = (
+            (x0 + cell_width() / 2) as i32,
+            (y0 + GRID_PADDING + GRID_CAPTION_HEIGHT / 2) as i32,
+        );
+        let label = Label::new(caption, center, size, color).anchor(HAlign::Center, VAlign::Center);
+        text::draw(&mut canvas, font, &label);
     }
-    write_png(path, &rgb, width, height)
+    write_png(path, &canvas)
 }
 
 /// Top-left pixel of cell `k` of a grid of `columns` columns, filled row by row.
@@ -177,7 +171,7 @@ fn fit(image: &RgbImage) -> Option<RgbImage> {
 
 /// Paints a red frame on the border of the `w` × `h` rectangle at (`x`, `y`) of `canvas`.
 fn frame(canvas: &mut RgbImage, x: u32, y: u32, w: u32, h: u32) {
-    let red = Rgb([WRONG_COLOR.0, WRONG_COLOR.1, WRONG_COLOR.2]);
+    let red = Rgb(WRONG_COLOR);
     let t = FRAME_WIDTH.min(w).min(h);
     for py in y..y + h {
         for px in x..x + w {
@@ -189,32 +183,18 @@ fn frame(canvas: &mut RgbImage, x: u32, y: u32, w: u32, h: u32) {
     }
 }
 
-/// The caption text and font size to draw: the largest size of [`CAPTION_SIZES`] at which
-/// `caption` fits in `max_width` pixels, else the smallest size with the caption shortened to fit
-/// and ended with "…".
-fn fit_caption<DB: DrawingBackend>(
-    area: &DrawingArea<DB, plotters::coord::Shift>,
-    caption: &str,
-    max_width: u32,
-) -> Result<(String, u32), DrawingAreaErrorKind<DB::ErrorType>> {
-    let width = |text: &str, size: u32| -> Result<u32, DrawingAreaErrorKind<DB::ErrorType>> {
-        let style = TextStyle::from(("sans-serif", size).into_font());
-        Ok(area.estimate_text_size(text, &style)?.0)
-    };
-    for size in CAPTION_SIZES {
-        if width(caption, size)? <= max_width {
-            return Ok((caption.to_string(), size));
-        }
+/// `caption` as it is if it `fits`, else its longest beginning that fits once ended with "…".
+fn shorten(caption: String, fits: impl Fn(&str) -> bool) -> String {
+    if fits(&caption) {
+        return caption;
     }
-    let size = CAPTION_SIZES[CAPTION_SIZES.len() - 1];
-    // No glyph is narrower than 2 pixels at this size: longer prefixes cannot fit.
-    let mut chars: Vec<char> = caption.chars().take(max_width as usize / 2).collect();
-    while !chars.is_empty() {
-        chars.pop();
+    // Captions are at most a cell wide, a few dozen glyphs: longer beginnings cannot fit.
+    let mut chars: Vec<char> = caption.chars().take(cell_width() as usize / 2).collect();
+    while chars.pop().is_some() {
         let text: String = chars.iter().collect::<String>() + "…";
-        if width(&text, size)? <= max_width {
-            return Ok((text, size));
+        if fits(&text) {
+            return text;
         }
     }
-    Ok(("…".to_string(), size))
+    "…".to_string()
 }

@@ -2,10 +2,12 @@
 
 use std::path::Path;
 
+use ab_glyph::FontRef;
+use image::RgbImage;
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use super::text::{self, HAlign, Label, VAlign};
 use super::{VizError, ensure_font, render_error, write_png};
 use crate::train::History;
 
@@ -20,6 +22,8 @@ const TRAIN_COLOR: RGBColor = RGBColor(31, 119, 180);
 const VAL_COLOR: RGBColor = RGBColor(255, 127, 14);
 /// Colour of the phase boundary lines and their labels.
 const BOUNDARY_COLOR: RGBColor = RGBColor(44, 160, 44);
+/// Colour of titles, axis names and tick labels.
+const TEXT_COLOR: [u8; 3] = [30, 30, 30];
 /// Above this many epochs the curves are drawn without a marker per epoch.
 const MAX_MARKED_EPOCHS: usize = 40;
 
@@ -45,13 +49,16 @@ pub fn plot_history(history: &History, path: &Path) -> Result<(), VizError> {
             path: path.to_path_buf(),
         });
     }
-    ensure_font(path)?;
+    let font = ensure_font(path)?;
     let (width, height) = (HISTORY_WIDTH, HISTORY_HEIGHT);
     let mut rgb = vec![255u8; width as usize * height as usize * 3];
+    let mut labels = Vec::new();
     {
-        let backend =
-            BitMapBackend::<plotters::backend::RGBPixel>::with_buffer_and_format(&mut rgb, (width, height))
-                .map_err(|e| render_error(path, e))?;
+        let backend = BitMapBackend::<plotters::backend::RGBPixel>::with_buffer_and_format(
+            &mut rgb,
+            (width, height),
+        )
+        .map_err(|e| render_error(path, e))?;
         let root = backend.into_drawing_area();
         root.fill(&WHITE).map_err(|e| render_error(path, e))?;
         let panels = root.split_evenly((1, 2));
@@ -64,7 +71,6 @@ pub fn plot_history(history: &History, path: &Path) -> Result<(), VizError> {
             val_label: "Validation Accuracy",
             train: epochs.iter().map(|e| e.train_accuracy).collect(),
             val: epochs.iter().map(|e| e.val_accuracy).collect(),
-            legend: SeriesLabelPosition::LowerRight,
             is_accuracy: true,
         };
         let loss = Panel {
@@ -74,14 +80,20 @@ pub fn plot_history(history: &History, path: &Path) -> Result<(), VizError> {
             val_label: "Validation Loss",
             train: epochs.iter().map(|e| e.train_loss).collect(),
             val: epochs.iter().map(|e| e.val_loss).collect(),
-            legend: SeriesLabelPosition::UpperRight,
             is_accuracy: false,
         };
-        draw_panel(&panels[0], &accuracy, &boundaries).map_err(|e| render_error(path, e))?;
-        draw_panel(&panels[1], &loss, &boundaries).map_err(|e| render_error(path, e))?;
+        for (area, panel) in panels.iter().zip([&accuracy, &loss]) {
+            draw_panel(&root, area, panel, &boundaries, font, &mut labels)
+                .map_err(|e| render_error(path, e))?;
+        }
         root.present().map_err(|e| render_error(path, e))?;
     }
-    write_png(path, &rgb, width, height)
+    let mut image = RgbImage::from_raw(width, height, rgb)
+        .ok_or_else(|| render_error(path, "the picture buffer has the wrong size"))?;
+    for label in &labels {
+        text::draw(&mut image, font, label);
+    }
+    write_png(path, &image)
 }
 
 /// One panel of the history plot.
@@ -92,7 +104,6 @@ struct Panel {
     val_label: &'static str,
     train: Vec<f64>,
     val: Vec<f64>,
-    legend: SeriesLabelPosition,
     is_accuracy: bool,
 }
 
@@ -129,17 +140,31 @@ fn y_range(values: &[f64], is_accuracy: bool) -> (f64, f64) {
     let (lo, hi) = if is_accuracy {
         // Like the Keras notebook: from a little under the lowest accuracy up to 1.
         let lo = ((min - 0.05) * 10.0).floor() / 10.0;
-        let lo = if min >= 0.0 { lo.max(0.0) } else { lo };
-        (lo, max.max(1.0))
+        (if min >= 0.0 { lo.max(0.0) } else { lo }, max.max(1.0))
     } else {
-        let lo = if min >= 0.0 { 0.0 } else { min * 1.1 };
-        (lo, if max > 0.0 { max * 1.1 } else { 1.0 })
+        // 10% of room above (and below when negative), unless that overflows.
+        let grow = |v: f64| if (v * 1.1).is_finite() { v * 1.1 } else { v };
+        let lo = if min >= 0.0 { 0.0 } else { grow(min) };
+        (lo, if max > 0.0 { grow(max) } else { 1.0 })
     };
-    if hi - lo > f64::EPSILON * hi.abs().max(1.0) && (hi - lo).is_finite() {
+    if (hi - lo).is_finite() && hi - lo > f64::EPSILON * hi.abs().max(1.0) {
         (lo, hi)
     } else {
-        (lo - 0.5, lo + 0.5)
+        (0.0, 1.0)
     }
+}
+
+/// Tick label of `y` when ticks are `step` apart.
+fn y_tick(y: f64, step: f64) -> String {
+    if y != 0.0 && !(1e-3..1e5).contains(&y.abs()) {
+        return format!("{y:.1e}");
+    }
+    let decimals = if step > 0.0 && step.is_finite() {
+        (-step.log10().floor()).clamp(0.0, 4.0) as usize
+    } else {
+        2
+    };
+    format!("{y:.decimals$}")
 }
 
 /// Finite (x, y) runs of `values`, with x the 1-based epoch: a value that is not finite breaks
@@ -159,96 +184,223 @@ fn segments(values: &[f64]) -> Vec<Vec<(f64, f64)>> {
     out
 }
 
-/// Draws one panel: axes, both curves, the phase boundaries and the legend.
+/// Draws one panel on `area` (a part of `root`): axes, both curves, the phase boundaries and the
+/// legend. Texts are pushed to `labels`, in pixels of `root`, to be set afterwards.
 fn draw_panel<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
     area: &DrawingArea<DB, Shift>,
     panel: &Panel,
     boundaries: &[(f64, String)],
+    font: &FontRef<'static>,
+    labels: &mut Vec<Label>,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let n = panel.train.len();
-    let (y_lo, y_hi) = y_range(
-        &panel.train.iter().chain(&panel.val).copied().collect::<Vec<_>>(),
-        panel.is_accuracy,
-    );
-    let x_range = 0.5..n as f64 + 0.5;
-    let mut chart = ChartBuilder::on(area)
-        .caption(panel.title, ("sans-serif", 22))
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(64)
-        .build_cartesian_2d(x_range, y_lo..y_hi)?;
+    let values: Vec<f64> = panel.train.iter().chain(&panel.val).copied().collect();
+    let (y_lo, y_hi) = y_range(&values, panel.is_accuracy);
+    let (x_lo, x_hi) = (0.5, n as f64 + 0.5);
 
+    let (area_x, area_y) = area.get_pixel_range();
+    labels.push(
+        Label::new(
+            panel.title,
+            ((area_x.start + area_x.end) / 2, area_y.start + 12),
+            24.0,
+            TEXT_COLOR,
+        )
+        .anchor(HAlign::Center, VAlign::Top),
+    );
+
+    let mut chart = ChartBuilder::on(area)
+        .margin_top(52)
+        .margin_bottom(8)
+        .margin_left(12)
+        .margin_right(24)
+        .x_label_area_size(50)
+        .y_label_area_size(76)
+        .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)?;
+
+    // A range n wide asked for at most n key points gets them on whole numbers.
+    let n_x = n.clamp(1, 10);
+    let n_y = 8;
     chart
         .configure_mesh()
-        .x_desc("Epoch")
-        .y_desc(panel.y_desc)
-        .axis_desc_style(("sans-serif", 16))
-        .label_style(("sans-serif", 14))
-        // Key points of a range n wide with at most n labels fall on whole numbers.
-        .x_labels(n.min(10))
-        .x_label_formatter(&|x| format!("{}", x.round() as i64))
-        .y_labels(8)
-        .y_label_formatter(&|y| format!("{y:.2}"))
-        .light_line_style(RGBColor(235, 235, 235))
+        .x_labels(n_x)
+        .y_labels(n_y)
+        // Tick labels are set with the embedded font below.
+        .x_label_formatter(&|_| String::new())
+        .y_label_formatter(&|_| String::new())
+        .light_line_style(RGBColor(238, 238, 238))
         .bold_line_style(RGBColor(215, 215, 215))
+        .axis_style(RGBColor(90, 90, 90))
         .draw()?;
 
-    for &(x, ref label) in boundaries {
+    let (plot_x, plot_y) = chart.plotting_area().get_pixel_range();
+    let x_ticks = chart.as_coord_spec().x_spec().key_points(n_x);
+    let y_ticks = chart.as_coord_spec().y_spec().key_points(n_y);
+    for x in x_ticks {
+        let (px, _) = chart.backend_coord(&(x, y_lo));
+        let tick = format!("{}", x.round() as i64);
+        labels.push(
+            Label::new(tick, (px, plot_y.end + 8), 16.0, TEXT_COLOR)
+                .anchor(HAlign::Center, VAlign::Top),
+        );
+    }
+    let y_step = match y_ticks.as_slice() {
+        [a, b, ..] => (b - a).abs(),
+        _ => y_hi - y_lo,
+    };
+    for y in y_ticks {
+        let (_, py) = chart.backend_coord(&(x_lo, y));
+        labels.push(
+            Label::new(y_tick(y, y_step), (plot_x.start - 8, py), 16.0, TEXT_COLOR)
+                .anchor(HAlign::Right, VAlign::Center),
+        );
+    }
+    let center_x = (plot_x.start + plot_x.end) / 2;
+    let center_y = (plot_y.start + plot_y.end) / 2;
+    labels.push(
+        Label::new("Epoch", (center_x, plot_y.end + 30), 18.0, TEXT_COLOR)
+            .anchor(HAlign::Center, VAlign::Top),
+    );
+    labels.push(
+        Label::new(
+            panel.y_desc,
+            (area_x.start + 14, center_y),
+            18.0,
+            TEXT_COLOR,
+        )
+        .anchor(HAlign::Left, VAlign::Center)
+        .vertical(),
+    );
+
+    // Phase boundaries, labelled at the top on the side with more room.
+    let mut obstacles = Vec::new();
+    for (x, label) in boundaries {
         chart.draw_series(DashedLineSeries::new(
-            [(x, y_lo), (x, y_hi)],
+            [(*x, y_lo), (*x, y_hi)],
             8,
             5,
             BOUNDARY_COLOR.stroke_width(2),
         ))?;
-        // Label at the top of the line, on the side with more room.
-        let right = x < n as f64 / 2.0 + 0.5 || n <= 2;
-        let (dx, h) = if right { (6, HPos::Left) } else { (-6, HPos::Right) };
-        let style = TextStyle::from(("sans-serif", 15).into_font())
-            .color(&BOUNDARY_COLOR)
-            .pos(Pos::new(h, VPos::Top));
-        chart.draw_series(std::iter::once(
-            EmptyElement::at((x, y_hi)) + Text::new(label.clone(), (dx, 10), style),
-        ))?;
+        let (px, _) = chart.backend_coord(&(*x, y_hi));
+        let color = [BOUNDARY_COLOR.0, BOUNDARY_COLOR.1, BOUNDARY_COLOR.2];
+        // Right of the line where it fits, else left of it; one row lower for every earlier
+        // label it would overlap.
+        let width = text::text_size(font, 17.0, label).0;
+        let (dx, h) = if px + 6 + width <= plot_x.end - 4 {
+            (6, HAlign::Left)
+        } else {
+            (-6, HAlign::Right)
+        };
+        let mut top = plot_y.start + 6;
+        let label = loop {
+            let label = Label::new(label.clone(), (px + dx, top), 17.0, color)
+                .anchor(h, VAlign::Top)
+                .background([255, 255, 255]);
+            let (lx, ly, lw, lh) = label.bounds(font);
+            let clash = obstacles
+                .iter()
+                .any(|&(ox, oy, ow, oh): &(i32, i32, i32, i32)| {
+                    ox < lx + lw + 4 && lx < ox + ow + 4 && oy < ly + lh && ly < oy + oh
+                });
+            if !clash || top > plot_y.end {
+                break label;
+            }
+            top += lh + 2;
+        };
+        obstacles.push(label.bounds(font));
+        labels.push(label);
     }
 
+    // Curves, with a marker per epoch when there are few.
     let marked = n <= MAX_MARKED_EPOCHS;
-    for (values, color, label) in [
-        (&panel.train, TRAIN_COLOR, panel.train_label),
-        (&panel.val, VAL_COLOR, panel.val_label),
-    ] {
-        let segs = segments(values);
-        for (k, seg) in segs.iter().enumerate() {
-            let series = chart.draw_series(LineSeries::new(seg.iter().copied(), color.stroke_width(2)))?;
-            if k == 0 {
-                series.label(label).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-            }
+    let radius = if n == 1 { 5 } else { 3 };
+    let mut curve_pixels = Vec::new();
+    for (values, color) in [(&panel.train, TRAIN_COLOR), (&panel.val, VAL_COLOR)] {
+        for seg in segments(values) {
+            // Only a range too wide for f64 leaves values outside it: keep them on the edge.
+            let seg: Vec<(f64, f64)> = seg.iter().map(|&(x, y)| (x, y.clamp(y_lo, y_hi))).collect();
+            chart.draw_series(LineSeries::new(seg.iter().copied(), color.stroke_width(2)))?;
             if marked || seg.len() == 1 {
-                chart.draw_series(
-                    seg.iter()
-                        .map(|&p| Circle::new(p, 3, color.filled())),
-                )?;
+                chart.draw_series(seg.iter().map(|&p| Circle::new(p, radius, color.filled())))?;
             }
-        }
-        if segs.is_empty() {
-            // Nothing finite to draw: still name the curve in the legend.
-            chart
-                .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())?
-                .label(label)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
+            let pixels: Vec<(i32, i32)> = seg.iter().map(|p| chart.backend_coord(p)).collect();
+            curve_pixels.extend(sample_polyline(&pixels));
         }
     }
 
-    chart
-        .configure_series_labels()
-        .position(panel.legend)
-        .margin(12)
-        .label_font(("sans-serif", 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(160, 160, 160))
-        .draw()?;
+    // Legend in the corner of the plot that covers the fewest curve pixels.
+    let entries = [
+        (panel.train_label, TRAIN_COLOR),
+        (panel.val_label, VAL_COLOR),
+    ];
+    let (size, row, pad, sample) = (16.0, 24, 10, 28);
+    let text_w = entries
+        .iter()
+        .map(|(l, _)| text::text_size(font, size, l).0)
+        .max()
+        .unwrap_or(0);
+    let (box_w, box_h) = (
+        pad * 3 + sample + text_w,
+        pad * 2 + row * entries.len() as i32,
+    );
+    let inset = 12;
+    let (left, right) = (plot_x.start + inset, plot_x.end - inset - box_w);
+    let (top, bottom) = (plot_y.start + inset, plot_y.end - inset - box_h);
+    let corners = if panel.is_accuracy {
+        [(right, bottom), (right, top), (left, bottom), (left, top)]
+    } else {
+        [(right, top), (right, bottom), (left, top), (left, bottom)]
+    };
+    let covered = |&(x0, y0): &(i32, i32)| {
+        let inside = |&(x, y): &(i32, i32)| x >= x0 && x < x0 + box_w && y >= y0 && y < y0 + box_h;
+        let hits = curve_pixels.iter().filter(|p| inside(p)).count();
+        let blocked = obstacles.iter().any(|&(ox, oy, ow, oh)| {
+            ox < x0 + box_w && x0 < ox + ow && oy < y0 + box_h && y0 < oy + oh
+        });
+        hits + if blocked { 1_000_000 } else { 0 }
+    };
+    let (bx, by) = corners
+        .iter()
+        .min_by_key(|c| covered(c))
+        .copied()
+        .unwrap_or((right, top));
+    root.draw(&Rectangle::new(
+        [(bx, by), (bx + box_w, by + box_h)],
+        WHITE.mix(0.9).filled(),
+    ))?;
+    root.draw(&Rectangle::new(
+        [(bx, by), (bx + box_w, by + box_h)],
+        RGBColor(170, 170, 170).stroke_width(1),
+    ))?;
+    for (k, (label, color)) in entries.iter().enumerate() {
+        let y = by + pad + row * k as i32 + row / 2;
+        root.draw(&PathElement::new(
+            vec![(bx + pad, y), (bx + pad + sample, y)],
+            color.stroke_width(2),
+        ))?;
+        if marked {
+            root.draw(&Circle::new((bx + pad + sample / 2, y), 3, color.filled()))?;
+        }
+        labels.push(
+            Label::new(*label, (bx + pad * 2 + sample, y), size, TEXT_COLOR)
+                .anchor(HAlign::Left, VAlign::Center),
+        );
+    }
     Ok(())
+}
+
+/// Pixels along a polyline, about every two pixels.
+fn sample_polyline(points: &[(i32, i32)]) -> Vec<(i32, i32)> {
+    let mut out: Vec<(i32, i32)> = points.to_vec();
+    for pair in points.windows(2) {
+        let ((x0, y0), (x1, y1)) = (pair[0], pair[1]);
+        let (dx, dy) = (f64::from(x1) - f64::from(x0), f64::from(y1) - f64::from(y0));
+        let steps = (dx.abs().max(dy.abs()) / 2.0).ceil().min(10_000.0) as i32;
+        for s in 1..steps {
+            let t = f64::from(s) / f64::from(steps);
+            out.push((x0 + (dx * t) as i32, y0 + (dy * t) as i32));
+        }
+    }
+    out
 }

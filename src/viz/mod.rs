@@ -30,11 +30,13 @@
 
 mod grid;
 mod history;
+mod text;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use image::{ExtendedColorType, ImageEncoder, codecs::png::PngEncoder};
+use ab_glyph::FontRef;
+use image::{ExtendedColorType, ImageEncoder, RgbImage, codecs::png::PngEncoder};
 use plotters::style::FontStyle;
 
 pub use grid::{
@@ -122,20 +124,20 @@ pub enum VizError {
     },
 }
 
-/// Registers the embedded font under the family names plotters asks for (once per process).
-fn ensure_font(path: &Path) -> Result<(), VizError> {
+/// The embedded font, also registered under the family names plotters asks for (once per
+/// process, in case plotters lays out text of its own).
+fn ensure_font(path: &Path) -> Result<&'static FontRef<'static>, VizError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let ok = *REGISTERED.get_or_init(|| {
-        ["sans-serif", "serif", "monospace"].iter().all(|family| {
-            plotters::style::register_font(family, FontStyle::Normal, FONT).is_ok()
-        })
+    let registered = *REGISTERED.get_or_init(|| {
+        ["sans-serif", "serif", "monospace"]
+            .iter()
+            .all(|family| plotters::style::register_font(family, FontStyle::Normal, FONT).is_ok())
     });
-    if ok {
-        Ok(())
-    } else {
-        Err(VizError::Font {
+    match text::font() {
+        Some(font) if registered => Ok(font),
+        _ => Err(VizError::Font {
             path: path.to_path_buf(),
-        })
+        }),
     }
 }
 
@@ -147,12 +149,17 @@ fn render_error(path: &Path, error: impl std::fmt::Display) -> VizError {
     }
 }
 
-/// Encodes an RGB8 buffer of `width` × `height` pixels as PNG and writes it atomically to
-/// `path`, creating the missing parent folders first.
-fn write_png(path: &Path, rgb: &[u8], width: u32, height: u32) -> Result<(), VizError> {
+/// Encodes `image` as PNG and writes it atomically to `path`, creating the missing parent
+/// folders first.
+fn write_png(path: &Path, image: &RgbImage) -> Result<(), VizError> {
     let mut png = Vec::new();
     PngEncoder::new(&mut png)
-        .write_image(rgb, width, height, ExtendedColorType::Rgb8)
+        .write_image(
+            image.as_raw(),
+            image.width(),
+            image.height(),
+            ExtendedColorType::Rgb8,
+        )
         .map_err(|source| VizError::Encode {
             path: path.to_path_buf(),
             source,

@@ -104,20 +104,19 @@ fn detect_padding(
     path: &Path,
     convs: &[(&ConvLayer, Option<&BatchNormLayer>)],
 ) -> Result<Padding, WeightsError> {
-    // The first conv is a 3×3 stride-2 in both families: its pads tell the convention.
-    for (conv, _) in convs.iter().filter(|(c, _)| c.kernel == [3, 3]) {
-        match conv.auto_pad {
-            AutoPad::SameUpper => return Ok(Padding::TfSame),
-            AutoPad::SameLower | AutoPad::Valid => {
-                return Err(arch_error(
-                    path,
-                    "symmetric or TF-SAME padding",
-                    format!("{:?}", conv.auto_pad),
-                ));
-            }
-            AutoPad::NotSet => {}
-        }
-        return match conv.pads {
+    // The first 3×3 conv (the stem of MobileNetV2, a block conv of ResNet): its pads tell the
+    // convention.
+    let Some((conv, _)) = convs.iter().find(|(c, _)| c.kernel == [3, 3]) else {
+        return Ok(Padding::Symmetric);
+    };
+    match conv.auto_pad {
+        AutoPad::SameUpper => Ok(Padding::TfSame),
+        AutoPad::SameLower | AutoPad::Valid => Err(arch_error(
+            path,
+            "symmetric or TF-SAME padding",
+            format!("auto_pad {:?}", conv.auto_pad),
+        )),
+        AutoPad::NotSet => match conv.pads {
             [1, 1, 1, 1] => Ok(Padding::Symmetric),
             [0, 0, 1, 1] if conv.strides == [2, 2] => Ok(Padding::TfSame),
             pads => Err(arch_error(
@@ -125,9 +124,8 @@ fn detect_padding(
                 "symmetric or TF-SAME 3×3 padding",
                 format!("pads {pads:?}"),
             )),
-        };
+        },
     }
-    Ok(Padding::Symmetric)
 }
 
 /// Detects the architecture, its configuration and padding from the graph.

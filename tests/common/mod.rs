@@ -93,3 +93,91 @@ pub fn npy_i64(path: &std::path::Path) -> Npy<i64> {
         .collect();
     Npy { shape, data }
 }
+
+/// Writes a small class-per-folder dataset of PNGs to `root`: class `k` images are tinted with
+/// a distinct colour plus a deterministic pattern, so a classifier can learn them.
+pub fn synthetic_folder(root: &std::path::Path, classes: &[&str], per_class: usize, size: u32) {
+    for (k, class) in classes.iter().enumerate() {
+        let dir = root.join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let img = image::RgbImage::from_fn(size, size, |x, y| {
+                let wave = ((x * (3 + i as u32) + y * (5 + k as u32)) % 64) as u8;
+                let base = [
+                    (k * 97 % 256) as u8,
+                    (k * 53 % 256) as u8 ^ 0x80,
+                    (255 - k * 71 % 256) as u8,
+                ];
+                image::Rgb([
+                    base[0].wrapping_add(wave),
+                    base[1].wrapping_add(wave / 2),
+                    base[2].wrapping_sub(wave),
+                ])
+            });
+            img.save(dir.join(format!("{class}_{i:03}.png"))).unwrap();
+        }
+    }
+}
+
+/// Every tensor of a module by key, as raw bits (for bit-for-bit comparisons).
+pub fn snapshot<B: burn::tensor::backend::Backend, M: burn::module::Module<B>>(
+    model: &M,
+) -> Vec<(String, Vec<u32>)> {
+    use burn::module::{ModuleVisitor, Param};
+    use burn::tensor::Tensor;
+    struct V(Vec<String>, Vec<(String, Vec<u32>)>);
+    impl<B: burn::tensor::backend::Backend> ModuleVisitor<B> for V {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.push(name.into());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+            let bits = p
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            self.1.push((self.0.join("."), bits));
+        }
+    }
+    let mut v = V(Vec::new(), Vec::new());
+    model.visit(&mut v);
+    v.1
+}
+
+/// Training (ImageNet train preset) and validation (eval preset) loaders over a 75/25 split.
+pub fn small_loaders(
+    root: &std::path::Path,
+    size: u32,
+    batch: usize,
+) -> (
+    transfer_vision::data::DataLoader,
+    transfer_vision::data::DataLoader,
+) {
+    use transfer_vision::data::{
+        DataLoader, FolderOptions, LoaderConfig, Normalization, TrainVal, presets,
+    };
+    let sets = TrainVal::open(root, FolderOptions::default(), 0.25, 7).unwrap();
+    let mut cfg = LoaderConfig::new(batch);
+    cfg.seed = 3;
+    let train = DataLoader::new(
+        &sets.train,
+        presets::imagenet_train(size, Normalization::ImageNet),
+        cfg,
+    )
+    .unwrap();
+    cfg.shuffle = false;
+    let val = DataLoader::new(
+        &sets.val,
+        presets::imagenet_eval(size, Normalization::ImageNet),
+        cfg,
+    )
+    .unwrap();
+    (train, val)
+}

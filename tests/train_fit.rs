@@ -1,0 +1,127 @@
+//! `fit`: frozen layers stay bit-identical, trainable ones change, a resumed run equals an
+//! uninterrupted one, and feature extraction on real data reaches the expected accuracy.
+
+mod common;
+
+use burn::module::AutodiffModule;
+use transfer_vision::backend::CpuAutodiff;
+use transfer_vision::data::{
+    DataLoader, FolderOptions, LoaderConfig, Normalization, TrainVal, presets,
+};
+use transfer_vision::models::{ImageClassifier, MobileNetV2, MobileNetV2Config, ResNetConfig};
+use transfer_vision::train::{FitConfig, OptimizerConfig, Trainable, fit};
+
+type B = CpuAutodiff;
+type Device = burn::tensor::Device<B>;
+
+fn check_frozen<M: burn::module::Module<B>>(before: &M, after: &M, trainable: &[&str]) {
+    let (a, b) = (
+        common::snapshot::<B, _>(before),
+        common::snapshot::<B, _>(after),
+    );
+    assert_eq!(a.len(), b.len());
+    let mut changed = 0;
+    for ((key, x), (_, y)) in a.iter().zip(&b) {
+        let trains = trainable.iter().any(|p| key.starts_with(p));
+        if trains {
+            changed += usize::from(x != y);
+        } else {
+            assert_eq!(x, y, "frozen tensor {key} changed");
+        }
+    }
+    // Every trainable parameter and every trainable BatchNorm's statistics moved.
+    let trainable_count = a
+        .iter()
+        .filter(|(k, _)| trainable.iter().any(|p| k.starts_with(p)))
+        .count();
+    assert_eq!(
+        changed, trainable_count,
+        "some trainable tensors did not change"
+    );
+}
+
+#[test]
+fn fine_tuning_changes_only_what_trains() {
+    let device = Device::default();
+    let dir = tempfile::tempdir().unwrap();
+    common::synthetic_folder(dir.path(), &["red", "blue"], 8, 72);
+    let (train, val) = common::small_loaders(dir.path(), 64, 4);
+
+    let resnet = ResNetConfig::resnet18(2).init::<B>(&device);
+    let before = resnet.clone();
+    let config = FitConfig::new(
+        1,
+        OptimizerConfig::adam(1e-3),
+        Trainable::FromBlock("layer4".into()),
+    )
+    .with_quiet(true);
+    let out = fit(resnet, &train, &val, &config, &device).unwrap();
+    check_frozen(&before, &out.model, &["layer4.", "fc."]);
+
+    let mobilenet = MobileNetV2Config::new()
+        .with_num_classes(2)
+        .init::<B>(&device);
+    let before = mobilenet.clone();
+    let config = FitConfig::new(1, OptimizerConfig::sgd(1e-2, 0.9), Trainable::LastBlocks(2))
+        .with_quiet(true);
+    let out = fit(mobilenet, &train, &val, &config, &device).unwrap();
+    check_frozen(
+        &before,
+        &out.model,
+        &["features.17.", "features.18.", "classifier."],
+    );
+
+    // Feature extraction: only the head moves.
+    let mobilenet = MobileNetV2Config::new()
+        .with_num_classes(2)
+        .init::<B>(&device);
+    let before = mobilenet.clone();
+    let config =
+        FitConfig::new(2, OptimizerConfig::adam(1e-3), Trainable::HeadOnly).with_quiet(true);
+    let out = fit(mobilenet, &train, &val, &config, &device).unwrap();
+    check_frozen(&before, &out.model, &["classifier."]);
+    assert_eq!(out.history.epochs.len(), 2);
+}
+
+#[test]
+fn feature_extraction_on_hymenoptera_reaches_085_with_real_weights() {
+    // Needs ../shared: the real ImageNet MobileNetV2 and the hymenoptera photos.
+    let device = Device::default();
+    let (Some(weights), Some(data)) = (
+        common::shared("weights/mobilenet_v2_tf_imagenet.onnx"),
+        common::shared("datasets/hymenoptera_data"),
+    ) else {
+        return;
+    };
+    let sets = TrainVal::open(&data, FolderOptions::default(), 0.0, 0).unwrap();
+    // 64 training images (a seeded subset), the whole val folder.
+    let n = sets.train.len();
+    let (train64, _) = sets
+        .train
+        .split((n - 64) as f64 / n as f64 + 0.5 / n as f64, 0)
+        .unwrap();
+    assert_eq!(train64.len(), 64);
+    let eval = presets::imagenet_eval(224, Normalization::Tf);
+    let mut cfg = LoaderConfig::new(8);
+    let train = DataLoader::new(&train64, eval.clone(), cfg).unwrap();
+    cfg.shuffle = false;
+    let val = DataLoader::new(&sets.val, eval, cfg).unwrap();
+
+    let (model, _) = MobileNetV2::<B>::from_onnx(&weights, &device).unwrap();
+    let model = model.with_new_head(2, &device);
+    let config =
+        FitConfig::new(3, OptimizerConfig::adam(3e-3), Trainable::HeadOnly).with_quiet(true);
+    let out = fit(model, &train, &val, &config, &device).unwrap();
+    assert!(out.used_feature_cache);
+    let best = out.history.best().unwrap().val_accuracy;
+    eprintln!(
+        "hymenoptera feature extraction: val accuracy per epoch {:?}",
+        out.history
+            .epochs
+            .iter()
+            .map(|e| e.val_accuracy)
+            .collect::<Vec<_>>()
+    );
+    assert!(best >= 0.85, "val accuracy {best} < 0.85");
+    assert_eq!(AutodiffModule::<B>::valid(&out.model).num_classes(), 2);
+}
