@@ -16,6 +16,7 @@
 
 pub mod backend;
 pub mod data;
+pub mod imagenet;
 pub mod io;
 pub mod models;
 pub mod train;

@@ -302,3 +302,57 @@ fn save_and_load_reproduce_logits_bit_for_bit() {
     );
     assert!(matches!(err, WeightsError::Corrupt { .. }));
 }
+
+#[test]
+fn folding_batch_norm_for_inference_keeps_the_logits() {
+    let device = Device::default();
+    let Some(path) = common::shared("fixtures/onnx/mobilenet_v2.onnx") else {
+        return;
+    };
+    let (model, _) = load_mobilenet(&path, &device);
+    let x = input("mobilenet_v2", &device).unwrap();
+    let plain = model
+        .forward(x.clone())
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let fused = model.fuse_for_inference();
+    assert_logits_match("mobilenet_v2", fused.forward(x.clone()));
+    let folded = fused.forward(x).into_data().to_vec::<f32>().unwrap();
+    let max = plain.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = plain
+        .iter()
+        .zip(&folded)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff <= 1e-5 * max,
+        "fused MobileNetV2 differs by {diff} (max logit {max})"
+    );
+
+    let Some(path) = common::shared("fixtures/onnx/resnet18.onnx") else {
+        return;
+    };
+    let (model, _) = ResNet::<Cpu>::from_onnx(&path, &device).unwrap();
+    let x = input("resnet18", &device).unwrap();
+    let plain = model
+        .forward(x.clone())
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let folded = model
+        .fuse_for_inference()
+        .forward(x)
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let max = plain.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = plain
+        .iter()
+        .zip(&folded)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    eprintln!("fused ResNet18: max |diff| {diff:.2e} (max logit {max:.2})");
+    assert!(
+        diff <= 1e-5 * max,
+        "fused ResNet18 differs by {diff} (max logit {max})"
+    );
+}

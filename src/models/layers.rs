@@ -172,6 +172,9 @@ pub struct BatchNorm2d<B: Backend> {
     pub momentum: f64,
     /// Added to the variance for numerical stability.
     pub epsilon: f64,
+    /// Set by [`fuse_conv_bn`]: the preceding convolution already applies this layer's eval
+    /// transform, so in eval mode the layer passes its input through.
+    pub folded: bool,
 }
 
 impl<B: Backend> BatchNorm2d<B> {
@@ -184,6 +187,7 @@ impl<B: Backend> BatchNorm2d<B> {
             running_var: Buffer::new(Tensor::ones([channels], device)),
             momentum: 0.1,
             epsilon: 1e-5,
+            folded: false,
         }
     }
 
@@ -209,6 +213,9 @@ impl<B: Backend> BatchNorm2d<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let channels = self.channels();
         if !self.uses_batch_statistics() {
+            if self.folded {
+                return x;
+            }
             let (scale, shift) = self.eval_scale_shift();
             return x * scale.reshape([1, channels, 1, 1]) + shift.reshape([1, channels, 1, 1]);
         }
@@ -304,6 +311,26 @@ pub fn conv_bn<B: Backend>(
         ),
         BatchNorm2d::new(out_channels, device),
     )
+}
+
+/// Folds the eval-mode transform of `bn` into `conv` (exact in eval mode): the kernel is scaled
+/// per output channel and the shift becomes the conv's bias, so inference runs one operation
+/// where it ran three. `bn` keeps its tensors (and its trainability) but passes its input through
+/// in eval mode. Meant for frozen layers and inference; see `fuse_for_inference` on the models.
+pub fn fuse_conv_bn<B: Backend>(conv: &mut Conv2d<B>, bn: &mut BatchNorm2d<B>) {
+    if bn.folded {
+        return;
+    }
+    let (scale, shift) = bn.eval_scale_shift();
+    let out = conv.out_channels();
+    let weight = conv.weight.val().detach() * scale.clone().reshape([out, 1, 1, 1]);
+    let bias = match &conv.bias {
+        Some(b) => b.val().detach() * scale + shift,
+        None => shift,
+    };
+    conv.weight = Param::initialized(conv.weight.id, weight);
+    conv.bias = Some(Param::from_tensor(bias.detach()));
+    bn.folded = true;
 }
 
 /// Runs a [`ConvBn`] pair.

@@ -10,7 +10,8 @@ use burn::tensor::backend::Backend;
 
 use super::ImageClassifier;
 use super::layers::{
-    BatchNorm2d, Conv2d, ConvBn, ConvBnRef, Linear, Padding, conv_bn, forward_conv_bn, relu6,
+    BatchNorm2d, Conv2d, ConvBn, ConvBnRef, Linear, Padding, conv_bn, forward_conv_bn,
+    fuse_conv_bn, relu6,
 };
 use super::summary::LayerRow;
 use super::transparent::transparent_module_enum;
@@ -244,6 +245,29 @@ impl<B: Backend> MobileNetV2<B> {
             .with_padding(stem.padding)
     }
 
+    /// Folds every BatchNorm into its convolution for inference (outputs equal within float
+    /// rounding, ~1e-6 relative). For evaluation and frozen-backbone feature extraction: a
+    /// BatchNorm that trains afterwards would normalise twice.
+    pub fn fuse_for_inference(mut self) -> Self {
+        for feature in &mut self.features {
+            match feature {
+                Feature::ConvBnAct((conv, bn)) => fuse_conv_bn(conv, bn),
+                Feature::Block(block) => match &mut block.conv {
+                    BlockConvs::Expand((e, d, p, bn)) => {
+                        fuse_conv_bn(&mut e.0, &mut e.1);
+                        fuse_conv_bn(&mut d.0, &mut d.1);
+                        fuse_conv_bn(p, bn);
+                    }
+                    BlockConvs::Depthwise((d, p, bn)) => {
+                        fuse_conv_bn(&mut d.0, &mut d.1);
+                        fuse_conv_bn(p, bn);
+                    }
+                },
+            }
+        }
+        self
+    }
+
     /// Every conv and the BatchNorm after it, in execution order, with full paths.
     pub fn conv_bn_pairs(&self) -> Vec<ConvBnRef<'_, B>> {
         let mut out = Vec::new();
@@ -298,6 +322,10 @@ impl<B: Backend> ImageClassifier<B> for MobileNetV2<B> {
 
     fn head(&self) -> &Linear<B> {
         &self.classifier.1
+    }
+
+    fn fuse_for_inference(self) -> Self {
+        MobileNetV2::fuse_for_inference(self)
     }
 
     fn head_path(&self) -> &'static str {

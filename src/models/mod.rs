@@ -51,6 +51,10 @@ pub trait ImageClassifier<B: Backend>: Module<B> + Sized {
     /// `conv1`, `bn1`, `layer1.0` … `layer4.1`), the units that fine-tuning unfreezes.
     fn block_paths(&self) -> Vec<String>;
 
+    /// The same network with every BatchNorm folded into its convolution: equal eval outputs,
+    /// faster inference. For frozen backbones and evaluation, not for layers that still train.
+    fn fuse_for_inference(self) -> Self;
+
     /// One row per layer with its output shape for an input of `[3, H, W]`.
     fn summary_rows(&self, input: [usize; 3]) -> Vec<LayerRow>;
 

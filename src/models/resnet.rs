@@ -8,7 +8,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module::max_pool2d;
 
 use super::ImageClassifier;
-use super::layers::{BatchNorm2d, Conv2d, ConvBn, ConvBnRef, Linear, Padding, conv_bn};
+use super::layers::{
+    BatchNorm2d, Conv2d, ConvBn, ConvBnRef, Linear, Padding, conv_bn, fuse_conv_bn,
+};
 use super::summary::LayerRow;
 
 /// Configuration of a [`ResNet`] built from basic blocks.
@@ -150,6 +152,27 @@ impl<B: Backend> ResNet<B> {
         ]
     }
 
+    /// Folds every BatchNorm into its convolution for inference (see
+    /// [`MobileNetV2::fuse_for_inference`](super::MobileNetV2::fuse_for_inference)).
+    pub fn fuse_for_inference(mut self) -> Self {
+        fuse_conv_bn(&mut self.conv1, &mut self.bn1);
+        for stage in [
+            &mut self.layer1,
+            &mut self.layer2,
+            &mut self.layer3,
+            &mut self.layer4,
+        ] {
+            for block in stage.iter_mut() {
+                fuse_conv_bn(&mut block.conv1, &mut block.bn1);
+                fuse_conv_bn(&mut block.conv2, &mut block.bn2);
+                if let Some((conv, bn)) = &mut block.downsample {
+                    fuse_conv_bn(conv, bn);
+                }
+            }
+        }
+        self
+    }
+
     /// Every conv and its BatchNorm in execution order (torchvision's order: in each block
     /// `conv1`, `conv2`, then `downsample`).
     pub fn conv_bn_pairs(&self) -> Vec<ConvBnRef<'_, B>> {
@@ -199,6 +222,10 @@ impl<B: Backend> ImageClassifier<B> for ResNet<B> {
 
     fn head(&self) -> &Linear<B> {
         &self.fc
+    }
+
+    fn fuse_for_inference(self) -> Self {
+        ResNet::fuse_for_inference(self)
     }
 
     fn head_path(&self) -> &'static str {

@@ -80,9 +80,23 @@ pub fn under_prefix(key: &str, prefixes: &[String]) -> bool {
         .any(|p| p.is_empty() || key == p || key.starts_with(&format!("{p}.")))
 }
 
+/// What happens to the BatchNorm layers inside the trainable blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum BatchNormPolicy {
+    /// They train like any other layer: batch statistics while training, affine parameters
+    /// updated (torchvision's `model.train()` on the unfrozen blocks).
+    #[default]
+    Train,
+    /// They stay frozen: running statistics, fixed affine parameters (Keras' `training=False`
+    /// fine-tuning). Required when the weights came with BatchNorm folded into the convolutions,
+    /// whose BatchNorms hold no real statistics.
+    Frozen,
+}
+
 struct Freezer<'a> {
     path: Vec<String>,
     prefixes: &'a [String],
+    frozen_modules: Vec<String>,
 }
 
 impl<B: Backend> ModuleMapper<B> for Freezer<'_> {
@@ -97,19 +111,39 @@ impl<B: Backend> ModuleMapper<B> for Freezer<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let key = self.path.join(".");
         let buffer = crate::models::state_dict::is_buffer_key(&key);
-        param.set_require_grad(!buffer && under_prefix(&key, self.prefixes))
+        let module = key.rsplit_once('.').map_or("", |(m, _)| m);
+        let frozen_module = self.frozen_modules.iter().any(|m| m == module);
+        param.set_require_grad(!buffer && !frozen_module && under_prefix(&key, self.prefixes))
     }
 }
 
-/// Sets which parameters of `model` train; every other parameter is frozen.
+/// Sets which parameters of `model` train; every other parameter is frozen. BatchNorm layers
+/// in the trainable blocks train too ([`BatchNormPolicy::Train`]).
 pub fn set_trainable<B: Backend, M: ImageClassifier<B>>(
     model: M,
     trainable: &Trainable,
 ) -> Result<M, TrainError> {
+    set_trainable_with(model, trainable, BatchNormPolicy::Train)
+}
+
+/// [`set_trainable`] with a choice for the BatchNorm layers of the trainable blocks.
+pub fn set_trainable_with<B: Backend, M: ImageClassifier<B>>(
+    model: M,
+    trainable: &Trainable,
+    batch_norm: BatchNormPolicy,
+) -> Result<M, TrainError> {
     let prefixes = trainable.prefixes(&model)?;
+    let frozen_modules = match batch_norm {
+        BatchNormPolicy::Train => Vec::new(),
+        BatchNormPolicy::Frozen => state_dict(&model)
+            .into_iter()
+            .filter_map(|e| e.key.strip_suffix(".running_mean").map(str::to_string))
+            .collect(),
+    };
     Ok(model.map(&mut Freezer {
         path: Vec::new(),
         prefixes: &prefixes,
+        frozen_modules,
     }))
 }
 

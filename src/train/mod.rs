@@ -27,7 +27,7 @@ pub mod trainer;
 
 use thiserror::Error;
 
-pub use freeze::{Trainable, set_trainable, trainable_keys};
+pub use freeze::{BatchNormPolicy, Trainable, set_trainable, set_trainable_with, trainable_keys};
 pub use history::{EpochStats, History};
 pub use loss::cross_entropy;
 pub use metrics::{Accumulator, EvalReport};

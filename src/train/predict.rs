@@ -29,6 +29,9 @@ impl Prediction {
 }
 
 /// Predicts the class of each image of `images` `[N, 3, H, W]`.
+///
+/// Pass a model on an inference backend (`model.valid()` of a training model): on an autodiff
+/// backend, trainable BatchNorms run in training mode and update their statistics.
 pub fn predict<B: Backend, M: ImageClassifier<B>>(
     model: &M,
     images: Tensor<B, 4>,

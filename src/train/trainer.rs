@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
-use super::freeze::{Trainable, set_trainable};
+use super::freeze::{BatchNormPolicy, Trainable, set_trainable_with};
 use super::history::{EpochStats, History};
 use super::loss::cross_entropy;
 use super::metrics::{Accumulator, EvalReport};
@@ -30,6 +30,8 @@ pub struct FitConfig {
     pub optimizer: OptimizerConfig,
     /// What trains.
     pub trainable: Trainable,
+    /// Whether the BatchNorms of the trainable blocks train (see [`BatchNormPolicy`]).
+    pub batch_norm: BatchNormPolicy,
     /// Label smoothing of the cross-entropy (0 = none).
     pub label_smoothing: f64,
     /// Stop when validation accuracy has not improved for this many epochs.
@@ -59,6 +61,7 @@ impl FitConfig {
             epochs,
             optimizer,
             trainable,
+            batch_norm: BatchNormPolicy::Train,
             label_smoothing: 0.0,
             early_stopping_patience: None,
             checkpoint: None,
@@ -80,6 +83,24 @@ impl FitConfig {
     /// With a checkpoint file.
     pub fn with_checkpoint(mut self, path: impl Into<PathBuf>) -> Self {
         self.checkpoint = Some(path.into());
+        self
+    }
+
+    /// With a BatchNorm policy.
+    pub fn with_batch_norm(mut self, batch_norm: BatchNormPolicy) -> Self {
+        self.batch_norm = batch_norm;
+        self
+    }
+
+    /// Starting the epoch count at `first_epoch` (to continue an earlier phase).
+    pub fn with_first_epoch(mut self, first_epoch: usize) -> Self {
+        self.first_epoch = first_epoch;
+        self
+    }
+
+    /// With a seed for dropout.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
         self
     }
 
@@ -312,6 +333,22 @@ where
         (self.optim.step(lr_head, model, head_grads), output)
     }
 
+    /// One step on a batch of images whose features come from `backbone`, a frozen copy of the
+    /// model without autodiff (e.g. `model.valid().fuse_for_inference()`, made once per
+    /// phase): only the head records gradients.
+    pub fn step_frozen(
+        &mut self,
+        model: M,
+        backbone: &M::InnerModule,
+        images: Tensor<B, 4>,
+        labels: &[i64],
+        epoch_in_phase: usize,
+    ) -> (M, StepOutput) {
+        let features = backbone.features(images.inner());
+        let logits = model.classify(Tensor::from_inner(features));
+        self.step_logits(model, logits, labels, epoch_in_phase)
+    }
+
     /// One step on a batch of images. With `frozen_backbone`, the backbone runs without
     /// autodiff (its parameters cannot change) and only the head records gradients.
     pub fn step(
@@ -353,7 +390,7 @@ where
     if config.epochs == 0 {
         return Err(TrainError::Config("epochs must be at least 1".into()));
     }
-    let mut model = set_trainable(model, &config.trainable)?;
+    let mut model = set_trainable_with(model, &config.trainable, config.batch_norm)?;
     let mut learner = Learner::<B, M>::new(&config.optimizer, config.label_smoothing);
     let mut history = History::default();
     let mut best: Option<(f64, usize, M)> = None;
@@ -378,7 +415,7 @@ where
             })
         };
         model = load_record_bytes(model, take("model")?, path, device)?;
-        model = set_trainable(model, &config.trainable)?;
+        model = set_trainable_with(model, &config.trainable, config.batch_norm)?;
         learner.optim = learner.optim.load_bytes(take("optimizer")?, device)?;
         if let Some((acc, epoch)) = header.best {
             let best_model = load_record_bytes(model.clone(), take("best")?, path, device)?;
@@ -399,18 +436,19 @@ where
 
     let frozen_backbone = config.trainable == Trainable::HeadOnly;
     let cache = frozen_backbone && config.feature_cache && !train.is_random();
-    let (train_cache, val_cache) = if cache {
-        let inner = model.valid();
+    // A frozen backbone never changes during the phase: fold its BatchNorms once.
+    let backbone = frozen_backbone.then(|| model.valid().fuse_for_inference());
+    let (train_cache, val_cache) = if let Some(inner) = backbone.as_ref().filter(|_| cache) {
         (
             Some(FeatureCache::build(
-                &inner,
+                inner,
                 train,
                 device,
                 config.quiet,
                 "training",
             )?),
             Some(FeatureCache::build(
-                &inner,
+                inner,
                 val,
                 device,
                 config.quiet,
@@ -481,7 +519,7 @@ where
         bar.finish_and_clear();
         let train_seconds = started.elapsed().as_secs_f64();
 
-        let inner = model.valid();
+        let inner = model.valid().fuse_for_inference();
         let val_report = match &val_cache {
             Some(cache) => {
                 let mut acc = Accumulator::new(model.num_classes());

@@ -391,8 +391,9 @@ pub fn load_onnx_into<B: Backend, M: Architecture<B> + ConvPairs<B>>(
     Ok((model, report))
 }
 
-/// Reads `path` and builds the model it describes, loaded with its weights.
-fn from_onnx_file<B: Backend, M: Architecture<B> + ConvPairs<B>>(
+/// Reads `path` and builds the model of type `M` it describes, loaded with its weights (the
+/// generic form of [`MobileNetV2::from_onnx`] and [`ResNet::from_onnx`]).
+pub fn load_onnx_model<B: Backend, M: Architecture<B> + ConvPairs<B>>(
     path: &Path,
     device: &B::Device,
 ) -> Result<(M, ImportReport), WeightsError> {
@@ -410,7 +411,7 @@ impl<B: Backend> MobileNetV2<B> {
         path: impl AsRef<Path>,
         device: &B::Device,
     ) -> Result<(Self, ImportReport), WeightsError> {
-        from_onnx_file(path.as_ref(), device)
+        load_onnx_model(path.as_ref(), device)
     }
 }
 
@@ -420,6 +421,6 @@ impl<B: Backend> ResNet<B> {
         path: impl AsRef<Path>,
         device: &B::Device,
     ) -> Result<(Self, ImportReport), WeightsError> {
-        from_onnx_file(path.as_ref(), device)
+        load_onnx_model(path.as_ref(), device)
     }
 }

@@ -1,0 +1,66 @@
+//! One training step at batch 16, 224×224, Adam, 2-class head: head only (feature extraction),
+//! last blocks (fine-tuning) and full training, for MobileNetV2 and ResNet18 on the CPU backend.
+//!
+//! `cargo bench --bench train_step` (`BENCH_QUICK=1` for a smoke run). Results: BENCHMARKS.md.
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Distribution, Tensor};
+use criterion::{Criterion, criterion_group, criterion_main};
+use transfer_vision::backend::CpuAutodiff;
+use transfer_vision::models::{ImageClassifier, MobileNetV2Config, ResNetConfig};
+use transfer_vision::train::{Learner, OptimizerConfig, Trainable, set_trainable};
+
+fn bench_model<B, M>(c: &mut Criterion, name: &str, model: M, last_blocks: &str)
+where
+    B: AutodiffBackend,
+    M: ImageClassifier<B> + AutodiffModule<B>,
+    M::InnerModule: ImageClassifier<B::InnerBackend>,
+{
+    let device = B::Device::default();
+    let x = Tensor::<B, 4>::random([16, 3, 224, 224], Distribution::Default, &device);
+    let labels: Vec<i64> = (0..16).map(|i| i % 2).collect();
+    let mut group = c.benchmark_group(format!("train_step/{name}"));
+    group.sample_size(10);
+    for (regime, trainable) in [
+        ("head_only", Trainable::HeadOnly),
+        ("last_blocks", Trainable::FromBlock(last_blocks.into())),
+        ("full", Trainable::All),
+    ] {
+        let frozen = trainable == Trainable::HeadOnly;
+        let mut model = Some(set_trainable(model.clone(), &trainable).expect("valid blocks"));
+        let mut learner = Learner::<B, M>::new(&OptimizerConfig::adam(1e-3), 0.0);
+        group.bench_function(regime, |b| {
+            b.iter(|| {
+                let current = model.take().expect("model");
+                let (next, out) = learner.step(current, x.clone(), &labels, 0, frozen);
+                model = Some(next);
+                out.loss
+            })
+        });
+    }
+    group.finish();
+}
+
+fn train_step(c: &mut Criterion) {
+    let device = Default::default();
+    let mobilenet = MobileNetV2Config::new()
+        .with_num_classes(2)
+        .init::<CpuAutodiff>(&device);
+    bench_model(c, "mobilenet_v2", mobilenet, "features.14");
+    let resnet = ResNetConfig::resnet18(2).init::<CpuAutodiff>(&device);
+    bench_model(c, "resnet18", resnet, "layer4");
+}
+
+fn config() -> Criterion {
+    let c = Criterion::default().without_plots();
+    if std::env::var("BENCH_QUICK").is_ok() {
+        c.warm_up_time(std::time::Duration::from_millis(500))
+            .measurement_time(std::time::Duration::from_secs(2))
+    } else {
+        c
+    }
+}
+
+criterion_group! { name = benches; config = config(); targets = train_step }
+criterion_main!(benches);

@@ -1,0 +1,198 @@
+//! Classifies images with an ImageNet model read from ONNX and prints the top-k classes.
+//!
+//! ```text
+//! cargo run --release --example predict -- --weights ../shared/weights/mobilenet_v2_tf_imagenet.onnx \
+//!     photo.jpg other.png
+//! cargo run --release --example predict -- --weights FILE.onnx --json --top 3 *.jpg
+//! ```
+//!
+//! `--model auto` detects MobileNetV2 / ResNet18 / ResNet34 from the graph; `--preprocess auto`
+//! scales pixels to `[-1, 1]` when the file asks for it (its `preprocessing` metadata, or TF-SAME
+//! padding) and uses ImageNet mean/std otherwise. Images are resized (shorter side, Pillow's
+//! antialiased bilinear) and centre-cropped: `--resize none --crop none` feeds the decoded pixels
+//! as they are. The default resize is `round(crop * 256 / 224)` (256 for crop 224).
+//!
+//! Output: per image, the file and one line per class (probability, name, index); with `--json`,
+//! one JSON object per line: `{"file", "indices", "names", "probabilities"}`. An image that cannot
+//! be read is reported on stderr with its name and the others go on; the exit code is then 1.
+//! A bad flag or an unloadable weights file exits with 2.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use burn::tensor::backend::Backend;
+use clap::{Parser, ValueEnum};
+use transfer_vision::backend::DeviceSpec;
+use transfer_vision::imagenet::{ModelChoice, PredictOptions, Predictor, Preprocess};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModelArg {
+    Auto,
+    #[value(name = "mobilenet_v2")]
+    MobileNetV2,
+    Resnet18,
+    Resnet34,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PreprocessArg {
+    Auto,
+    Imagenet,
+    Tf,
+}
+
+/// A size in pixels, or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Size(Option<u32>);
+
+fn parse_size(text: &str) -> Result<Size, String> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(Size(None));
+    }
+    match text.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(Size(Some(n))),
+        _ => Err(format!(
+            "'{text}' is not a positive number of pixels or 'none'"
+        )),
+    }
+}
+
+/// Top-k ImageNet classes of images, with a MobileNetV2 or ResNet read from ONNX.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The ONNX model file.
+    #[arg(long)]
+    weights: PathBuf,
+    /// Architecture the file must hold (`auto`: detect it from the graph).
+    #[arg(long, value_enum, default_value = "auto")]
+    model: ModelArg,
+    /// Pixel scaling: `tf` = p / 127.5 - 1, `imagenet` = mean/std, `auto` = what the file asks for.
+    #[arg(long, value_enum, default_value = "auto")]
+    preprocess: PreprocessArg,
+    /// Shorter side after resizing, or `none` [default: round(crop * 256 / 224), 256 without crop].
+    #[arg(long, value_parser = parse_size)]
+    resize: Option<Size>,
+    /// Side of the centre crop, or `none`.
+    #[arg(long, value_parser = parse_size, default_value = "224")]
+    crop: Size,
+    /// Number of classes to show per image.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    top: u16,
+    /// One JSON object per image and line.
+    #[arg(long)]
+    json: bool,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    batch: u32,
+    /// The images.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+impl Args {
+    fn options(&self) -> PredictOptions {
+        let resize = match self.resize {
+            Some(Size(r)) => r,
+            None => Some(
+                self.crop
+                    .0
+                    .map_or(256, |c| (f64::from(c) * 256.0 / 224.0).round() as u32),
+            ),
+        };
+        PredictOptions {
+            model: match self.model {
+                ModelArg::Auto => ModelChoice::Auto,
+                ModelArg::MobileNetV2 => ModelChoice::MobileNetV2,
+                ModelArg::Resnet18 => ModelChoice::ResNet18,
+                ModelArg::Resnet34 => ModelChoice::ResNet34,
+            },
+            preprocess: match self.preprocess {
+                PreprocessArg::Auto => Preprocess::Auto,
+                PreprocessArg::Imagenet => Preprocess::ImageNet,
+                PreprocessArg::Tf => Preprocess::Tf,
+            },
+            resize,
+            crop: self.crop.0,
+            batch_size: self.batch as usize,
+        }
+    }
+}
+
+fn run<B: Backend>(args: &Args, device: &B::Device) -> ExitCode {
+    let predictor = match Predictor::<B>::from_onnx(&args.weights, &args.options(), device) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !args.json {
+        let report = predictor.report();
+        eprintln!(
+            "{}: {} ({} classes), {:?} preprocessing",
+            args.weights.display(),
+            report.spec.name(),
+            predictor.class_names().len(),
+            predictor.normalization(),
+        );
+    }
+    let mut failed = 0usize;
+    for (i, result) in predictor
+        .predict_files(&args.images, usize::from(args.top))
+        .into_iter()
+        .enumerate()
+    {
+        match result {
+            Ok(top) if args.json => println!("{}", top.to_json()),
+            Ok(top) => {
+                if i > 0 {
+                    println!();
+                }
+                println!("{top}");
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("{failed} of {} images failed", args.images.len());
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let spec = match DeviceSpec::parse(&args.device) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: --device: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = spec.check_compiled() {
+        eprintln!("error: --device: {e}");
+        return ExitCode::from(2);
+    }
+    match &spec {
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(_) => match spec.cuda_device() {
+            Some(device) => run::<transfer_vision::backend::Cuda>(&args, &device),
+            None => ExitCode::from(2),
+        },
+        #[cfg(any(feature = "flex", feature = "ndarray"))]
+        DeviceSpec::Cpu => run::<transfer_vision::backend::Cpu>(&args, &Default::default()),
+        #[allow(unreachable_patterns)]
+        _ => {
+            eprintln!("error: --device {spec}: backend not compiled in");
+            ExitCode::from(2)
+        }
+    }
+}
