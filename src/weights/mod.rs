@@ -2,6 +2,8 @@
 //! burn-import's ONNX stack, onnx-ir), and saving / reloading fine-tuned models.
 
 pub mod container;
+#[cfg(feature = "download")]
+pub mod download;
 pub mod onnx;
 pub mod onnx_graph;
 pub mod saved;
