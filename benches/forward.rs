@@ -1,7 +1,9 @@
 //! Forward-pass speed of the native models on each CPU backend compiled in.
 //!
 //! `cargo bench --bench forward --features ndarray` measures both burn-flex and burn-ndarray;
-//! `BENCH_QUICK=1` shortens the runs. Results go to BENCHMARKS.md.
+//! `BENCH_QUICK=1` shortens the runs. `forward/…` runs the models as built (BatchNorm applied
+//! separately), `forward_fused/…` after `fuse_for_inference()` (the inference path). Results go
+//! to BENCHMARKS.md.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
@@ -13,6 +15,23 @@ fn bench_backend<B: Backend>(c: &mut Criterion, backend: &str) {
     let mobilenet = MobileNetV2Config::new().init::<B>(&device);
     let resnet = ResNetConfig::resnet18(1000).init::<B>(&device);
     let mut group = c.benchmark_group(format!("forward/{backend}"));
+    group.sample_size(10);
+    for (batch, size) in [(1, 160), (1, 224), (16, 160), (16, 224)] {
+        let x = Tensor::<B, 4>::random([batch, 3, size, size], Distribution::Default, &device);
+        let id = format!("b{batch}_{size}");
+        group.bench_with_input(BenchmarkId::new("mobilenet_v2", &id), &x, |b, x| {
+            b.iter(|| mobilenet.forward(x.clone()).into_data())
+        });
+        group.bench_with_input(BenchmarkId::new("resnet18", &id), &x, |b, x| {
+            b.iter(|| resnet.forward(x.clone()).into_data())
+        });
+    }
+    group.finish();
+
+    // The inference path: BatchNorm folded into the convolutions.
+    let mobilenet = mobilenet.fuse_for_inference();
+    let resnet = resnet.fuse_for_inference();
+    let mut group = c.benchmark_group(format!("forward_fused/{backend}"));
     group.sample_size(10);
     for (batch, size) in [(1, 160), (1, 224), (16, 160), (16, 224)] {
         let x = Tensor::<B, 4>::random([batch, 3, size, size], Distribution::Default, &device);

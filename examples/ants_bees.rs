@@ -94,10 +94,16 @@ where
         .weights
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("weights/{name}.onnx")));
+    // With the `download` feature, missing inputs are fetched (verified, cached); without it,
+    // the message says where they were looked for and how to get them.
+    #[cfg(feature = "download")]
+    let (data, weights) = common::fetch_missing(&args.data, weights, name);
+    #[cfg(not(feature = "download"))]
+    let data = args.data.clone();
     require(
-        &args.data,
+        &data,
         "the hymenoptera dataset",
-        "  download https://download.pytorch.org/tutorial/hymenoptera_data.zip and unzip it into data/, or pass --data ../shared/datasets/hymenoptera_data",
+        "  download https://download.pytorch.org/tutorial/hymenoptera_data.zip and unzip it into data/\n  (or build with --features download to fetch it), or pass --data ../shared/datasets/hymenoptera_data",
     );
     require(&weights, &format!("ImageNet {name} weights"), WEIGHTS_HELP);
 
@@ -112,7 +118,7 @@ where
         Normalization::ImageNet
     };
     let mut sets = or_exit(
-        TrainVal::open(&args.data, FolderOptions::default(), 0.0, common.seed),
+        TrainVal::open(&data, FolderOptions::default(), 0.0, common.seed),
         "loading the dataset",
     );
     if common.quick {

@@ -65,8 +65,34 @@ pub const WEIGHTS_HELP: &str = "\
     project's shared data: ../shared/weights/mobilenet_v2_tf_imagenet.onnx), or
   - torchvision's ImageNet weights exported to ONNX: python weights/export_torchvision.py
     (writes weights/mobilenet_v2.onnx and weights/resnet18.onnx; needs torch and torchvision), or
-  - the ONNX model zoo files (see weights/README.md for URLs and checksums).
+  - the ONNX model zoo files (see weights/README.md for URLs and checksums; building with
+    `--features download` fetches them).
 Then pass --weights FILE.onnx.";
+
+/// Fetches the hymenoptera data (into `data/`) and ONNX model zoo weights when they are
+/// missing (`download` feature): returns the paths to use.
+#[cfg(feature = "download")]
+pub fn fetch_missing(data: &Path, weights: PathBuf, model: &str) -> (PathBuf, PathBuf) {
+    use transfer_vision::weights::download::{Pretrained, fetch, fetch_hymenoptera_in};
+    let data = if data.exists() {
+        data.to_path_buf()
+    } else {
+        or_exit(
+            fetch_hymenoptera_in(Path::new("data")),
+            "downloading the hymenoptera dataset",
+        )
+    };
+    let entry = match model {
+        "mobilenet_v2" => Pretrained::MobileNetV2,
+        _ => Pretrained::ResNet18V1,
+    };
+    let weights = if weights.exists() {
+        weights
+    } else {
+        or_exit(fetch(entry), "downloading the weights")
+    };
+    (data, weights)
+}
 
 /// Where every output of a run goes.
 pub struct RunOutputs {
