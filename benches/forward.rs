@@ -8,42 +8,40 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use transfer_vision::models::{ImageClassifier, MobileNetV2Config, ResNetConfig};
+use transfer_vision::models::{
+    ImageClassifier, MobileNetV2, MobileNetV2Config, ResNet, ResNetConfig,
+};
+
+fn bench_models<B: Backend>(
+    c: &mut Criterion,
+    group: String,
+    mobilenet: &MobileNetV2<B>,
+    resnet: &ResNet<B>,
+) {
+    let device = B::Device::default();
+    let mut group = c.benchmark_group(group);
+    group.sample_size(10);
+    for (batch, size) in [(1, 160), (1, 224), (16, 160), (16, 224)] {
+        let x = Tensor::<B, 4>::random([batch, 3, size, size], Distribution::Default, &device);
+        let id = format!("b{batch}_{size}");
+        group.bench_with_input(BenchmarkId::new("mobilenet_v2", &id), &x, |b, x| {
+            b.iter(|| mobilenet.forward(x.clone()).into_data())
+        });
+        group.bench_with_input(BenchmarkId::new("resnet18", &id), &x, |b, x| {
+            b.iter(|| resnet.forward(x.clone()).into_data())
+        });
+    }
+    group.finish();
+}
 
 fn bench_backend<B: Backend>(c: &mut Criterion, backend: &str) {
     let device = B::Device::default();
     let mobilenet = MobileNetV2Config::new().init::<B>(&device);
     let resnet = ResNetConfig::resnet18(1000).init::<B>(&device);
-    let mut group = c.benchmark_group(format!("forward/{backend}"));
-    group.sample_size(10);
-    for (batch, size) in [(1, 160), (1, 224), (16, 160), (16, 224)] {
-        let x = Tensor::<B, 4>::random([batch, 3, size, size], Distribution::Default, &device);
-        let id = format!("b{batch}_{size}");
-        group.bench_with_input(BenchmarkId::new("mobilenet_v2", &id), &x, |b, x| {
-            b.iter(|| mobilenet.forward(x.clone()).into_data())
-        });
-        group.bench_with_input(BenchmarkId::new("resnet18", &id), &x, |b, x| {
-            b.iter(|| resnet.forward(x.clone()).into_data())
-        });
-    }
-    group.finish();
-
+    bench_models(c, format!("forward/{backend}"), &mobilenet, &resnet);
     // The inference path: BatchNorm folded into the convolutions.
-    let mobilenet = mobilenet.fuse_for_inference();
-    let resnet = resnet.fuse_for_inference();
-    let mut group = c.benchmark_group(format!("forward_fused/{backend}"));
-    group.sample_size(10);
-    for (batch, size) in [(1, 160), (1, 224), (16, 160), (16, 224)] {
-        let x = Tensor::<B, 4>::random([batch, 3, size, size], Distribution::Default, &device);
-        let id = format!("b{batch}_{size}");
-        group.bench_with_input(BenchmarkId::new("mobilenet_v2", &id), &x, |b, x| {
-            b.iter(|| mobilenet.forward(x.clone()).into_data())
-        });
-        group.bench_with_input(BenchmarkId::new("resnet18", &id), &x, |b, x| {
-            b.iter(|| resnet.forward(x.clone()).into_data())
-        });
-    }
-    group.finish();
+    let (mobilenet, resnet) = (mobilenet.fuse_for_inference(), resnet.fuse_for_inference());
+    bench_models(c, format!("forward_fused/{backend}"), &mobilenet, &resnet);
 }
 
 fn forward(c: &mut Criterion) {

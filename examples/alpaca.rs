@@ -69,11 +69,17 @@ fn run<B: AutodiffBackend>(args: &Args, device: B::Device, spec: &DeviceSpec) {
         "the alpaca dataset",
         "  copy the exercise's dataset (alpaca/ and 'not alpaca/' folders) there, or pass --data ../shared/datasets/alpaca",
     );
-    require(
-        &args.weights,
-        "the ImageNet MobileNetV2 weights",
-        WEIGHTS_HELP,
-    );
+    // With the `download` feature, missing weights are fetched from the ONNX model zoo.
+    #[cfg(feature = "download")]
+    let weights = if args.weights.exists() {
+        args.weights.clone()
+    } else {
+        use transfer_vision::weights::download::{Pretrained, fetch};
+        or_exit(fetch(Pretrained::MobileNetV2), "downloading the weights")
+    };
+    #[cfg(not(feature = "download"))]
+    let weights = args.weights.clone();
+    require(&weights, "the ImageNet MobileNetV2 weights", WEIGHTS_HELP);
 
     // 1. Data: one folder per class, split 80/20 with a seed (262 / 65 images).
     let mut sets = or_exit(
@@ -107,7 +113,7 @@ fn run<B: AutodiffBackend>(args: &Args, device: B::Device, spec: &DeviceSpec) {
 
     // 2. The ImageNet model, imported from ONNX.
     let (base, import) = or_exit(
-        MobileNetV2::<B>::from_onnx(&args.weights, &device),
+        MobileNetV2::<B>::from_onnx(&weights, &device),
         "loading the weights",
     );
     println!("{}", base.summary([3, size as usize, size as usize]));

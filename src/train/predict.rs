@@ -37,22 +37,11 @@ pub fn predict<B: Backend, M: ImageClassifier<B>>(
     images: Tensor<B, 4>,
     class_names: &[String],
 ) -> Vec<Prediction> {
-    let [n, _, _, _] = images.dims();
     let probabilities = softmax(model.forward(images), 1);
-    let c = probabilities.dims()[1];
-    let values = probabilities
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .unwrap_or_default();
-    (0..n)
-        .map(|i| {
-            let probabilities = values.get(i * c..(i + 1) * c).unwrap_or(&[]).to_vec();
-            let class = probabilities
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
-                .map_or(0, |(k, _)| k);
+    host_rows(probabilities)
+        .into_iter()
+        .map(|probabilities| {
+            let class = argmax(&probabilities);
             let name = class_names
                 .get(class)
                 .cloned()
@@ -64,4 +53,23 @@ pub fn predict<B: Backend, M: ImageClassifier<B>>(
             }
         })
         .collect()
+}
+
+/// The rows of a `[N, C]` tensor, copied to the host.
+pub(crate) fn host_rows<B: Backend>(t: Tensor<B, 2>) -> Vec<Vec<f32>> {
+    let [_, c] = t.dims();
+    let values = t
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap_or_default();
+    values.chunks(c.max(1)).map(<[f32]>::to_vec).collect()
+}
+
+/// Index of the largest value (the first of equals).
+pub(crate) fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+        .map_or(0, |(k, _)| k)
 }

@@ -16,6 +16,7 @@ use super::history::{EpochStats, History};
 use super::loss::cross_entropy;
 use super::metrics::{Accumulator, EvalReport};
 use super::optim::{Optim, OptimizerConfig};
+use super::predict::{argmax, host_rows};
 use crate::data::{DataLoader, ImageBatch};
 use crate::models::{Architecture, ImageClassifier, ModelSpec};
 use crate::weights::container::{read_container, write_container};
@@ -153,23 +154,9 @@ fn progress(len: usize, quiet: bool, label: String) -> ProgressBar {
 
 /// Predicted class of each row of `logits`.
 fn argmax_host<B: Backend>(logits: Tensor<B, 2>) -> Vec<i64> {
-    let [n, c] = logits.dims();
-    let values = logits
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .unwrap_or_default();
-    (0..n)
-        .map(|i| {
-            let row = &values[i * c..(i + 1) * c];
-            let mut best = 0;
-            for (k, v) in row.iter().enumerate() {
-                if *v > row[best] {
-                    best = k;
-                }
-            }
-            best as i64
-        })
+    host_rows(logits)
+        .iter()
+        .map(|row| argmax(row) as i64)
         .collect()
 }
 
