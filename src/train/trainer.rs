@@ -492,13 +492,12 @@ where
             for batch in train.epoch(epoch as u64) {
                 let batch = batch?;
                 let images = batch.images_tensor::<B>(device);
-                let (next, output) = learner.step(
-                    model,
-                    images,
-                    &batch.labels,
-                    epoch_in_phase,
-                    frozen_backbone,
-                );
+                let (next, output) = match &backbone {
+                    Some(backbone) => {
+                        learner.step_frozen(model, backbone, images, &batch.labels, epoch_in_phase)
+                    }
+                    None => learner.step(model, images, &batch.labels, epoch_in_phase, false),
+                };
                 model = next;
                 record(output, &batch.labels);
             }
