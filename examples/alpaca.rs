@@ -48,8 +48,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    let spec = or_exit(DeviceSpec::parse(&args.common.device), "--device");
-    or_exit(spec.check_compiled(), "--device");
+    let spec = or_exit(DeviceSpec::parse_compiled(&args.common.device), "--device");
     match spec {
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(_) => run::<transfer_vision::backend::CudaAutodiff>(

@@ -300,17 +300,13 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<bool, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let spec = match DeviceSpec::parse(&args.device) {
+    let spec = match DeviceSpec::parse_compiled(&args.device) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: --device: {e}");
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = spec.check_compiled() {
-        eprintln!("error: --device: {e}");
-        return ExitCode::from(2);
-    }
     let result = match &spec {
         #[cfg(feature = "cuda")]
         DeviceSpec::Cuda(_) => match spec.cuda_device() {

@@ -61,6 +61,14 @@ impl DeviceSpec {
         }
     }
 
+    /// Parses `text` as [`DeviceSpec::parse`] does and checks that its backend was compiled in:
+    /// what a command-line `--device` flag needs.
+    pub fn parse_compiled(text: &str) -> Result<Self, DeviceError> {
+        let spec = Self::parse(text)?;
+        spec.check_compiled()?;
+        Ok(spec)
+    }
+
     /// Checks that the backend for this device was compiled in.
     pub fn check_compiled(&self) -> Result<(), DeviceError> {
         match self {
