@@ -85,14 +85,23 @@ pub fn read_container<H: DeserializeOwned>(
     path: &Path,
     kind: &str,
 ) -> Result<(H, BTreeMap<String, Vec<u8>>), WeightsError> {
-    let corrupt = |reason: String| WeightsError::Corrupt {
-        path: path.to_path_buf(),
-        reason,
-    };
     let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
         path: path.to_path_buf(),
         source,
     })?;
+    parse_container(&bytes, path, kind)
+}
+
+/// Parses a container of `kind` held in memory (as [`read_container`]; `path` names it in errors).
+pub fn parse_container<H: DeserializeOwned>(
+    bytes: &[u8],
+    path: &Path,
+    kind: &str,
+) -> Result<(H, BTreeMap<String, Vec<u8>>), WeightsError> {
+    let corrupt = |reason: String| WeightsError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
     if bytes.len() < 16 || &bytes[..8] != MAGIC {
         return Err(corrupt("not a transfer-vision file (bad magic)".into()));
     }
@@ -117,11 +126,16 @@ pub fn read_container<H: DeserializeOwned>(
             envelope.version
         )));
     }
-    let expected: u64 = envelope.sections.iter().map(|s| s.len).sum();
-    if expected != (bytes.len() - offset) as u64 {
+    // Checked: a crafted header may list lengths whose sum overflows.
+    let expected = envelope
+        .sections
+        .iter()
+        .try_fold(0u64, |sum, s| sum.checked_add(s.len));
+    if expected != Some((bytes.len() - offset) as u64) {
         return Err(corrupt(format!(
-            "sections hold {} bytes but the header says {expected} (truncated or appended file)",
-            bytes.len() - offset
+            "sections hold {} bytes but the header says {} (truncated or appended file)",
+            bytes.len() - offset,
+            expected.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string())
         )));
     }
     let mut sections = BTreeMap::new();

@@ -15,7 +15,9 @@ use thiserror::Error;
 
 pub use onnx::{ConvPairs, ImportReport, MappedBy, detect_spec, load_onnx_into, load_onnx_model};
 pub use onnx_graph::{OnnxError, OnnxModel, read_onnx};
-pub use saved::{ModelInfo, load_model, load_record_bytes, record_bytes, save_model};
+pub use saved::{
+    ModelInfo, load_model, load_model_bytes, load_record_bytes, record_bytes, save_model,
+};
 pub use state::{HostTensor, StateMap, StateMismatch, load_state};
 
 /// Everything that can go wrong loading or saving weights. Every message names the file.

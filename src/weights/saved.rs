@@ -11,7 +11,7 @@ use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use super::WeightsError;
-use super::container::{read_container, write_container};
+use super::container::{parse_container, write_container};
 use crate::models::{Architecture, ModelSpec};
 
 /// What a saved model carries besides its weights.
@@ -78,7 +78,22 @@ pub fn load_model<B: Backend, M: Architecture<B>>(
     path: &Path,
     device: &B::Device,
 ) -> Result<(M, ModelInfo), WeightsError> {
-    let (header, mut sections) = read_container::<ModelHeader>(path, "model")?;
+    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_model_bytes(&bytes, path, device)
+}
+
+/// Loads a model saved by [`save_model`] from memory (e.g. `include_bytes!`); `label` names it in
+/// errors.
+pub fn load_model_bytes<B: Backend, M: Architecture<B>>(
+    bytes: &[u8],
+    label: &Path,
+    device: &B::Device,
+) -> Result<(M, ModelInfo), WeightsError> {
+    let path = label;
+    let (header, mut sections) = parse_container::<ModelHeader>(bytes, path, "model")?;
     let model = M::from_spec(&header.spec, device).ok_or_else(|| WeightsError::Architecture {
         path: path.to_path_buf(),
         expected: M::NAME.into(),
