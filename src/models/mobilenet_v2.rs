@@ -177,13 +177,46 @@ pub struct MobileNetV2<B: Backend> {
 }
 
 impl MobileNetV2Config {
+    /// Stem channels, each inverted residual block as `[in, out, stride, expansion]`, and the
+    /// channels of the last 1x1 convolution, for this width.
+    fn layout(&self) -> (usize, Vec<[usize; 4]>, usize) {
+        let r = self.round_nearest;
+        let input_channel = make_divisible(32.0 * self.width_mult, r);
+        let last_channel = make_divisible(1280.0 * self.width_mult.max(1.0), r);
+        let mut blocks = Vec::new();
+        let mut inp = input_channel;
+        for [t, c, n, s] in INVERTED_RESIDUAL_SETTING {
+            let out = make_divisible(c as f64 * self.width_mult, r);
+            for i in 0..n {
+                blocks.push([inp, out, if i == 0 { s } else { 1 }, t]);
+                inp = out;
+            }
+        }
+        (input_channel, blocks, last_channel)
+    }
+
+    /// Output channels of the network's 52 convolutions in execution order (stem, then each
+    /// block's expansion (where `t > 1`), depthwise and projection, then the last 1x1), computed
+    /// without building it: what an ONNX file's convolutions must show for this width.
+    pub fn conv_out_channels(&self) -> Vec<usize> {
+        let (stem, blocks, last) = self.layout();
+        let mut channels = vec![stem];
+        for [inp, out, _, t] in blocks {
+            let hidden = inp * t;
+            if t != 1 {
+                channels.push(hidden);
+            }
+            channels.extend([hidden, out]);
+        }
+        channels.push(last);
+        channels
+    }
+
     /// Builds the network with torchvision's initialisation (Kaiming-normal convs, identity
     /// BatchNorms, `N(0, 0.01)` head weights would be torchvision's; we use PyTorch's default
     /// Linear init for the head, which fine-tuning recipes re-create anyway).
     pub fn init<B: Backend>(&self, device: &B::Device) -> MobileNetV2<B> {
-        let r = self.round_nearest;
-        let input_channel = make_divisible(32.0 * self.width_mult, r);
-        let last_channel = make_divisible(1280.0 * self.width_mult.max(1.0), r);
+        let (input_channel, blocks, last_channel) = self.layout();
         let mut features = vec![Feature::ConvBnAct(conv_bn(
             3,
             input_channel,
@@ -193,22 +226,17 @@ impl MobileNetV2Config {
             self.padding,
             device,
         ))];
-        let mut inp = input_channel;
-        for [t, c, n, s] in INVERTED_RESIDUAL_SETTING {
-            let out = make_divisible(c as f64 * self.width_mult, r);
-            for i in 0..n {
-                let stride = if i == 0 { s } else { 1 };
-                features.push(Feature::Block(InvertedResidual::new(
-                    inp,
-                    out,
-                    stride,
-                    t,
-                    self.padding,
-                    device,
-                )));
-                inp = out;
-            }
+        for &[inp, out, stride, t] in &blocks {
+            features.push(Feature::Block(InvertedResidual::new(
+                inp,
+                out,
+                stride,
+                t,
+                self.padding,
+                device,
+            )));
         }
+        let inp = blocks.last().map_or(input_channel, |b| b[1]);
         features.push(Feature::ConvBnAct(conv_bn(
             inp,
             last_channel,

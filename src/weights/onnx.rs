@@ -25,7 +25,6 @@ use super::onnx_graph::{
 };
 use super::state::{HostTensor, StateMap, load_state};
 use crate::models::layers::Padding;
-use crate::models::mobilenet_v2::make_divisible;
 use crate::models::{
     Architecture, MobileNetV2, MobileNetV2Config, ModelSpec, ResNet, ResNetConfig,
 };
@@ -152,15 +151,30 @@ pub fn detect_spec(onnx: &OnnxModel) -> Result<ModelSpec, WeightsError> {
                 format!("{} convolutions, {depthwise} depthwise", convs.len()),
             ));
         }
-        let stem = first.out_channels();
-        let width_mult = [0.35, 0.5, 0.75, 1.0, 1.3, 1.4, 2.0]
+        // The width is the one whose 52 output channel counts all match the file's: the
+        // standard widths first, then any multiple of 0.01 up to 4 (rounding to multiples of 8
+        // makes several widths give the same network; the first is as good as any).
+        let found: Vec<usize> = convs.iter().map(|(c, _)| c.out_channels()).collect();
+        let standard = [1.0, 0.35, 0.5, 0.75, 1.3, 1.4, 2.0];
+        let fine = (1..=400).map(|k| f64::from(k) / 100.0);
+        let width_mult = standard
             .into_iter()
-            .find(|&w| make_divisible(32.0 * w, 8) == stem)
+            .chain(fine)
+            .find(|&w| {
+                MobileNetV2Config::new()
+                    .with_width_mult(w)
+                    .conv_out_channels()
+                    == found
+            })
             .ok_or_else(|| {
                 arch_error(
                     path,
-                    "MobileNetV2 with a standard width",
-                    format!("stem of {stem} channels"),
+                    "MobileNetV2 of some width (channel counts of a torchvision MobileNetV2)",
+                    format!(
+                        "stem of {} channels, last convolution of {}",
+                        found[0],
+                        found[found.len() - 1]
+                    ),
                 )
             })?;
         return Ok(ModelSpec::MobileNetV2(
