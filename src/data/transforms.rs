@@ -311,6 +311,9 @@ fn uniform(rng: &mut dyn RngCore, lo: f64, hi: f64) -> f64 {
 pub fn hflip(img: &RgbImage) -> RgbImage {
     let w = img.width() as usize;
     let mut out = img.clone();
+    if w == 0 {
+        return out;
+    }
     for row in out.as_mut().chunks_exact_mut(w * 3) {
         for x in 0..w / 2 {
             let (a, b) = (x * 3, (w - 1 - x) * 3);
@@ -664,6 +667,18 @@ impl Transform {
     }
 }
 
+/// Transforms need at least one pixel (decoded files always have one; hand-made images may not).
+fn check_not_empty(img: &RgbImage) -> Result<(), DataError> {
+    if img.width() == 0 || img.height() == 0 {
+        return Err(transform_err(format!(
+            "the input image is empty ({}x{})",
+            img.width(),
+            img.height()
+        )));
+    }
+    Ok(())
+}
+
 fn transform_err(message: String) -> DataError {
     DataError::Transform {
         path: PathBuf::new(),
@@ -697,6 +712,7 @@ impl Compose {
     /// [`DataError::Transform`] (empty path: callers that know the file fill it in) for a step
     /// in the wrong place or a zero-sized output.
     pub fn apply(&self, img: RgbImage, rng: &mut dyn RngCore) -> Result<ChwImage, DataError> {
+        check_not_empty(&img)?;
         self.run_from(0, img, rng)
     }
 
@@ -706,6 +722,7 @@ impl Compose {
     /// # Errors
     /// As [`Compose::apply`].
     pub fn apply_ref(&self, img: &RgbImage, rng: &mut dyn RngCore) -> Result<ChwImage, DataError> {
+        check_not_empty(img)?;
         let first = match self.steps.first() {
             Some(Transform::Resize(r)) => r.apply(img),
             Some(Transform::CenterCrop(c)) => c.apply(img),

@@ -887,7 +887,45 @@ fn decode(bytes: &[u8], path: &Path) -> Result<ModelProto, OnnxError> {
     if default_opset(&model).is_none() {
         return Err(not_a_model("no opset version for the default ONNX domain"));
     }
+    check_enums(graph, path)?;
     Ok(model)
+}
+
+/// Refuses enum fields with values outside the ONNX schema (onnx-ir unwraps them and would
+/// panic): attribute types and tensor data locations, in nested graphs too.
+fn check_enums(graph: &onnx_ir::GraphProto, path: &Path) -> Result<(), OnnxError> {
+    let malformed = |reason: String| OnnxError::Malformed {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let check_tensor = |t: &TensorProto| {
+        t.data_location.enum_value().map(|_| ()).map_err(|v| {
+            malformed(format!(
+                "tensor `{}` has an unknown data location {v}",
+                t.name
+            ))
+        })
+    };
+    for t in &graph.initializer {
+        check_tensor(t)?;
+    }
+    for (index, node) in graph.node.iter().enumerate() {
+        for a in &node.attribute {
+            if let Err(v) = a.type_.enum_value() {
+                return Err(malformed(format!(
+                    "attribute `{}` of node #{index} ({}) has an unknown type {v}",
+                    a.name, node.op_type
+                )));
+            }
+            for t in a.t.iter().chain(&a.tensors) {
+                check_tensor(t)?;
+            }
+            for g in a.g.iter().chain(&a.graphs) {
+                check_enums(g, path)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn default_opset(model: &ModelProto) -> Option<i64> {
