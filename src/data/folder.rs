@@ -380,11 +380,13 @@ impl TrainVal {
                     found: val.classes.clone(),
                 });
             }
-            return Ok(TrainVal {
+            let sets = TrainVal {
                 train,
                 val,
                 presplit: true,
-            });
+            };
+            sets.check_trainable()?;
+            return Ok(sets);
         }
         if t.is_dir() != v.is_dir() {
             let (has, missing) = if t.is_dir() {
@@ -402,11 +404,47 @@ impl TrainVal {
         let all = ImageFolder::with_options(root, options)?;
         let (mut train, val) = all.split(val_fraction, seed)?;
         train.warnings = all.warnings;
-        Ok(TrainVal {
+        let sets = TrainVal {
             train,
             val,
             presplit: false,
-        })
+        };
+        sets.check_trainable()?;
+        Ok(sets)
+    }
+
+    /// Checks that the sets can train and validate a classifier: at least two classes, and
+    /// every class with at least one image in each set (a class missing from validation would
+    /// make its accuracy unmeasurable; one missing from training, unlearnable). [`TrainVal::open`]
+    /// runs it; call it again after taking subsets.
+    ///
+    /// # Errors
+    /// [`DataError::InvalidArgument`] naming the folder, the class and both counts.
+    pub fn check_trainable(&self) -> Result<(), DataError> {
+        let invalid = |message: String| DataError::InvalidArgument {
+            path: self.train.root().to_path_buf(),
+            message,
+        };
+        if self.train.classes().len() < 2 {
+            return Err(invalid(format!(
+                "a classifier needs at least 2 class folders, found {:?}",
+                self.train.classes()
+            )));
+        }
+        let how = if self.presplit {
+            "add images to that class's folder".to_string()
+        } else {
+            "add images to that class or change the validation fraction".to_string()
+        };
+        for (class, (train, val)) in self.counts() {
+            if train == 0 || val == 0 {
+                return Err(invalid(format!(
+                    "class '{class}' has {train} training and {val} validation images; \
+                     each class needs at least one of each: {how}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Per-class counts of both sets: `class -> (train, val)`.
