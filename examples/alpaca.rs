@@ -88,6 +88,7 @@ fn run<B: AutodiffBackend>(args: &Args, device: B::Device, spec: &DeviceSpec) {
     if common.quick {
         sets.train = or_exit(sets.train.split(0.2, common.seed), "subset").1;
         sets.val = or_exit(sets.val.split(0.5, common.seed), "subset").1;
+        or_exit(sets.check_trainable(), "--quick subset");
     }
     println!(
         "classes {:?}: {} training / {} validation images",
@@ -148,15 +149,21 @@ fn run<B: AutodiffBackend>(args: &Args, device: B::Device, spec: &DeviceSpec) {
         BatchNormPolicy::Train
     };
     let epochs = |n: usize| if common.quick { 1 } else { n };
+    // Seeded, so a rerun (or a restart after a kill, see --resume) draws the same new head.
+    B::seed(&device, common.seed);
     let model = base.with_new_head(classes.len(), &device);
-    let phase1 = FitConfig::new(
-        epochs(args.epochs_head),
-        OptimizerConfig::adam(1e-3),
-        Trainable::HeadOnly,
-    )
-    .with_phase("feature_extraction")
-    .with_seed(common.seed)
-    .with_quiet(common.quiet);
+    let out_dir = common.out_dir("alpaca");
+    let phase1 = common.checkpointed(
+        FitConfig::new(
+            epochs(args.epochs_head),
+            OptimizerConfig::adam(1e-3),
+            Trainable::HeadOnly,
+        )
+        .with_phase("feature_extraction")
+        .with_seed(common.seed)
+        .with_quiet(common.quiet),
+        &out_dir,
+    );
     let t = Instant::now();
     let head = or_exit(
         fit(model, &train, &val, &phase1, &device),
@@ -165,16 +172,19 @@ fn run<B: AutodiffBackend>(args: &Args, device: B::Device, spec: &DeviceSpec) {
     let phase1_seconds = t.elapsed().as_secs_f64();
 
     // 5. Fine-tuning: unfreeze the last blocks, ten times lower learning rate.
-    let phase2 = FitConfig::new(
-        epochs(args.epochs_finetune),
-        OptimizerConfig::adam(1e-4),
-        Trainable::FromBlock(args.unfreeze_from.clone()),
-    )
-    .with_phase("fine_tuning")
-    .with_batch_norm(batch_norm)
-    .with_first_epoch(head.history.epochs.len())
-    .with_seed(common.seed)
-    .with_quiet(common.quiet);
+    let phase2 = common.checkpointed(
+        FitConfig::new(
+            epochs(args.epochs_finetune),
+            OptimizerConfig::adam(1e-4),
+            Trainable::FromBlock(args.unfreeze_from.clone()),
+        )
+        .with_phase("fine_tuning")
+        .with_batch_norm(batch_norm)
+        .with_first_epoch(head.history.epochs.len())
+        .with_seed(common.seed)
+        .with_quiet(common.quiet),
+        &out_dir,
+    );
     let t = Instant::now();
     let tuned = or_exit(
         fit(head.model, &train, &val, &phase2, &device),
@@ -186,12 +196,7 @@ fn run<B: AutodiffBackend>(args: &Args, device: B::Device, spec: &DeviceSpec) {
 
     // 6. Plots, metrics and the fine-tuned model.
     let evaluation = common::final_evaluation(&tuned.model, &val, &device);
-    let out = RunOutputs::new(
-        common
-            .out
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("runs/alpaca")),
-    );
+    let out = RunOutputs::new(out_dir);
     let info = ModelInfo {
         class_names: classes.clone(),
         metadata: [

@@ -123,6 +123,7 @@ where
     if common.quick {
         sets.train = or_exit(sets.train.split(0.2, common.seed), "subset").1;
         sets.val = or_exit(sets.val.split(0.2, common.seed), "subset").1;
+        or_exit(sets.check_trainable(), "--quick subset");
     }
     println!(
         "classes {:?}: {} training / {} validation images ({norm:?} normalisation)",
@@ -147,18 +148,24 @@ where
 
     // 2. The pretrained model with a new 2-class head.
     println!("{}", model.summary([3, size as usize, size as usize]));
+    // Seeded, so a rerun (or a restart after a kill, see --resume) draws the same new head.
+    B::seed(&device, common.seed);
     let model = model.with_new_head(classes.len(), &device);
 
     // 3. Feature extraction: only the head trains.
     let epochs = |n: usize| if common.quick { 1 } else { n };
-    let phase1 = FitConfig::new(
-        epochs(args.epochs_head),
-        OptimizerConfig::adam(args.lr),
-        Trainable::HeadOnly,
-    )
-    .with_phase("feature_extraction")
-    .with_seed(common.seed)
-    .with_quiet(common.quiet);
+    let out_dir = common.out_dir("ants_bees");
+    let phase1 = common.checkpointed(
+        FitConfig::new(
+            epochs(args.epochs_head),
+            OptimizerConfig::adam(args.lr),
+            Trainable::HeadOnly,
+        )
+        .with_phase("feature_extraction")
+        .with_seed(common.seed)
+        .with_quiet(common.quiet),
+        &out_dir,
+    );
     let t = Instant::now();
     let head = or_exit(
         fit(model, &train, &val, &phase1, &device),
@@ -172,16 +179,19 @@ where
     } else {
         BatchNormPolicy::Train
     };
-    let phase2 = FitConfig::new(
-        epochs(args.epochs_finetune),
-        OptimizerConfig::adam(args.lr_finetune),
-        Trainable::FromBlock(last_blocks.into()),
-    )
-    .with_phase("fine_tuning")
-    .with_batch_norm(batch_norm)
-    .with_first_epoch(head.history.epochs.len())
-    .with_seed(common.seed)
-    .with_quiet(common.quiet);
+    let phase2 = common.checkpointed(
+        FitConfig::new(
+            epochs(args.epochs_finetune),
+            OptimizerConfig::adam(args.lr_finetune),
+            Trainable::FromBlock(last_blocks.into()),
+        )
+        .with_phase("fine_tuning")
+        .with_batch_norm(batch_norm)
+        .with_first_epoch(head.history.epochs.len())
+        .with_seed(common.seed)
+        .with_quiet(common.quiet),
+        &out_dir,
+    );
     let t = Instant::now();
     let tuned = or_exit(
         fit(head.model, &train, &val, &phase2, &device),
@@ -193,12 +203,7 @@ where
 
     // 5. Plots, metrics, the model, and the report.
     let evaluation = common::final_evaluation(&tuned.model, &val, &device);
-    let out = RunOutputs::new(
-        common
-            .out
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("runs/ants_bees")),
-    );
+    let out = RunOutputs::new(out_dir);
     let info = ModelInfo {
         class_names: classes.clone(),
         metadata: [

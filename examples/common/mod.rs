@@ -10,7 +10,7 @@ use clap::Args;
 use serde::Serialize;
 use transfer_vision::data::{Compose, DataLoader, ImageFolder, decode_rgb};
 use transfer_vision::models::{Architecture, ImageClassifier};
-use transfer_vision::train::{EvalReport, History, evaluate, predict};
+use transfer_vision::train::{EvalReport, FitConfig, History, evaluate, predict};
 use transfer_vision::viz::{GridItem, plot_history, prediction_grid};
 use transfer_vision::weights::{ModelInfo, save_model};
 
@@ -38,6 +38,30 @@ pub struct CommonArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Checkpoint every epoch into OUT/checkpoints/ and, when restarted (after a crash or a
+    /// kill), resume from there; delete that folder to start over.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+impl CommonArgs {
+    /// The output folder: `--out`, else `runs/<example>`.
+    pub fn out_dir(&self, example: &str) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| Path::new("runs").join(example))
+    }
+
+    /// `config` with its phase's checkpoint under `out/checkpoints/` when `--resume` is given.
+    pub fn checkpointed(&self, mut config: FitConfig, out: &Path) -> FitConfig {
+        if self.resume {
+            config.checkpoint = Some(
+                out.join("checkpoints")
+                    .join(format!("{}.ckpt", config.phase)),
+            );
+        }
+        config
+    }
 }
 
 /// Exits with `message` (no panic, no backtrace) when `result` is an error.

@@ -421,7 +421,11 @@ where
     }
     let resumed_epochs = epochs_done;
 
-    let frozen_backbone = config.trainable == Trainable::HeadOnly;
+    let last = config
+        .stop_after
+        .map_or(config.epochs, |s| s.min(config.epochs));
+    // A phase resumed after its last epoch has nothing left to train: no folding, no cache.
+    let frozen_backbone = config.trainable == Trainable::HeadOnly && epochs_done < last;
     let cache = frozen_backbone && config.feature_cache && !train.is_random();
     // A frozen backbone never changes during the phase: fold its BatchNorms once.
     let backbone = frozen_backbone.then(|| model.valid().fuse_for_inference());
@@ -447,9 +451,6 @@ where
     };
 
     let mut stopped_early = false;
-    let last = config
-        .stop_after
-        .map_or(config.epochs, |s| s.min(config.epochs));
     while epochs_done < last {
         let epoch_in_phase = epochs_done;
         let epoch = config.first_epoch + epoch_in_phase;
