@@ -152,6 +152,8 @@ fn run<B: AutodiffBackend>(args: &Args, device: B::Device, spec: &DeviceSpec) {
     // Seeded, so a rerun (or a restart after a kill, see --resume) draws the same new head.
     B::seed(&device, common.seed);
     let model = base.with_new_head(classes.len(), &device);
+    let unfreeze = Trainable::FromBlock(args.unfreeze_from.clone());
+    or_exit(unfreeze.prefixes(&model), "--unfreeze-from"); // before any training, not after
     let out_dir = common.out_dir("alpaca");
     let phase1 = common.checkpointed(
         FitConfig::new(
@@ -176,7 +178,7 @@ fn run<B: AutodiffBackend>(args: &Args, device: B::Device, spec: &DeviceSpec) {
         FitConfig::new(
             epochs(args.epochs_finetune),
             OptimizerConfig::adam(1e-4),
-            Trainable::FromBlock(args.unfreeze_from.clone()),
+            unfreeze,
         )
         .with_phase("fine_tuning")
         .with_batch_norm(batch_norm)

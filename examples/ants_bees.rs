@@ -106,7 +106,17 @@ where
     );
     require(&weights, &format!("ImageNet {name} weights"), WEIGHTS_HELP);
 
-    // 1. Data: train/ and val/ folders (244 / 153 images), the tutorial's transforms.
+    // 1. Data: train/ and val/ folders (244 / 153 images; a plain root/<class> folder is split
+    // 80/20), the tutorial's transforms, normalised as the weights expect.
+    let mut sets = or_exit(
+        TrainVal::open(&data, FolderOptions::default(), 0.2, common.seed),
+        "loading the dataset",
+    );
+    if common.quick {
+        sets.train = or_exit(sets.train.split(0.2, common.seed), "subset").1;
+        sets.val = or_exit(sets.val.split(0.2, common.seed), "subset").1;
+        or_exit(sets.check_trainable(), "--quick subset");
+    }
     let (model, import) = or_exit(
         load_onnx_model::<B, M>(&weights, &device),
         "loading the weights",
@@ -116,15 +126,6 @@ where
     } else {
         Normalization::ImageNet
     };
-    let mut sets = or_exit(
-        TrainVal::open(&data, FolderOptions::default(), 0.0, common.seed),
-        "loading the dataset",
-    );
-    if common.quick {
-        sets.train = or_exit(sets.train.split(0.2, common.seed), "subset").1;
-        sets.val = or_exit(sets.val.split(0.2, common.seed), "subset").1;
-        or_exit(sets.check_trainable(), "--quick subset");
-    }
     println!(
         "classes {:?}: {} training / {} validation images ({norm:?} normalisation)",
         sets.train.classes(),
