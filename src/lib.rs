@@ -20,6 +20,7 @@ pub mod imagenet;
 pub mod io;
 pub mod models;
 pub mod train;
+pub mod verify;
 pub mod viz;
 pub mod weights;
 

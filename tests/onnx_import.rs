@@ -10,6 +10,7 @@ use burn::tensor::{Tensor, TensorData};
 use transfer_vision::backend::Cpu;
 use transfer_vision::models::layers::Padding;
 use transfer_vision::models::{Architecture, ImageClassifier, MobileNetV2, ModelSpec, ResNet};
+use transfer_vision::verify::{compare_logits, onnx_fixture_parity};
 use transfer_vision::weights::onnx_graph::anonymize_names;
 use transfer_vision::weights::{
     ImportReport, MappedBy, ModelInfo, WeightsError, load_model, save_model,
@@ -28,21 +29,19 @@ fn assert_logits_match(name: &str, logits: Tensor<Cpu, 2>) -> f32 {
     let golden =
         common::npy_f32(&common::shared(&format!("fixtures/onnx/{name}.logits.npy")).unwrap());
     assert_eq!(logits.dims().to_vec(), golden.shape, "{name}: logits shape");
-    let ours = logits.into_data().to_vec::<f32>().unwrap();
-    let max_logit = golden.data.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let max_diff = ours
-        .iter()
-        .zip(&golden.data)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let c = compare_logits(&logits.into_data().to_vec::<f32>().unwrap(), &golden);
     eprintln!(
-        "{name}: max |diff| {max_diff:.3e}, max |logit| {max_logit:.3}, ratio {:.3e}",
-        max_diff / max_logit
+        "{name}: max |diff| {:.3e}, max |logit| {:.3}, ratio {:.3e}",
+        c.max_abs_diff, c.max_abs_logit, c.ratio
     );
     assert!(
-        max_diff <= 1e-4 * max_logit,
-        "{name}: max diff {max_diff} > 1e-4 × {max_logit}"
+        c.ratio <= 1e-4,
+        "{name}: max diff {} > 1e-4 × {}",
+        c.max_abs_diff,
+        c.max_abs_logit
     );
-    max_diff / max_logit
+    assert_eq!(c.top1_agree, c.rows, "{name}: top-1 classes differ");
+    c.ratio
 }
 
 fn load_mobilenet(path: &Path, device: &Device) -> (MobileNetV2<Cpu>, ImportReport) {
@@ -355,4 +354,20 @@ fn folding_batch_norm_for_inference_keeps_the_logits() {
         diff <= 1e-5 * max,
         "fused ResNet18 differs by {diff} (max logit {max})"
     );
+}
+
+/// The check `examples/device_check.rs` runs on CUDA, here on the CPU at the CPU's tolerance.
+#[test]
+fn fixture_parity_check_passes_on_the_cpu() {
+    let Some(dir) = common::shared("fixtures/onnx") else {
+        return;
+    };
+    let device = Device::default();
+    for name in ["mobilenet_v2", "mobilenet_v2_fused", "resnet18"] {
+        let c = onnx_fixture_parity::<Cpu>(&dir, name, &device).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.ratio <= 1e-4, "{name}: {c:?}");
+        assert_eq!((c.top1_agree, c.rows), (2, 2), "{name}: {c:?}");
+    }
+    let missing = onnx_fixture_parity::<Cpu>(&dir, "no_such_fixture", &device).unwrap_err();
+    assert!(missing.to_string().contains("no_such_fixture"), "{missing}");
 }

@@ -21,77 +21,16 @@ pub fn shared(rel: &str) -> Option<PathBuf> {
     None
 }
 
-/// A dense array read from a `.npy` file.
-#[derive(Debug, Clone)]
-pub struct Npy<T> {
-    pub shape: Vec<usize>,
-    pub data: Vec<T>,
-}
+pub use transfer_vision::verify::Npy;
 
-fn read_npy_raw(path: &std::path::Path) -> (String, Vec<usize>, Vec<u8>) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(
-        &bytes[..6],
-        b"\x93NUMPY",
-        "{}: not a .npy file",
-        path.display()
-    );
-    let major = bytes[6];
-    let (header_len, start) = if major == 1 {
-        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
-    } else {
-        (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        )
-    };
-    let header = String::from_utf8_lossy(&bytes[start..start + header_len]).to_string();
-    assert!(
-        header.contains("'fortran_order': False"),
-        "{}: fortran order",
-        path.display()
-    );
-    let descr = header
-        .split("'descr':")
-        .nth(1)
-        .and_then(|s| s.split('\'').nth(1))
-        .unwrap_or_else(|| panic!("{}: no descr", path.display()))
-        .to_string();
-    let shape_str = header
-        .split("'shape':")
-        .nth(1)
-        .and_then(|s| s.split('(').nth(1))
-        .and_then(|s| s.split(')').next())
-        .unwrap_or_else(|| panic!("{}: no shape", path.display()));
-    let shape = shape_str
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().expect("shape"))
-        .collect();
-    (descr, shape, bytes[start + header_len..].to_vec())
-}
-
-/// Reads a little-endian float32 `.npy` file.
+/// Reads a little-endian float32 `.npy` file (panics with the file's name on error).
 pub fn npy_f32(path: &std::path::Path) -> Npy<f32> {
-    let (descr, shape, body) = read_npy_raw(path);
-    assert_eq!(descr, "<f4", "{}: expected float32", path.display());
-    let data = body
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Npy { shape, data }
+    transfer_vision::verify::read_npy_f32(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Reads a little-endian int64 `.npy` file.
+/// Reads a little-endian int64 `.npy` file (panics with the file's name on error).
 pub fn npy_i64(path: &std::path::Path) -> Npy<i64> {
-    let (descr, shape, body) = read_npy_raw(path);
-    assert_eq!(descr, "<i8", "{}: expected int64", path.display());
-    let data = body
-        .chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
-        .collect();
-    Npy { shape, data }
+    transfer_vision::verify::read_npy_i64(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Writes a small class-per-folder dataset of PNGs to `root`: class `k` images are tinted with
