@@ -48,16 +48,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    let spec = or_exit(DeviceSpec::parse_compiled(&args.common.device), "--device");
-    match spec {
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(_) => run::<transfer_vision::backend::CudaAutodiff>(
-            &args,
-            spec.cuda_device().unwrap_or_default(),
-            &spec,
-        ),
-        _ => run::<transfer_vision::backend::CpuAutodiff>(&args, Default::default(), &spec),
-    }
+    common::on_backend!(args.common, run(&args));
 }
 
 fn run<B: AutodiffBackend>(args: &Args, device: B::Device, spec: &DeviceSpec) {
@@ -212,6 +203,7 @@ fn run<B: AutodiffBackend>(args: &Args, device: B::Device, spec: &DeviceSpec) {
         model: "mobilenet_v2".into(),
         backend: spec.backend_name().into(),
         device: spec.to_string(),
+        precision: &common.precision,
         classes: &classes,
         train_images: sets.train.len(),
         val_images: sets.val.len(),

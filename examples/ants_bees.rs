@@ -60,16 +60,7 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    let spec = or_exit(DeviceSpec::parse_compiled(&args.common.device), "--device");
-    match spec {
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(_) => dispatch::<transfer_vision::backend::CudaAutodiff>(
-            &args,
-            spec.cuda_device().unwrap_or_default(),
-            &spec,
-        ),
-        _ => dispatch::<transfer_vision::backend::CpuAutodiff>(&args, Default::default(), &spec),
-    }
+    common::on_backend!(args.common, dispatch(&args));
 }
 
 fn dispatch<B: AutodiffBackend>(args: &Args, device: B::Device, spec: &DeviceSpec) {
@@ -218,6 +209,7 @@ where
         model: name.into(),
         backend: spec.backend_name().into(),
         device: spec.to_string(),
+        precision: &common.precision,
         classes: &classes,
         train_images: sets.train.len(),
         val_images: sets.val.len(),

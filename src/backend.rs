@@ -23,6 +23,62 @@ pub type Cuda = burn::backend::Cuda<f32, i32>;
 #[cfg(feature = "cuda")]
 pub type CudaAutodiff = burn::backend::Autodiff<Cuda>;
 
+/// The CUDA backend computing in IEEE half precision (f16): mixed-precision inference and
+/// training (`--precision f16`).
+#[cfg(feature = "cuda")]
+pub type CudaF16 = burn::backend::Cuda<burn::tensor::f16, i32>;
+/// [`CudaF16`] with automatic differentiation.
+#[cfg(feature = "cuda")]
+pub type CudaF16Autodiff = burn::backend::Autodiff<CudaF16>;
+/// The CUDA backend computing in bfloat16 (`--precision bf16`): f32's range, 8 bits of mantissa.
+#[cfg(feature = "cuda")]
+pub type CudaBf16 = burn::backend::Cuda<burn::tensor::bf16, i32>;
+/// [`CudaBf16`] with automatic differentiation.
+#[cfg(feature = "cuda")]
+pub type CudaBf16Autodiff = burn::backend::Autodiff<CudaBf16>;
+
+/// Floating-point precision of the tensors a backend computes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// 32-bit floats (the default, and the only choice on the CPU).
+    #[default]
+    F32,
+    /// IEEE half precision, CUDA only.
+    F16,
+    /// bfloat16, CUDA only.
+    Bf16,
+}
+
+impl Precision {
+    /// Parses `f32`, `f16` (or `fp16`, `half`) and `bf16`, case-insensitively.
+    pub fn parse(text: &str) -> Result<Self, DeviceError> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Self::F32),
+            "f16" | "fp16" | "half" | "float16" => Ok(Self::F16),
+            "bf16" | "bfloat16" => Ok(Self::Bf16),
+            _ => Err(DeviceError::UnknownPrecision(text.to_string())),
+        }
+    }
+
+    /// Checks that `device` computes at this precision: reduced precision needs CUDA.
+    pub fn check_device(self, device: &DeviceSpec) -> Result<(), DeviceError> {
+        match (self, device) {
+            (Self::F32, _) | (_, DeviceSpec::Cuda(_)) => Ok(()),
+            (_, DeviceSpec::Cpu) => Err(DeviceError::PrecisionNeedsCuda(self.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+        })
+    }
+}
+
 /// A device named on the command line or in a config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceSpec {
@@ -44,6 +100,12 @@ pub enum DeviceError {
     /// The CPU was asked for but no CPU backend feature is enabled.
     #[error("device 'cpu' needs the `flex` or `ndarray` feature")]
     CpuNotCompiled,
+    /// Not `f32`, `f16` or `bf16`.
+    #[error("unknown precision '{0}': expected 'f32', 'f16' or 'bf16'")]
+    UnknownPrecision(String),
+    /// Reduced precision was asked for on the CPU.
+    #[error("precision {0} needs a CUDA device (the CPU backends compute in f32)")]
+    PrecisionNeedsCuda(String),
 }
 
 impl DeviceSpec {

@@ -38,6 +38,9 @@ pub struct CommonArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Float precision on CUDA: `f32`, `f16` or `bf16` (mixed-precision training and inference).
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
     /// Checkpoint every epoch into OUT/checkpoints/ and, when restarted (after a crash or a
     /// kill), resume from there; delete that folder to start over.
     #[arg(long)]
@@ -63,6 +66,35 @@ impl CommonArgs {
         config
     }
 }
+
+/// Calls `run::<B>(args.., device, &spec)` with the autodiff backend that `--device` and
+/// `--precision` pick (f16 / bf16 only on CUDA), or exits with the flag's error.
+macro_rules! on_backend {
+    ($common:expr, $run:ident($($arg:expr),*)) => {{
+        use transfer_vision::backend::{DeviceSpec, Precision};
+        let spec = common::or_exit(DeviceSpec::parse_compiled(&$common.device), "--device");
+        let precision = common::or_exit(
+            Precision::parse(&$common.precision).and_then(|p| p.check_device(&spec).map(|()| p)),
+            "--precision",
+        );
+        match (&spec, precision) {
+            #[cfg(feature = "cuda")]
+            (DeviceSpec::Cuda(_), Precision::F16) => $run::<transfer_vision::backend::CudaF16Autodiff>(
+                $($arg,)* spec.cuda_device().unwrap_or_default(), &spec,
+            ),
+            #[cfg(feature = "cuda")]
+            (DeviceSpec::Cuda(_), Precision::Bf16) => $run::<transfer_vision::backend::CudaBf16Autodiff>(
+                $($arg,)* spec.cuda_device().unwrap_or_default(), &spec,
+            ),
+            #[cfg(feature = "cuda")]
+            (DeviceSpec::Cuda(_), _) => $run::<transfer_vision::backend::CudaAutodiff>(
+                $($arg,)* spec.cuda_device().unwrap_or_default(), &spec,
+            ),
+            _ => $run::<transfer_vision::backend::CpuAutodiff>($($arg,)* Default::default(), &spec),
+        }
+    }};
+}
+pub(crate) use on_backend;
 
 /// Exits with `message` (no panic, no backtrace) when `result` is an error.
 pub fn or_exit<T, E: std::fmt::Display>(result: Result<T, E>, context: &str) -> T {
@@ -131,6 +163,7 @@ pub struct Metrics<'a> {
     pub model: String,
     pub backend: String,
     pub device: String,
+    pub precision: &'a str,
     pub classes: &'a [String],
     pub train_images: usize,
     pub val_images: usize,
