@@ -16,9 +16,10 @@ use burn::tensor::{Tensor, TensorData};
 use clap::Parser;
 use serde::Serialize;
 use transfer_vision::backend::{DeviceSpec, Precision};
-use transfer_vision::models::{ImageClassifier, MobileNetV2Config, ResNetConfig};
+use transfer_vision::models::{ImageClassifier, MobileNetV2, MobileNetV2Config, ResNetConfig};
 use transfer_vision::train::{Learner, OptimizerConfig, Trainable, set_trainable};
 use transfer_vision::verify::{onnx_fixture_parity, train_fixture_cases, train_fixture_parity};
+use transfer_vision::weights::{ModelInfo, load_model, save_model};
 
 /// Parity checks and benchmarks on one device.
 #[derive(Parser, Debug)]
@@ -200,6 +201,9 @@ fn run<B: Backend>(args: &Args, device: B::Device, precision: Precision, cpu: bo
             .push(format!("no ONNX fixture found in {}", onnx_dir.display()));
     }
 
+    // Saving and reloading on the device gives the same logits, bit for bit.
+    save_load_roundtrip::<B>(&onnx_dir, &device, &mut report);
+
     // 2. Training steps vs PyTorch (f32 only: the fixtures are f32 runs).
     if f32_precision {
         train_parity::<B>(args, &device, cpu, &mut report);
@@ -210,6 +214,37 @@ fn run<B: Backend>(args: &Args, device: B::Device, precision: Precision, cpu: bo
         bench::<B>(args, &device, &mut report);
     }
     report
+}
+
+/// ONNX MobileNetV2 → `save_model` → `load_model` on the device: identical logits.
+fn save_load_roundtrip<B: Backend>(onnx_dir: &Path, device: &B::Device, report: &mut Report) {
+    let onnx = onnx_dir.join("mobilenet_v2.onnx");
+    if !onnx.exists() {
+        return;
+    }
+    let result = (|| -> Result<bool, Box<dyn std::error::Error>> {
+        let (model, _) = MobileNetV2::<B>::from_onnx(&onnx, device)?;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("model.tvm");
+        save_model(&model, &ModelInfo::default(), &path)?;
+        let (loaded, _) = load_model::<B, MobileNetV2<B>>(&path, device)?;
+        let x = random_images::<B>(2, 96, device);
+        let a = model.forward(x.clone()).into_data();
+        let b = loaded.forward(x).into_data();
+        Ok(a == b)
+    })();
+    let pass = matches!(result, Ok(true));
+    println!(
+        "\nsave → load on the device: {}",
+        match &result {
+            Ok(true) => "identical logits".to_string(),
+            Ok(false) => "logits differ".to_string(),
+            Err(e) => format!("error: {e}"),
+        }
+    );
+    if !pass {
+        report.failures.push("save/load round trip".into());
+    }
 }
 
 /// Fixture names listed in `dir/fixtures.json` whose `.onnx` file is present.
@@ -237,8 +272,13 @@ fn train_parity<B: Backend>(args: &Args, device: &B::Device, cpu: bool, report: 
         "\n| training case | losses (ours / PyTorch) | max rel | tolerance | |\n|---|---|---|---|---|"
     );
     for case in cases {
-        // Skip cases whose inputs did not travel (e.g. a trimmed fixture folder).
+        // Skip cases whose inputs did not travel (a trimmed fixture folder), unless named.
         if !dir.join(format!("{case}.inputs.npy")).exists() {
+            if !args.train_case.is_empty() {
+                report
+                    .failures
+                    .push(format!("train {case}: no inputs in {}", dir.display()));
+            }
             continue;
         }
         match train_fixture_parity::<Autodiff<B>>(&dir, &case, device) {
