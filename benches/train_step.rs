@@ -1,5 +1,6 @@
 //! One training step at batch 16, 224×224, Adam, 2-class head: head only (feature extraction),
 //! last blocks (fine-tuning) and full training, for MobileNetV2 and ResNet18 on the CPU backend.
+//! Head only runs as `fit` runs it, on a backbone folded once (`Learner::step_frozen`).
 //!
 //! `cargo bench --bench train_step` (`BENCH_QUICK=1` for a smoke run). Results: BENCHMARKS.md.
 
@@ -27,13 +28,18 @@ where
         ("last_blocks", Trainable::FromBlock(last_blocks.into())),
         ("full", Trainable::All),
     ] {
-        let frozen = trainable == Trainable::HeadOnly;
         let mut model = Some(set_trainable(model.clone(), &trainable).expect("valid blocks"));
+        // Head only runs as `fit` runs it: the frozen backbone folded once per phase.
+        let backbone = (trainable == Trainable::HeadOnly)
+            .then(|| model.as_ref().expect("model").valid().fuse_for_inference());
         let mut learner = Learner::<B, M>::new(&OptimizerConfig::adam(1e-3), 0.0);
         group.bench_function(regime, |b| {
             b.iter(|| {
                 let current = model.take().expect("model");
-                let (next, out) = learner.step(current, x.clone(), &labels, 0, frozen);
+                let (next, out) = match &backbone {
+                    Some(backbone) => learner.step_frozen(current, backbone, x.clone(), &labels, 0),
+                    None => learner.step(current, x.clone(), &labels, 0, false),
+                };
                 model = Some(next);
                 out.loss
             })
