@@ -53,9 +53,11 @@ where
 fn main() {
     let device = Default::default();
     match std::env::args().nth(1).as_deref() {
-        Some("child-mobilenet_v2") => {
-            one_step(MobileNetV2Config::new().with_num_classes(2).init::<CpuAutodiff>(&device))
-        }
+        Some("child-mobilenet_v2") => one_step(
+            MobileNetV2Config::new()
+                .with_num_classes(2)
+                .init::<CpuAutodiff>(&device),
+        ),
         Some("child-resnet18") => one_step(
             ResNetConfig::new([2, 2, 2, 2])
                 .with_num_classes(2)

@@ -891,8 +891,45 @@ fn decode(bytes: &[u8], path: &Path) -> Result<ModelProto, OnnxError> {
     Ok(model)
 }
 
-/// Refuses enum fields with values outside the ONNX schema (onnx-ir unwraps them and would
-/// panic): attribute types and tensor data locations, in nested graphs too.
+/// ONNX `AttributeProto.AttributeType` values: `UNDEFINED` and the types this reader's
+/// operators take.
+const ATTR_UNDEFINED: i32 = 0;
+const ATTR_FLOAT: i32 = 1;
+const ATTR_INT: i32 = 2;
+const ATTR_STRING: i32 = 3;
+const ATTR_TENSOR: i32 = 4;
+const ATTR_INTS: i32 = 7;
+
+/// The type the ONNX operator schemas give an attribute of this name (the same for every
+/// operator that has it), for the attributes of the operators a CNN file holds.
+fn expected_attr_type(name: &str) -> Option<i32> {
+    Some(match name {
+        "epsilon" | "momentum" | "alpha" | "beta" | "min" | "max" | "value_float" => ATTR_FLOAT,
+        "axis"
+        | "group"
+        | "transA"
+        | "transB"
+        | "keepdims"
+        | "ceil_mode"
+        | "count_include_pad"
+        | "allowzero"
+        | "to"
+        | "training_mode"
+        | "spatial"
+        | "storage_order"
+        | "noop_with_empty_axes"
+        | "value_int" => ATTR_INT,
+        "kernel_shape" | "pads" | "strides" | "dilations" | "perm" | "output_padding"
+        | "output_shape" | "value_ints" => ATTR_INTS,
+        "auto_pad" | "mode" => ATTR_STRING,
+        "value" => ATTR_TENSOR,
+        _ => return None,
+    })
+}
+
+/// Refuses what onnx-ir unwraps or asserts on and would panic over: enum fields with values
+/// outside the schema or `UNDEFINED` (attribute types, tensor data locations) and attributes
+/// whose type is not the one their operator schema gives; in nested graphs too.
 fn check_enums(graph: &onnx_ir::GraphProto, path: &Path) -> Result<(), OnnxError> {
     let malformed = |reason: String| OnnxError::Malformed {
         path: path.to_path_buf(),
@@ -911,9 +948,22 @@ fn check_enums(graph: &onnx_ir::GraphProto, path: &Path) -> Result<(), OnnxError
     }
     for (index, node) in graph.node.iter().enumerate() {
         for a in &node.attribute {
-            if let Err(v) = a.type_.enum_value() {
+            let found = a.type_.value();
+            if a.type_.enum_value().is_err() || found == ATTR_UNDEFINED {
                 return Err(malformed(format!(
-                    "attribute `{}` of node #{index} ({}) has an unknown type {v}",
+                    "attribute `{}` of node #{index} ({}) has an unknown type {found}",
+                    a.name, node.op_type
+                )));
+            }
+            // `axes` is an attribute (INTS) in older opsets and an input in newer ones; `value`
+            // of a Constant may also be a sparse tensor; neither is checked here.
+            if let Some(expected) = expected_attr_type(&a.name)
+                && found != expected
+                && !(a.name == "value" && found == 11)
+            {
+                return Err(malformed(format!(
+                    "attribute `{}` of node #{index} ({}) has type {found}, the operator schema \
+                     gives it type {expected}",
                     a.name, node.op_type
                 )));
             }
