@@ -66,3 +66,41 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
         common::snapshot::<B, _>(&full.model)
     );
 }
+
+#[test]
+fn an_altered_or_torn_checkpoint_is_refused_naming_the_file() {
+    let device = Device::default();
+    let dir = tempfile::tempdir().unwrap();
+    common::synthetic_folder(&dir.path().join("data"), &["a", "b"], 4, 32);
+    let (train, val) = common::small_loaders(&dir.path().join("data"), 32, 4);
+    let model = MobileNetV2Config::new()
+        .with_width_mult(0.35)
+        .with_num_classes(2)
+        .init::<B>(&device);
+    let ckpt = dir.path().join("run.ckpt");
+    let mut config = FitConfig::new(2, OptimizerConfig::adam(1e-3), Trainable::HeadOnly)
+        .with_quiet(true)
+        .with_checkpoint(&ckpt);
+    config.stop_after = Some(1);
+    fit(model.clone(), &train, &val, &config, &device).unwrap();
+    let good = std::fs::read(&ckpt).unwrap();
+    config.stop_after = None;
+    let mut altered = good.clone();
+    let middle = altered.len() / 2;
+    altered[middle] ^= 0x40;
+    for (bytes, expected) in [
+        (altered, "fails its checksum"),
+        (good[..good.len() - 100].to_vec(), "truncated"),
+        (good[..10].to_vec(), "bad magic"),
+    ] {
+        std::fs::write(&ckpt, bytes).unwrap();
+        let err = fit(model.clone(), &train, &val, &config, &device)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("run.ckpt") && err.contains(expected),
+            "{expected}: {err}"
+        );
+    }
+}
