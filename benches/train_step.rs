@@ -1,6 +1,7 @@
 //! One training step at batch 16, 224×224, Adam, 2-class head: head only (feature extraction),
 //! last blocks (fine-tuning) and full training, for MobileNetV2 and ResNet18 on the CPU backend.
-//! Head only runs as `fit` runs it, on a backbone folded once (`Learner::step_frozen`).
+//! Head only and last blocks run as `fit` runs them: the frozen backbone / frozen leading blocks
+//! folded once and run without autodiff (`Learner::step_frozen`, `Learner::step_frozen_prefix`).
 //!
 //! `cargo bench --bench train_step` (`BENCH_QUICK=1` for a smoke run). Results: BENCHMARKS.md.
 
@@ -29,16 +30,30 @@ where
         ("full", Trainable::All),
     ] {
         let mut model = Some(set_trainable(model.clone(), &trainable).expect("valid blocks"));
-        // Head only runs as `fit` runs it: the frozen backbone folded once per phase.
-        let backbone = (trainable == Trainable::HeadOnly)
-            .then(|| model.as_ref().expect("model").valid().fuse_for_inference());
+        // As `fit` runs them: head only on the frozen backbone folded once per phase; last
+        // blocks with the frozen blocks before them folded once, without autodiff.
+        let current = model.as_ref().expect("model");
+        let backbone =
+            (trainable == Trainable::HeadOnly).then(|| current.valid().fuse_for_inference());
+        let first = format!("{last_blocks}.");
+        let prefix = current
+            .block_paths()
+            .iter()
+            .position(|b| b == last_blocks || b.starts_with(&first))
+            .filter(|_| regime == "last_blocks")
+            .map(|blocks| (blocks, current.valid().fuse_for_inference()));
         let mut learner = Learner::<B, M>::new(&OptimizerConfig::adam(1e-3), 0.0);
         group.bench_function(regime, |b| {
             b.iter(|| {
                 let current = model.take().expect("model");
-                let (next, out) = match &backbone {
-                    Some(backbone) => learner.step_frozen(current, backbone, x.clone(), &labels, 0),
-                    None => learner.step(current, x.clone(), &labels, 0, false),
+                let (next, out) = match (&backbone, &prefix) {
+                    (Some(backbone), _) => {
+                        learner.step_frozen(current, backbone, x.clone(), &labels, 0)
+                    }
+                    (None, Some((blocks, prefix))) => {
+                        learner.step_frozen_prefix(current, prefix, *blocks, x.clone(), &labels, 0)
+                    }
+                    (None, None) => learner.step(current, x.clone(), &labels, 0, false),
                 };
                 model = Some(next);
                 out.loss

@@ -321,12 +321,13 @@ impl<B: Backend> ImageClassifier<B> for MobileNetV2<B> {
     }
 
     fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = self
-            .features
+        self.pool(self.forward_blocks(images, 0..self.features.len()))
+    }
+
+    fn forward_blocks(&self, x: Tensor<B, 4>, blocks: std::ops::Range<usize>) -> Tensor<B, 4> {
+        self.features[blocks]
             .iter()
-            .fold(images, |x, feature| feature.forward(x));
-        let [n, c, _, _] = x.dims();
-        x.mean_dim(3).mean_dim(2).reshape([n, c])
+            .fold(x, |x, feature| feature.forward(x))
     }
 
     fn classify(&self, features: Tensor<B, 2>) -> Tensor<B, 2> {

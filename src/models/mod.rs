@@ -29,6 +29,18 @@ pub trait ImageClassifier<B: Backend>: Module<B> + Sized {
     /// ResNet18/34).
     fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 2>;
 
+    /// Runs the backbone blocks `blocks` (indices into [`ImageClassifier::block_paths`]) on `x`,
+    /// the input images when `blocks` starts at 0, else the output of block `blocks.start - 1`.
+    /// `features(x) == pool(forward_blocks(x, 0..block_paths().len()))`: a frozen prefix of the
+    /// backbone can run on another (folded, gradient-free) copy of the model.
+    fn forward_blocks(&self, x: Tensor<B, 4>, blocks: std::ops::Range<usize>) -> Tensor<B, 4>;
+
+    /// Global average pooling of the last block's output to the `[N, feature_dim]` embedding.
+    fn pool(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        let [n, c, _, _] = x.dims();
+        x.mean_dim(3).mean_dim(2).reshape([n, c])
+    }
+
     /// Applies only the head to pooled features: `forward(x) == classify(features(x))`.
     fn classify(&self, features: Tensor<B, 2>) -> Tensor<B, 2>;
 

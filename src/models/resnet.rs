@@ -192,15 +192,27 @@ impl<B: Backend> ImageClassifier<B> for ResNet<B> {
     }
 
     fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let x = self.bn1.forward(self.conv1.forward(images)).clamp_min(0.0);
-        let x = max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false);
-        let x = self
-            .stages()
+        let blocks = 2 + self.stages().iter().map(|(_, s)| s.len()).sum::<usize>();
+        self.pool(self.forward_blocks(images, 0..blocks))
+    }
+
+    /// Blocks as in [`ImageClassifier::block_paths`]: 0 `conv1`, 1 `bn1` (with its ReLU and the
+    /// max pool), then each basic block of `layer1` … `layer4`.
+    fn forward_blocks(&self, x: Tensor<B, 4>, blocks: std::ops::Range<usize>) -> Tensor<B, 4> {
+        let mut x = x;
+        if blocks.contains(&0) {
+            x = self.conv1.forward(x);
+        }
+        if blocks.contains(&1) {
+            x = self.bn1.forward(x).clamp_min(0.0);
+            x = max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false);
+        }
+        self.stages()
             .into_iter()
             .flat_map(|(_, stage)| stage.iter())
-            .fold(x, |x, block| block.forward(x));
-        let [n, c, _, _] = x.dims();
-        x.mean_dim(3).mean_dim(2).reshape([n, c])
+            .enumerate()
+            .filter(|(i, _)| blocks.contains(&(i + 2)))
+            .fold(x, |x, (_, block)| block.forward(x))
     }
 
     fn classify(&self, features: Tensor<B, 2>) -> Tensor<B, 2> {

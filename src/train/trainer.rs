@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
-use super::freeze::{BatchNormPolicy, Trainable, set_trainable_with};
+use super::freeze::{BatchNormPolicy, Trainable, set_trainable_with, trainable_keys};
 use super::history::{EpochStats, History};
 use super::loss::cross_entropy;
 use super::metrics::{Accumulator, EvalReport};
@@ -336,6 +336,26 @@ where
         self.step_logits(model, logits, labels, epoch_in_phase)
     }
 
+    /// One step on a batch of images whose first `blocks` backbone blocks (of
+    /// [`ImageClassifier::block_paths`]) are frozen: they run on `prefix`, a frozen copy of the
+    /// model without autodiff (e.g. `model.valid().fuse_for_inference()`, made once per phase),
+    /// and the rest of the network records gradients as in [`Learner::step`].
+    pub fn step_frozen_prefix(
+        &mut self,
+        model: M,
+        prefix: &M::InnerModule,
+        blocks: usize,
+        images: Tensor<B, 4>,
+        labels: &[i64],
+        epoch_in_phase: usize,
+    ) -> (M, StepOutput) {
+        let total = model.block_paths().len();
+        let x = prefix.forward_blocks(images.inner(), 0..blocks);
+        let x = model.forward_blocks(Tensor::from_inner(x), blocks..total);
+        let logits = model.classify(model.pool(x));
+        self.step_logits(model, logits, labels, epoch_in_phase)
+    }
+
     /// One step on a batch of images. With `frozen_backbone`, the backbone runs without
     /// autodiff (its parameters cannot change) and only the head records gradients.
     pub fn step(
@@ -354,6 +374,24 @@ where
         };
         self.step_logits(model, logits, labels, epoch_in_phase)
     }
+}
+
+/// How many leading backbone blocks hold no trainable parameter, when at least two do (so a
+/// copy with folded BatchNorms may run them: ResNet's first two blocks are its stem convolution
+/// and the BatchNorm that a fold merges into it).
+fn frozen_prefix_len<B: AutodiffBackend, M: ImageClassifier<B> + AutodiffModule<B>>(
+    model: &M,
+) -> Option<usize> {
+    let keys = trainable_keys::<B, M>(model);
+    let blocks = model.block_paths();
+    let first_trainable = blocks
+        .iter()
+        .position(|block| {
+            let prefix = format!("{block}.");
+            keys.iter().any(|k| k.starts_with(&prefix))
+        })
+        .unwrap_or(blocks.len());
+    (first_trainable >= 2 && first_trainable < blocks.len()).then_some(first_trainable)
 }
 
 /// Trains `model` on `train`, validating on `val` after every epoch, and returns it with the
@@ -429,6 +467,12 @@ where
     let cache = frozen_backbone && config.feature_cache && !train.is_random();
     // A frozen backbone never changes during the phase: fold its BatchNorms once.
     let backbone = frozen_backbone.then(|| model.valid().fuse_for_inference());
+    // Fine-tuning: the blocks before the first trainable one are frozen too; they run folded,
+    // without autodiff, on a copy made once per phase.
+    let frozen_prefix = (!frozen_backbone && epochs_done < last)
+        .then(|| frozen_prefix_len(&model))
+        .flatten()
+        .map(|blocks| (blocks, model.valid().fuse_for_inference()));
     let (train_cache, val_cache) = if let Some(inner) = backbone.as_ref().filter(|_| cache) {
         (
             Some(FeatureCache::build(
@@ -493,11 +537,21 @@ where
             for batch in train.epoch(epoch as u64) {
                 let batch = batch?;
                 let images = batch.images_tensor::<B>(device);
-                let (next, output) = match &backbone {
-                    Some(backbone) => {
+                let (next, output) = match (&backbone, &frozen_prefix) {
+                    (Some(backbone), _) => {
                         learner.step_frozen(model, backbone, images, &batch.labels, epoch_in_phase)
                     }
-                    None => learner.step(model, images, &batch.labels, epoch_in_phase, false),
+                    (None, Some((blocks, prefix))) => learner.step_frozen_prefix(
+                        model,
+                        prefix,
+                        *blocks,
+                        images,
+                        &batch.labels,
+                        epoch_in_phase,
+                    ),
+                    (None, None) => {
+                        learner.step(model, images, &batch.labels, epoch_in_phase, false)
+                    }
                 };
                 model = next;
                 record(output, &batch.labels);
