@@ -56,18 +56,9 @@ fn child_training_run() {
     let second = fit(first.model, &train, &val, &tune, &device).unwrap();
     let mut history = first.history;
     history.extend(&second.history);
-    let json = serde_json::to_vec(&without_timings(&history)).unwrap();
+    let json = serde_json::to_vec(&common::without_timings(&history)).unwrap();
     save_model(&second.model, &ModelInfo::default(), &dir.join("model.tvm")).unwrap();
     atomic_write(&dir.join("history.json"), &json).unwrap();
-}
-
-fn without_timings(history: &History) -> History {
-    let mut h = history.clone();
-    for e in &mut h.epochs {
-        e.seconds = 0.0;
-        e.images_per_second = 0.0;
-    }
-    h
 }
 
 fn spawn_child(dir: &Path) -> Child {

@@ -10,19 +10,10 @@ mod common;
 
 use transfer_vision::backend::CpuAutodiff;
 use transfer_vision::models::MobileNetV2Config;
-use transfer_vision::train::{FitConfig, History, OptimizerConfig, Trainable, fit};
+use transfer_vision::train::{FitConfig, OptimizerConfig, Trainable, fit};
 
 type B = CpuAutodiff;
 type Device = burn::tensor::Device<B>;
-
-fn without_timings(history: &History) -> History {
-    let mut h = history.clone();
-    for e in &mut h.epochs {
-        e.seconds = 0.0;
-        e.images_per_second = 0.0;
-    }
-    h
-}
 
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one() {
@@ -57,8 +48,8 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     .unwrap();
     assert_eq!(resumed.resumed_epochs, 1);
     assert_eq!(
-        without_timings(&resumed.history),
-        without_timings(&full.history)
+        common::without_timings(&resumed.history),
+        common::without_timings(&full.history)
     );
     assert_eq!(resumed.best_epoch, full.best_epoch);
     assert_eq!(

@@ -120,3 +120,15 @@ pub fn small_loaders(
     .unwrap();
     (train, val)
 }
+
+/// `history` with its wall-clock figures zeroed, for comparing runs.
+pub fn without_timings(
+    history: &transfer_vision::train::History,
+) -> transfer_vision::train::History {
+    let mut h = history.clone();
+    for e in &mut h.epochs {
+        e.seconds = 0.0;
+        e.images_per_second = 0.0;
+    }
+    h
+}
