@@ -85,11 +85,15 @@ pub fn read_container<H: DeserializeOwned>(
     path: &Path,
     kind: &str,
 ) -> Result<(H, BTreeMap<String, Vec<u8>>), WeightsError> {
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
+    parse_container(&read_file(path)?, path, kind)
+}
+
+/// Reads `path` whole, an I/O error naming it.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, WeightsError> {
+    std::fs::read(path).map_err(|source| WeightsError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    parse_container(&bytes, path, kind)
+    })
 }
 
 /// Parses a container of `kind` held in memory (as [`read_container`]; `path` names it in errors).

@@ -11,7 +11,7 @@ use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use super::WeightsError;
-use super::container::{parse_container, write_container};
+use super::container::{parse_container, read_file, write_container};
 use crate::models::{Architecture, ModelSpec};
 
 /// What a saved model carries besides its weights.
@@ -78,11 +78,7 @@ pub fn load_model<B: Backend, M: Architecture<B>>(
     path: &Path,
     device: &B::Device,
 ) -> Result<(M, ModelInfo), WeightsError> {
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    load_model_bytes(&bytes, path, device)
+    load_model_bytes(&read_file(path)?, path, device)
 }
 
 /// Loads a model saved by [`save_model`] from memory (e.g. `include_bytes!`); `label` names it in
