@@ -331,9 +331,8 @@ where
         labels: &[i64],
         epoch_in_phase: usize,
     ) -> (M, StepOutput) {
-        let features = backbone.features(images.inner());
-        let logits = model.classify(Tensor::from_inner(features));
-        self.step_logits(model, logits, labels, epoch_in_phase)
+        let blocks = model.block_paths().len();
+        self.step_frozen_prefix(model, backbone, blocks, images, labels, epoch_in_phase)
     }
 
     /// One step on a batch of images whose first `blocks` backbone blocks (of
@@ -463,17 +462,20 @@ where
         .stop_after
         .map_or(config.epochs, |s| s.min(config.epochs));
     // A phase resumed after its last epoch has nothing left to train: no folding, no cache.
-    let frozen_backbone = config.trainable == Trainable::HeadOnly && epochs_done < last;
-    let cache = frozen_backbone && config.feature_cache && !train.is_random();
-    // A frozen backbone never changes during the phase: fold its BatchNorms once.
-    let backbone = frozen_backbone.then(|| model.valid().fuse_for_inference());
-    // Fine-tuning: the blocks before the first trainable one are frozen too; they run folded,
-    // without autodiff, on a copy made once per phase.
-    let frozen_prefix = (!frozen_backbone && epochs_done < last)
-        .then(|| frozen_prefix_len(&model))
-        .flatten()
-        .map(|blocks| (blocks, model.valid().fuse_for_inference()));
-    let (train_cache, val_cache) = if let Some(inner) = backbone.as_ref().filter(|_| cache) {
+    // The leading blocks that do not train (all of them in feature extraction) never change
+    // during the phase: they run on a copy with their BatchNorms folded, without autodiff, made
+    // once. A phase resumed after its last epoch has nothing left to train: no copy, no cache.
+    let head_only = config.trainable == Trainable::HeadOnly;
+    let frozen_blocks = if epochs_done >= last {
+        None
+    } else if head_only {
+        Some(model.block_paths().len())
+    } else {
+        frozen_prefix_len(&model)
+    };
+    let frozen = frozen_blocks.map(|blocks| (blocks, model.valid().fuse_for_inference()));
+    let cache = head_only && config.feature_cache && !train.is_random();
+    let (train_cache, val_cache) = if let Some((_, inner)) = frozen.as_ref().filter(|_| cache) {
         (
             Some(FeatureCache::build(
                 inner,
@@ -537,21 +539,16 @@ where
             for batch in train.epoch(epoch as u64) {
                 let batch = batch?;
                 let images = batch.images_tensor::<B>(device);
-                let (next, output) = match (&backbone, &frozen_prefix) {
-                    (Some(backbone), _) => {
-                        learner.step_frozen(model, backbone, images, &batch.labels, epoch_in_phase)
-                    }
-                    (None, Some((blocks, prefix))) => learner.step_frozen_prefix(
+                let (next, output) = match &frozen {
+                    Some((blocks, folded)) => learner.step_frozen_prefix(
                         model,
-                        prefix,
+                        folded,
                         *blocks,
                         images,
                         &batch.labels,
                         epoch_in_phase,
                     ),
-                    (None, None) => {
-                        learner.step(model, images, &batch.labels, epoch_in_phase, false)
-                    }
+                    None => learner.step(model, images, &batch.labels, epoch_in_phase, false),
                 };
                 model = next;
                 record(output, &batch.labels);
