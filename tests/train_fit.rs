@@ -167,22 +167,8 @@ where
             out_b.loss
         );
     }
-    let (wa, wb) = (
-        plain
-            .head()
-            .weight
-            .val()
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap(),
-        split
-            .head()
-            .weight
-            .val()
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap(),
-    );
+    let head = |m: &M| m.head().weight.val().into_data().to_vec::<f32>().unwrap();
+    let (wa, wb) = (head(&plain), head(&split));
     let max = wa
         .iter()
         .zip(&wb)
