@@ -211,29 +211,38 @@ impl<B: Backend> BatchNorm2d<B> {
 
     /// Applies the layer to `[N, C, H, W]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let channels = self.channels();
-        if !self.uses_batch_statistics() {
-            if self.folded {
-                return x;
-            }
-            let (scale, shift) = self.eval_scale_shift();
-            return x * scale.reshape([1, channels, 1, 1]) + shift.reshape([1, channels, 1, 1]);
+        let batch_statistics = self.uses_batch_statistics();
+        if !batch_statistics && self.folded {
+            return x;
         }
         let [n, c, h, w] = x.dims();
+        // Laid out as [N, C, H·W] with every per-channel tensor materialised as [N, C, 1]: the
+        // reductions then run over the contiguous last axis, and each broadcast (and its
+        // gradient) is a per-row scalar, which CPU backends vectorise; a [1, C, 1, 1] operand
+        // broadcast over N and H, W makes burn-flex walk the activation element by element.
+        let x = x.reshape([n, c, h * w]);
+        let per_row = |t: Tensor<B, 1>| t.reshape([1, c, 1]).repeat_dim(0, n); // [C] -> [N, C, 1]
+        if !batch_statistics {
+            let (scale, shift) = self.eval_scale_shift();
+            return (x * per_row(scale) + per_row(shift)).reshape([n, c, h, w]);
+        }
         let count = n * h * w;
-        // Reduce over N, H, W in place: no transposed copies of the activation.
-        let channel_mean = |t: Tensor<B, 4>| t.mean_dim(0).mean_dim(2).mean_dim(3); // [1, C, 1, 1]
+        // [N, C, H·W] -> [C]
+        let channel_mean = |t: Tensor<B, 3>| {
+            t.sum_dim(2)
+                .sum_dim(0)
+                .reshape([c])
+                .div_scalar(count as f64)
+        };
         let mean = channel_mean(x.clone());
-        let centered = x - mean.clone();
+        let centered = x - per_row(mean.clone());
         let var = channel_mean(centered.clone().square()); // biased: what normalises
-        let scale = var.clone().add_scalar(self.epsilon).sqrt().recip()
-            * self.weight.val().reshape([1, c, 1, 1]);
-        let y = centered * scale + self.bias.val().reshape([1, c, 1, 1]);
+        let scale = var.clone().add_scalar(self.epsilon).sqrt().recip() * self.weight.val();
+        let y = (centered * per_row(scale) + per_row(self.bias.val())).reshape([n, c, h, w]);
 
         let m = self.momentum;
-        let unbiased = var.detach().reshape([c]) * (count as f64 / (count.max(2) - 1) as f64);
-        let new_mean = self.running_mean.value().mul_scalar(1.0 - m)
-            + mean.detach().reshape([c]).mul_scalar(m);
+        let unbiased = var.detach() * (count as f64 / (count.max(2) - 1) as f64);
+        let new_mean = self.running_mean.value().mul_scalar(1.0 - m) + mean.detach().mul_scalar(m);
         let new_var = self.running_var.value().mul_scalar(1.0 - m) + unbiased.mul_scalar(m);
         self.running_mean.update(new_mean);
         self.running_var.update(new_var);
