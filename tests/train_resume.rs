@@ -15,11 +15,24 @@ use transfer_vision::train::{FitConfig, OptimizerConfig, Trainable, fit};
 type B = CpuAutodiff;
 type Device = burn::tensor::Device<B>;
 
-#[test]
-fn a_resumed_run_equals_an_uninterrupted_one() {
+/// Sets rayon's global pool to one thread and holds the lock that runs this binary's tests one
+/// at a time. Every test calls it first: whichever test touches rayon first fixes the global pool
+/// for all of them (burn-flex runs on it), and dropout draws from the backend's one global RNG,
+/// which `fit` re-seeds each epoch: a test training beside another would draw from the other's
+/// sequence.
+fn serial_on_one_rayon_thread() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build_global();
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[test]
+fn a_resumed_run_equals_an_uninterrupted_one() {
+    let _serial = serial_on_one_rayon_thread();
     let device = Device::default();
     let dir = tempfile::tempdir().unwrap();
     common::synthetic_folder(&dir.path().join("data"), &["a", "b", "c"], 6, 48);
@@ -60,6 +73,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
 
 #[test]
 fn an_altered_or_torn_checkpoint_is_refused_naming_the_file() {
+    let _serial = serial_on_one_rayon_thread();
     let device = Device::default();
     let dir = tempfile::tempdir().unwrap();
     common::synthetic_folder(&dir.path().join("data"), &["a", "b"], 4, 32);
