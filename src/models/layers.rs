@@ -155,9 +155,7 @@ impl<B: Backend> Conv2d<B> {
             options,
         )
     }
-}
 
-impl<B: Backend> Conv2d<B> {
     /// A 1×1, stride-1 convolution as one batched matrix product `[Cout, Cin] @ [N, Cin, H·W]`.
     ///
     /// The result equals `conv2d`'s, and the backward pass is two strided matrix products as
@@ -169,11 +167,19 @@ impl<B: Backend> Conv2d<B> {
         let [out, inp, _, _] = self.weight.dims();
         let y = self.weight.val().reshape([1, out, inp]).matmul(x);
         match &self.bias {
-            // [N, Cout, 1]: a per-row broadcast (see BatchNorm2d::forward).
-            Some(b) => y + b.val().reshape([1, out, 1]).repeat_dim(0, n),
+            Some(b) => y + per_channel_rows(b.val(), n),
             None => y,
         }
     }
+}
+
+/// A per-channel vector `[C]` laid out as `[N, C, 1]`, to combine with an activation viewed as
+/// `[N, C, H·W]`: each broadcast (and its gradient) is then a per-row scalar, which CPU backends
+/// vectorise, where a `[1, C, 1, 1]` operand broadcast over N and H, W makes burn-flex walk the
+/// activation element by element. The copy costs N·C elements.
+fn per_channel_rows<B: Backend>(t: Tensor<B, 1>, n: usize) -> Tensor<B, 3> {
+    let [c] = t.dims();
+    t.reshape([1, c, 1]).repeat_dim(0, n)
 }
 
 /// Batch normalisation over channels with torchvision's names and semantics (momentum 0.1,
@@ -241,12 +247,10 @@ impl<B: Backend> BatchNorm2d<B> {
             return x;
         }
         let [n, c, h, w] = x.dims();
-        // Laid out as [N, C, H·W] with every per-channel tensor materialised as [N, C, 1]: the
-        // reductions then run over the contiguous last axis, and each broadcast (and its
-        // gradient) is a per-row scalar, which CPU backends vectorise; a [1, C, 1, 1] operand
-        // broadcast over N and H, W makes burn-flex walk the activation element by element.
+        // Laid out as [N, C, H·W]: the reductions run over the contiguous last axis, and the
+        // per-channel tensors join it as [N, C, 1] rows (see `per_channel_rows`).
         let x = x.reshape([n, c, h * w]);
-        let per_row = |t: Tensor<B, 1>| t.reshape([1, c, 1]).repeat_dim(0, n); // [C] -> [N, C, 1]
+        let per_row = |t: Tensor<B, 1>| per_channel_rows(t, n);
         if !batch_statistics {
             let (scale, shift) = self.eval_scale_shift();
             return (x * per_row(scale) + per_row(shift)).reshape([n, c, h, w]);

@@ -461,7 +461,6 @@ where
     let last = config
         .stop_after
         .map_or(config.epochs, |s| s.min(config.epochs));
-    // A phase resumed after its last epoch has nothing left to train: no folding, no cache.
     // The leading blocks that do not train (all of them in feature extraction) never change
     // during the phase: they run on a copy with their BatchNorms folded, without autodiff, made
     // once. A phase resumed after its last epoch has nothing left to train: no copy, no cache.
