@@ -16,7 +16,7 @@ use transfer_vision::data::{
     decode_rgb_bytes, presets,
 };
 use transfer_vision::models::{MobileNetV2, ModelSpec, ResNet};
-use transfer_vision::weights::onnx_graph::{OnnxError, anonymize_names, read_onnx_bytes};
+use transfer_vision::weights::onnx::{OnnxError, anonymize_names, read_onnx_bytes};
 use transfer_vision::weights::{detect_spec, load_model_bytes, load_onnx_into};
 
 /// Pixel limit while fuzzing: small enough that every accepted image decodes in milliseconds.

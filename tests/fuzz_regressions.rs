@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use transfer_vision::backend::Cpu;
 use transfer_vision::models::ModelSpec;
-use transfer_vision::weights::onnx_graph::read_onnx_bytes;
+use transfer_vision::weights::onnx::read_onnx_bytes;
 use transfer_vision::weights::{detect_spec, load_onnx_into};
 
 type Target = fn(&[u8]);

@@ -1,4 +1,4 @@
-//! Tests of `weights::onnx_graph`: reading ONNX files into typed, execution-ordered layers.
+//! Tests of `weights::onnx`: reading ONNX files into typed, execution-ordered layers.
 //!
 //! The tests named `shared_*` read the real files under `../shared` (`fixtures/onnx/*.onnx` and
 //! `weights/mobilenet_v2_tf_imagenet.onnx`): they skip when `../shared` is absent and fail when
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use onnx_ir::{ModelProto, TensorProto};
 use protobuf::Message;
-use transfer_vision::weights::onnx_graph::{
+use transfer_vision::weights::onnx::{
     AutoPad, FloatType, LayerKind, LinearSource, OnnxError, OnnxModel, ReadOptions,
     anonymize_names, read_onnx, read_onnx_bytes, read_onnx_bytes_with,
 };
@@ -63,7 +63,7 @@ fn without_names(model: &OnnxModel) -> Vec<LayerKind> {
         .iter()
         .map(|l| {
             let mut kind = l.kind.clone();
-            let clear = |t: &mut transfer_vision::weights::onnx_graph::OnnxTensor| t.name.clear();
+            let clear = |t: &mut transfer_vision::weights::onnx::OnnxTensor| t.name.clear();
             match &mut kind {
                 LayerKind::Conv(c) => {
                     clear(&mut c.weight);

@@ -11,7 +11,7 @@ use transfer_vision::backend::Cpu;
 use transfer_vision::models::layers::Padding;
 use transfer_vision::models::{Architecture, ImageClassifier, MobileNetV2, ModelSpec, ResNet};
 use transfer_vision::verify::{compare_logits, onnx_fixture_parity};
-use transfer_vision::weights::onnx_graph::anonymize_names;
+use transfer_vision::weights::onnx::anonymize_names;
 use transfer_vision::weights::{
     ImportReport, MappedBy, ModelInfo, WeightsError, load_model, save_model,
 };

@@ -4,8 +4,8 @@
 pub mod container;
 #[cfg(feature = "download")]
 pub mod download;
+pub mod import;
 pub mod onnx;
-pub mod onnx_graph;
 pub mod saved;
 pub mod state;
 
@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-pub use onnx::{ConvPairs, ImportReport, MappedBy, detect_spec, load_onnx_into, load_onnx_model};
-pub use onnx_graph::{OnnxError, OnnxModel, read_onnx};
+pub use import::{ConvPairs, ImportReport, MappedBy, detect_spec, load_onnx_into, load_onnx_model};
+pub use onnx::{OnnxError, OnnxModel, read_onnx};
 pub use saved::{
     ModelInfo, load_model, load_model_bytes, load_record_bytes, record_bytes, save_model,
 };

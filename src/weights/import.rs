@@ -1,6 +1,6 @@
 //! ImageNet (or any) weights from an ONNX file into the native modules.
 //!
-//! The graph is read by [`onnx_graph`](super::onnx_graph) (onnx-ir, burn-import's ONNX stack).
+//! The graph is read by [`onnx`](super::onnx) (onnx-ir, burn-import's ONNX stack).
 //! Weights are then mapped onto the model:
 //! - **by name** when the file's initializers carry torchvision's names (every conv weight is
 //!   found under the model's key), which is robust to any node order;
@@ -20,7 +20,7 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 
 use super::WeightsError;
-use super::onnx_graph::{
+use super::onnx::{
     AutoPad, BatchNormLayer, ConvLayer, LayerKind, OnnxModel, OnnxTensor, read_onnx,
 };
 use super::state::{HostTensor, StateMap, load_state};
