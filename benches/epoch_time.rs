@@ -147,7 +147,7 @@ fn main() {
 }
 
 fn name<B: burn::tensor::backend::Backend, M: Architecture<B>>(model: &M) -> &'static str {
-    match model.spec().name() {
+    match model.spec().name().as_str() {
         "mobilenet_v2" => "MobileNetV2",
         _ => "ResNet18",
     }

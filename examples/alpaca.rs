@@ -1,24 +1,23 @@
-//! Alpaca / not alpaca with MobileNetV2: the Coursera transfer-learning exercise, in Rust.
+//! Alpaca / not alpaca with MobileNetV2: the Coursera (Keras) transfer-learning exercise, in Rust.
 //!
-//! `cargo run --release --example alpaca -- --data ../shared/datasets/alpaca \
-//!     --weights ../shared/weights/mobilenet_v2_tf_imagenet.onnx`
+//! ```text
+//! cargo run --release --example alpaca -- --data ../shared/datasets/alpaca \
+//!     --weights ../shared/weights/mobilenet_v2_tf_imagenet.onnx
+//! ```
+//!
+//! The exercise's recipe: 5 epochs of Adam at 1e-3 on a new head over the frozen network, then
+//! 5 more at 1e-4 with the top blocks unfrozen (from Keras' layer 120, torchvision's
+//! `features.14`); flips and rotations as augmentation.
 
 mod common;
 
+use std::error::Error;
 use std::path::PathBuf;
-use std::time::Instant;
 
-use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
-use common::{CommonArgs, Metrics, RunOutputs, WEIGHTS_HELP, or_exit, require};
-use transfer_vision::backend::DeviceSpec;
-use transfer_vision::data::{DataLoader, FolderOptions, LoaderConfig, TrainVal, presets};
-use transfer_vision::models::{ImageClassifier, MobileNetV2};
-use transfer_vision::train::{
-    BatchNormPolicy, FitConfig, OptimizerConfig, Trainable, fit, predict,
-};
-use transfer_vision::weights::ModelInfo;
+use common::{CommonArgs, Run};
+use transfer_vision::prelude::*;
 
 /// Fine-tune an ImageNet MobileNetV2 to tell alpacas from everything else.
 #[derive(Parser, Debug)]
@@ -51,185 +50,47 @@ fn main() {
     common::on_backend!(args.common, run(&args));
 }
 
-fn run<B: AutodiffBackend>(args: &Args, device: B::Device, spec: &DeviceSpec) {
-    let started = Instant::now();
+fn run<B: AutodiffBackend>(
+    args: &Args,
+    device: B::Device,
+    device_spec: &DeviceSpec,
+) -> Result<(), Box<dyn Error>> {
     let common = &args.common;
-    require(
-        &args.data,
-        "the alpaca dataset",
-        "  copy the exercise's dataset (alpaca/ and 'not alpaca/' folders) there, or pass --data ../shared/datasets/alpaca",
-    );
-    // With the `download` feature, missing weights are fetched from the ONNX model zoo.
-    #[cfg(feature = "download")]
-    let weights = if args.weights.exists() {
-        args.weights.clone()
-    } else {
-        use transfer_vision::weights::download::{Pretrained, fetch};
-        or_exit(fetch(Pretrained::MobileNetV2), "downloading the weights")
-    };
-    #[cfg(not(feature = "download"))]
-    let weights = args.weights.clone();
-    require(&weights, "the ImageNet MobileNetV2 weights", WEIGHTS_HELP);
+    let run = Run::start("alpaca", common, device_spec);
+    let how = "  copy the exercise's dataset (alpaca/ and 'not alpaca/' folders) there, or pass \
+               --data ../shared/datasets/alpaca";
+    common::require(&args.data, "the alpaca dataset", how);
 
-    // 1. Data: one folder per class, split 80/20 with a seed (262 / 65 images).
-    let mut sets = or_exit(
-        TrainVal::open(&args.data, FolderOptions::default(), 0.2, common.seed),
-        "loading the dataset",
-    );
-    if common.quick {
-        sets.train = or_exit(sets.train.split(0.2, common.seed), "subset").1;
-        sets.val = or_exit(sets.val.split(0.5, common.seed), "subset").1;
-        or_exit(sets.check_trainable(), "--quick subset");
-    }
-    println!(
-        "classes {:?}: {} training / {} validation images",
-        sets.train.classes(),
-        sets.train.len(),
-        sets.val.len()
-    );
+    // 1. The data: one folder per class, split 80/20 with a seed (262 / 65 images).
+    let sets = common.open_data(&args.data, 0.2)?;
     let classes = sets.train.classes().to_vec();
+
+    // 2. MobileNetV2 pretrained on ImageNet; the file says how its images must be prepared
+    // (TensorFlow's [-1, 1] scaling here), resized whole to the input size as Keras does.
+    let weights = common::find_weights(&args.weights, "mobilenet_v2");
+    let (base, import) = MobileNetV2::<B>::from_onnx(&weights, &device)?;
     let size = args.image_size;
-    let mut loader = LoaderConfig::new(common.batch_size.unwrap_or(32) as usize);
-    (loader.seed, loader.workers) = (common.seed, common.workers);
-    let train = or_exit(
-        DataLoader::new(&sets.train, presets::alpaca_train(size), loader),
-        "training loader",
-    );
-    loader.shuffle = false;
-    let val_transform = presets::alpaca_eval(size);
-    let val = or_exit(
-        DataLoader::new(&sets.val, val_transform.clone(), loader),
-        "validation loader",
-    );
+    let pre = import
+        .preprocessing
+        .with_image_size(size)
+        .with_exact_resize();
+    let augment = presets::alpaca_train(size, pre.normalization);
+    let (train, val) = common.loaders(&sets, augment, pre.eval_transform(), 32)?;
 
-    // 2. The ImageNet model, imported from ONNX.
-    let (base, import) = or_exit(
-        MobileNetV2::<B>::from_onnx(&weights, &device),
-        "loading the weights",
-    );
+    // 3. A look at the network, and at what it sees in a few photos as it is.
     println!("{}", base.summary([3, size as usize, size as usize]));
+    common::show_imagenet_guesses(&base, &train, 4, &device);
 
-    // 3. What the untouched ImageNet model sees in a few training images.
-    let imagenet: Vec<String> = transfer_vision::imagenet::imagenet_classes()
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let first = or_exit(train.epoch(0).next().transpose(), "first batch");
-    if let Some(batch) = first {
-        // Inference runs on the model without autodiff (`valid()`): on the training backend,
-        // BatchNorm would use (and update) batch statistics, like PyTorch's train mode.
-        let images = batch.images_tensor::<B::InnerBackend>(&device);
-        for (p, path) in predict(&base.valid(), images, &imagenet)
-            .iter()
-            .zip(&batch.paths)
-            .take(4)
-        {
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            println!(
-                "ImageNet top-1 for {name}: {} ({:.2})",
-                p.name, p.probabilities[p.class]
-            );
-        }
-    }
-
-    // 4. Feature extraction: frozen backbone, new 2-class head.
-    // Weights with BatchNorm folded carry no statistics to fine-tune: keep those BatchNorms frozen.
-    let batch_norm = if import.batch_norm_folded {
-        BatchNormPolicy::Frozen
-    } else {
-        BatchNormPolicy::Train
-    };
-    let epochs = |n: usize| if common.quick { 1 } else { n };
-    // Seeded, so a rerun (or a restart after a kill, see --resume) draws the same new head.
-    B::seed(&device, common.seed);
+    // 4. A new 2-class head, then the exercise's two phases: the frozen base model's features
+    // train the head; then the top blocks fine-tune with it at a ten times lower rate.
+    B::seed(&device, common.seed); // the head is drawn from --seed: reruns and resumed runs agree
     let model = base.with_new_head(classes.len(), &device);
-    let unfreeze = Trainable::FromBlock(args.unfreeze_from.clone());
-    or_exit(unfreeze.prefixes(&model), "--unfreeze-from"); // before any training, not after
-    let out_dir = common.out_dir("alpaca");
-    let phase1 = common.checkpointed(
-        FitConfig::new(
-            epochs(args.epochs_head),
-            OptimizerConfig::adam(1e-3),
-            Trainable::HeadOnly,
-        )
-        .with_phase("feature_extraction")
-        .with_seed(common.seed)
-        .with_quiet(common.quiet),
-        &out_dir,
-    );
-    let t = Instant::now();
-    let head = or_exit(
-        fit(model, &train, &val, &phase1, &device),
-        "feature extraction",
-    );
-    let phase1_seconds = t.elapsed().as_secs_f64();
+    let recipe = TransferRecipe::keras_exercise(&args.unfreeze_from)
+        .with_epochs(args.epochs_head, args.epochs_finetune);
+    let outcome = common
+        .adjust(recipe, &run.out_dir())
+        .run(model, &train, &val, &device)?;
 
-    // 5. Fine-tuning: unfreeze the last blocks, ten times lower learning rate.
-    let phase2 = common.checkpointed(
-        FitConfig::new(
-            epochs(args.epochs_finetune),
-            OptimizerConfig::adam(1e-4),
-            unfreeze,
-        )
-        .with_phase("fine_tuning")
-        .with_batch_norm(batch_norm)
-        .with_first_epoch(head.history.epochs.len())
-        .with_seed(common.seed)
-        .with_quiet(common.quiet),
-        &out_dir,
-    );
-    let t = Instant::now();
-    let tuned = or_exit(
-        fit(head.model, &train, &val, &phase2, &device),
-        "fine-tuning",
-    );
-    let phase2_seconds = t.elapsed().as_secs_f64();
-    let mut history = head.history.clone();
-    history.extend(&tuned.history);
-
-    // 6. Plots, metrics and the fine-tuned model.
-    let evaluation = common::final_evaluation(&tuned.model, &val, &device);
-    let out = RunOutputs::new(out_dir);
-    let info = ModelInfo {
-        class_names: classes.clone(),
-        metadata: [
-            ("preprocessing".to_string(), "p / 127.5 - 1".to_string()),
-            ("image_size".to_string(), size.to_string()),
-        ]
-        .into(),
-    };
-    let metrics = Metrics {
-        example: "alpaca",
-        model: "mobilenet_v2".into(),
-        backend: spec.backend_name().into(),
-        device: spec.to_string(),
-        precision: &common.precision,
-        classes: &classes,
-        train_images: sets.train.len(),
-        val_images: sets.val.len(),
-        history: &history,
-        final_evaluation: &evaluation,
-        seconds_per_phase: vec![
-            ("feature_extraction".into(), phase1_seconds),
-            ("fine_tuning".into(), phase2_seconds),
-        ],
-        total_seconds: started.elapsed().as_secs_f64(),
-        quick: common.quick,
-    };
-    out.write::<B, _>(
-        &tuned.model,
-        &info,
-        &sets.val,
-        &val_transform,
-        &metrics,
-        &device,
-    );
-
-    // 7. The report.
-    common::report(
-        &evaluation,
-        &classes,
-        &history,
-        started.elapsed().as_secs_f64(),
-    );
+    // 5. Plot both phases, show predictions, save the model with its preprocessing.
+    run.finish(&sets, &val, ModelInfo::new(classes, pre), &outcome, &device)
 }

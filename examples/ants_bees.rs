@@ -1,56 +1,48 @@
-//! Ants / bees with ResNet18: the PyTorch transfer-learning tutorial, in Rust.
+//! Ants / bees: the PyTorch transfer-learning tutorial, in Rust.
 //!
-//! `cargo run --release --example ants_bees -- --data ../shared/datasets/hymenoptera_data \
-//!     --weights weights/resnet18.onnx` (or `--model mobilenet_v2 --weights …` with MobileNetV2).
+//! ```text
+//! cargo run --release --example ants_bees -- --model mobilenet_v2 \
+//!     --data ../shared/datasets/hymenoptera_data --weights ../shared/weights/mobilenet_v2_tf_imagenet.onnx
+//! ```
+//!
+//! The tutorial's recipe (SGD, learning rate 1e-3, momentum 0.9, ×0.1 every 7 epochs) in its two
+//! scenarios, one after the other: the pretrained network as a fixed feature extractor (only a
+//! new head trains), then fine-tuning of its last blocks with the head.
 
 mod common;
 
+use std::error::Error;
 use std::path::PathBuf;
-use std::time::Instant;
 
-use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use clap::{Parser, ValueEnum};
-use common::{CommonArgs, Metrics, RunOutputs, WEIGHTS_HELP, or_exit, require};
-use transfer_vision::backend::DeviceSpec;
-use transfer_vision::data::{
-    DataLoader, FolderOptions, LoaderConfig, Normalization, TrainVal, presets,
-};
-use transfer_vision::models::{Architecture, ImageClassifier, MobileNetV2, ResNet};
-use transfer_vision::train::{BatchNormPolicy, FitConfig, OptimizerConfig, Trainable, fit};
-use transfer_vision::weights::{ConvPairs, ModelInfo, load_onnx_model};
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum Model {
-    Resnet18,
-    #[value(name = "mobilenet_v2", alias = "mobilenet-v2")]
-    MobilenetV2,
-}
+use clap::Parser;
+use clap::builder::PossibleValuesParser;
+use common::{CommonArgs, Run};
+use transfer_vision::prelude::*;
 
 /// Fine-tune an ImageNet CNN to tell ants from bees.
 #[derive(Parser, Debug)]
 struct Args {
-    /// Folder with `train/` and `val/`, each with `ants/` and `bees/`.
+    /// Folder with `train/` and `val/`, each with `ants/` and `bees/` (or one folder of class
+    /// folders, split 80/20).
     #[arg(long, default_value = "data/hymenoptera_data")]
     data: PathBuf,
     /// ImageNet weights as ONNX (default: weights/<model>.onnx).
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Architecture.
-    #[arg(long, value_enum, default_value = "resnet18")]
-    model: Model,
+    /// Architecture the weights hold.
+    #[arg(long, default_value = "resnet18", value_parser = PossibleValuesParser::new(ModelSpec::names()))]
+    model: String,
     /// Epochs with the backbone frozen (feature extraction).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 10)]
     epochs_head: usize,
     /// Epochs fine-tuning the last blocks.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 5)]
     epochs_finetune: usize,
-    /// Learning rate of the head phase (Adam).
-    #[arg(long, default_value_t = 1e-4)]
-    lr: f64,
-    /// Learning rate of the fine-tuning phase (Adam).
-    #[arg(long, default_value_t = 1e-5)]
-    lr_finetune: f64,
+    /// First block that fine-tuning unfreezes (default: the architecture's last stage,
+    /// `layer4` or `features.14`).
+    #[arg(long)]
+    unfreeze_from: Option<String>,
     /// Input size.
     #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(u32).range(32..))]
     image_size: u32,
@@ -60,180 +52,50 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    common::on_backend!(args.common, dispatch(&args));
+    common::on_backend!(args.common, run(&args));
 }
 
-fn dispatch<B: AutodiffBackend>(args: &Args, device: B::Device, spec: &DeviceSpec) {
-    match args.model {
-        Model::Resnet18 => run::<B, ResNet<B>>(args, device, spec, "resnet18", "layer4"),
-        Model::MobilenetV2 => {
-            run::<B, MobileNetV2<B>>(args, device, spec, "mobilenet_v2", "features.14")
-        }
-    }
-}
-
-fn run<B, M>(args: &Args, device: B::Device, spec: &DeviceSpec, name: &str, last_blocks: &str)
-where
-    B: AutodiffBackend,
-    M: Architecture<B> + ConvPairs<B> + AutodiffModule<B>,
-    M::InnerModule: ImageClassifier<B::InnerBackend>,
-{
-    let started = Instant::now();
+fn run<B: AutodiffBackend>(
+    args: &Args,
+    device: B::Device,
+    device_spec: &DeviceSpec,
+) -> Result<(), Box<dyn Error>> {
     let common = &args.common;
-    let weights = args
-        .weights
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("weights/{name}.onnx")));
-    // With the `download` feature, missing inputs are fetched (verified, cached); without it,
-    // the message says where they were looked for and how to get them.
-    #[cfg(feature = "download")]
-    let (data, weights) = common::fetch_missing(&args.data, weights, name);
-    #[cfg(not(feature = "download"))]
-    let data = args.data.clone();
-    require(
-        &data,
-        "the hymenoptera dataset",
-        "  download https://download.pytorch.org/tutorial/hymenoptera_data.zip and unzip it into data/\n  (or build with --features download to fetch it), or pass --data ../shared/datasets/hymenoptera_data",
-    );
-    require(&weights, &format!("ImageNet {name} weights"), WEIGHTS_HELP);
+    let run = Run::start("ants_bees", common, device_spec);
 
-    // 1. Data: train/ and val/ folders (244 / 153 images; a plain root/<class> folder is split
-    // 80/20), the tutorial's transforms, normalised as the weights expect.
-    let mut sets = or_exit(
-        TrainVal::open(&data, FolderOptions::default(), 0.2, common.seed),
-        "loading the dataset",
-    );
-    if common.quick {
-        sets.train = or_exit(sets.train.split(0.2, common.seed), "subset").1;
-        sets.val = or_exit(sets.val.split(0.2, common.seed), "subset").1;
-        or_exit(sets.check_trainable(), "--quick subset");
-    }
-    let (model, import) = or_exit(
-        load_onnx_model::<B, M>(&weights, &device),
-        "loading the weights",
-    );
-    let norm = if import.tf_preprocessing() {
-        Normalization::Tf
-    } else {
-        Normalization::ImageNet
-    };
-    println!(
-        "classes {:?}: {} training / {} validation images ({norm:?} normalisation)",
-        sets.train.classes(),
-        sets.train.len(),
-        sets.val.len()
-    );
+    // 1. The data: train/ and val/ folders of ants and bees (244 / 153 images).
+    let sets = common.open_data(&common::find_hymenoptera(&args.data), 0.2)?;
     let classes = sets.train.classes().to_vec();
-    let size = args.image_size;
-    let mut loader = LoaderConfig::new(common.batch_size.unwrap_or(16) as usize);
-    (loader.seed, loader.workers) = (common.seed, common.workers);
-    let train = or_exit(
-        DataLoader::new(&sets.train, presets::imagenet_train(size, norm), loader),
-        "training loader",
-    );
-    loader.shuffle = false;
-    let val_transform = presets::imagenet_eval(size, norm);
-    let val = or_exit(
-        DataLoader::new(&sets.val, val_transform.clone(), loader),
-        "validation loader",
-    );
 
-    // 2. The pretrained model with a new 2-class head.
-    println!("{}", model.summary([3, size as usize, size as usize]));
-    // Seeded, so a rerun (or a restart after a kill, see --resume) draws the same new head.
-    B::seed(&device, common.seed);
-    let model = model.with_new_head(classes.len(), &device);
+    // 2. The network pretrained on ImageNet; the file says how its images must be prepared.
+    let default_weights = PathBuf::from(format!("weights/{}.onnx", args.model));
+    let weights = common::find_weights(
+        args.weights.as_ref().unwrap_or(&default_weights),
+        &args.model,
+    );
+    let (model, import) = AnyModel::<B>::from_onnx(&weights, &device)?;
+    import.spec.expect(&args.model, &weights)?;
+    let pre = import.preprocessing.with_image_size(args.image_size);
+    let (train, val) = common.loaders(&sets, pre.train_transform(), pre.eval_transform(), 16)?;
 
-    // 3. Feature extraction: only the head trains.
-    let epochs = |n: usize| if common.quick { 1 } else { n };
-    let out_dir = common.out_dir("ants_bees");
-    let phase1 = common.checkpointed(
-        FitConfig::new(
-            epochs(args.epochs_head),
-            OptimizerConfig::adam(args.lr),
-            Trainable::HeadOnly,
-        )
-        .with_phase("feature_extraction")
-        .with_seed(common.seed)
-        .with_quiet(common.quiet),
-        &out_dir,
-    );
-    let t = Instant::now();
-    let head = or_exit(
-        fit(model, &train, &val, &phase1, &device),
-        "feature extraction",
-    );
-    let phase1_seconds = t.elapsed().as_secs_f64();
+    // 3. A look at the network, and at what it sees in a few ants and bees as it is.
+    let size = args.image_size as usize;
+    println!("{}", model.summary([3, size, size]));
+    common::show_imagenet_guesses(&model, &val, 4, &device);
 
-    // 4. Fine-tuning the last blocks at a lower rate.
-    let batch_norm = if import.batch_norm_folded {
-        BatchNormPolicy::Frozen
-    } else {
-        BatchNormPolicy::Train
-    };
-    let phase2 = common.checkpointed(
-        FitConfig::new(
-            epochs(args.epochs_finetune),
-            OptimizerConfig::adam(args.lr_finetune),
-            Trainable::FromBlock(last_blocks.into()),
-        )
-        .with_phase("fine_tuning")
-        .with_batch_norm(batch_norm)
-        .with_first_epoch(head.history.epochs.len())
-        .with_seed(common.seed)
-        .with_quiet(common.quiet),
-        &out_dir,
-    );
-    let t = Instant::now();
-    let tuned = or_exit(
-        fit(head.model, &train, &val, &phase2, &device),
-        "fine-tuning",
-    );
-    let phase2_seconds = t.elapsed().as_secs_f64();
-    let mut history = head.history.clone();
-    history.extend(&tuned.history);
+    // 4. The tutorial's two scenarios, one after the other, on a new 2-class head: the ConvNet
+    // as a fixed feature extractor (only the head trains), then fine-tuning its last blocks.
+    B::seed(&device, common.seed); // the head is drawn from --seed: reruns and resumed runs agree
+    let with_head = model.with_new_head(classes.len(), &device);
+    let unfreeze = args
+        .unfreeze_from
+        .as_deref()
+        .unwrap_or(import.spec.fine_tune_from());
+    let recipe = TransferRecipe::pytorch_tutorial(args.epochs_head, args.epochs_finetune, unfreeze);
+    let outcome = common
+        .adjust(recipe, &run.out_dir())
+        .run(with_head, &train, &val, &device)?;
 
-    // 5. Plots, metrics, the model, and the report.
-    let evaluation = common::final_evaluation(&tuned.model, &val, &device);
-    let out = RunOutputs::new(out_dir);
-    let info = ModelInfo {
-        class_names: classes.clone(),
-        metadata: [
-            ("normalization".to_string(), format!("{norm:?}")),
-            ("image_size".to_string(), size.to_string()),
-        ]
-        .into(),
-    };
-    let metrics = Metrics {
-        example: "ants_bees",
-        model: name.into(),
-        backend: spec.backend_name().into(),
-        device: spec.to_string(),
-        precision: &common.precision,
-        classes: &classes,
-        train_images: sets.train.len(),
-        val_images: sets.val.len(),
-        history: &history,
-        final_evaluation: &evaluation,
-        seconds_per_phase: vec![
-            ("feature_extraction".into(), phase1_seconds),
-            ("fine_tuning".into(), phase2_seconds),
-        ],
-        total_seconds: started.elapsed().as_secs_f64(),
-        quick: common.quick,
-    };
-    out.write::<B, _>(
-        &tuned.model,
-        &info,
-        &sets.val,
-        &val_transform,
-        &metrics,
-        &device,
-    );
-    common::report(
-        &evaluation,
-        &classes,
-        &history,
-        started.elapsed().as_secs_f64(),
-    );
+    // 5. Plot both phases, show predictions, save the model with its preprocessing.
+    run.finish(&sets, &val, ModelInfo::new(classes, pre), &outcome, &device)
 }

@@ -16,7 +16,9 @@ use burn::tensor::{Tensor, TensorData};
 use clap::Parser;
 use serde::Serialize;
 use transfer_vision::backend::{DeviceSpec, Precision};
-use transfer_vision::models::{ImageClassifier, MobileNetV2, MobileNetV2Config, ResNetConfig};
+use transfer_vision::models::{
+    Architecture, ImageClassifier, MobileNetV2, MobileNetV2Config, ResNetConfig,
+};
 use transfer_vision::train::{Learner, OptimizerConfig, Trainable, set_trainable};
 use transfer_vision::verify::{onnx_fixture_parity, train_fixture_cases, train_fixture_parity};
 use transfer_vision::weights::{ModelInfo, load_model, save_model};
@@ -132,7 +134,7 @@ fn main() {
     };
     if let Some(path) = &args.json {
         let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
-        if let Err(e) = transfer_vision::io::atomic_write(path, &json) {
+        if let Err(e) = std::fs::write(path, &json) {
             eprintln!("error: {}: {e}", path.display());
             std::process::exit(1);
         }

@@ -27,7 +27,7 @@ use clap::{Parser, ValueEnum};
 use rayon::prelude::*;
 use transfer_vision::backend::DeviceSpec;
 use transfer_vision::data::ChwImage;
-use transfer_vision::imagenet::{PredictError, PredictOptions, Predictor, Preprocess};
+use transfer_vision::predict::{PredictError, PredictOptions, Predictor, Preprocess};
 
 /// onnxruntime's figures on `imagenet_samples` (`../shared/weights/README.md`):
 /// (weights file name, size, top-1, top-5).
@@ -161,7 +161,7 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<bool, String> {
     println!(
         "{}: {} ({classes} classes), {} images from {}, resize {} / crop {}, {:?} scaling, batch {}",
         args.weights.display(),
-        predictor.report().spec.name(),
+        predictor.spec().name(),
         items.len(),
         args.data.display(),
         options.resize.unwrap_or(0),

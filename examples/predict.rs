@@ -1,16 +1,18 @@
-//! Classifies images with an ImageNet model read from ONNX and prints the top-k classes.
+//! Classifies images with a model read from ONNX (ImageNet weights) or saved by this crate
+//! (a fine-tuned `model.tvm`) and prints the top-k classes.
 //!
 //! ```text
 //! cargo run --release --example predict -- --weights ../shared/weights/mobilenet_v2_tf_imagenet.onnx \
 //!     photo.jpg other.png
-//! cargo run --release --example predict -- --weights FILE.onnx --json --top 3 *.jpg
+//! cargo run --release --example predict -- --weights runs/alpaca/model.tvm --json --top 2 *.jpg
 //! ```
 //!
-//! `--model auto` detects MobileNetV2 / ResNet18 / ResNet34 from the graph; `--preprocess auto`
-//! scales pixels to `[-1, 1]` when the file asks for it (its `preprocessing` metadata, or TF-SAME
-//! padding) and uses ImageNet mean/std otherwise. Images are resized (shorter side, Pillow's
-//! antialiased bilinear) and centre-cropped: `--resize none --crop none` feeds the decoded pixels
-//! as they are. The default resize is `round(crop * 256 / 224)` (256 for crop 224).
+//! `--model auto` takes whatever architecture the file holds; `--preprocess auto` scales pixels
+//! as the file says (an ONNX file's `preprocessing` metadata or TF-SAME padding, a saved model's
+//! stored preprocessing). Images are resized and centre-cropped as the file says (ImageNet files:
+//! shorter side 256, Pillow's antialiased bilinear, crop 224); `--resize`/`--crop` set them
+//! explicitly, `--resize none --crop none` feeds the decoded pixels as they are. With only
+//! `--crop`, the resize is `round(crop * 256 / 224)`.
 //!
 //! Output: per image, the file and one line per class (probability, name, index); with `--json`,
 //! one JSON object per line: `{"file", "indices", "names", "probabilities"}`. An image that cannot
@@ -23,16 +25,8 @@ use std::process::ExitCode;
 use burn::tensor::backend::Backend;
 use clap::{Parser, ValueEnum};
 use transfer_vision::backend::DeviceSpec;
-use transfer_vision::imagenet::{ModelChoice, PredictOptions, Predictor, Preprocess};
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ModelArg {
-    Auto,
-    #[value(name = "mobilenet_v2")]
-    MobileNetV2,
-    Resnet18,
-    Resnet34,
-}
+use transfer_vision::models::ModelSpec;
+use transfer_vision::predict::{PredictOptions, Predictor, Preprocess};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum PreprocessArg {
@@ -61,21 +55,22 @@ fn parse_size(text: &str) -> Result<Size, String> {
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// The ONNX model file.
+    /// The model file: ONNX, or a `.tvm` saved by this crate.
     #[arg(long)]
     weights: PathBuf,
-    /// Architecture the file must hold (`auto`: detect it from the graph).
-    #[arg(long, value_enum, default_value = "auto")]
-    model: ModelArg,
+    /// Architecture the file must hold (`auto`: whatever it holds).
+    #[arg(long, default_value = "auto", value_parser = model_names())]
+    model: String,
     /// Pixel scaling: `tf` = p / 127.5 - 1, `imagenet` = mean/std, `auto` = what the file asks for.
     #[arg(long, value_enum, default_value = "auto")]
     preprocess: PreprocessArg,
-    /// Shorter side after resizing, or `none` [default: round(crop * 256 / 224), 256 without crop].
+    /// Shorter side after resizing, or `none` [default: the file's; round(crop * 256 / 224)
+    /// with `--crop`].
     #[arg(long, value_parser = parse_size)]
     resize: Option<Size>,
-    /// Side of the centre crop, or `none`.
-    #[arg(long, value_parser = parse_size, default_value = "224")]
-    crop: Size,
+    /// Side of the centre crop, or `none` [default: the file's; 224 with `--resize`].
+    #[arg(long, value_parser = parse_size)]
+    crop: Option<Size>,
     /// Number of classes to show per image.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
     top: u16,
@@ -93,37 +88,44 @@ struct Args {
     images: Vec<PathBuf>,
 }
 
+/// `auto` and every architecture name.
+fn model_names() -> clap::builder::PossibleValuesParser {
+    let mut names = vec!["auto"];
+    names.extend(ModelSpec::names());
+    clap::builder::PossibleValuesParser::new(names)
+}
+
 impl Args {
     fn options(&self) -> PredictOptions {
-        let resize = match self.resize {
-            Some(Size(r)) => r,
-            None => Some(
-                self.crop
-                    .0
-                    .map_or(256, |c| (f64::from(c) * 256.0 / 224.0).round() as u32),
-            ),
-        };
-        PredictOptions {
-            model: match self.model {
-                ModelArg::Auto => ModelChoice::Auto,
-                ModelArg::MobileNetV2 => ModelChoice::MobileNetV2,
-                ModelArg::Resnet18 => ModelChoice::ResNet18,
-                ModelArg::Resnet34 => ModelChoice::ResNet34,
-            },
+        let base = PredictOptions {
+            model: (self.model != "auto").then(|| self.model.clone()),
             preprocess: match self.preprocess {
                 PreprocessArg::Auto => Preprocess::Auto,
                 PreprocessArg::Imagenet => Preprocess::ImageNet,
                 PreprocessArg::Tf => Preprocess::Tf,
             },
-            resize,
-            crop: self.crop.0,
             batch_size: self.batch as usize,
+            ..PredictOptions::from_model()
+        };
+        if self.resize.is_none() && self.crop.is_none() {
+            return base;
+        }
+        let crop = self.crop.map_or(Some(224), |Size(c)| c);
+        let resize = match self.resize {
+            Some(Size(r)) => r,
+            None => Some(crop.map_or(256, |c| (f64::from(c) * 256.0 / 224.0).round() as u32)),
+        };
+        PredictOptions {
+            resize,
+            crop,
+            size_from_model: false,
+            ..base
         }
     }
 }
 
 fn run<B: Backend>(args: &Args, device: &B::Device) -> ExitCode {
-    let predictor = match Predictor::<B>::from_onnx(&args.weights, &args.options(), device) {
+    let predictor = match Predictor::<B>::from_file_with(&args.weights, &args.options(), device) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
@@ -131,11 +133,10 @@ fn run<B: Backend>(args: &Args, device: &B::Device) -> ExitCode {
         }
     };
     if !args.json {
-        let report = predictor.report();
         eprintln!(
             "{}: {} ({} classes), {:?} preprocessing",
             args.weights.display(),
-            report.spec.name(),
+            predictor.spec().name(),
             predictor.class_names().len(),
             predictor.normalization(),
         );

@@ -85,8 +85,8 @@ pub fn image_decode(data: &[u8]) {
     let pipeline = match mode >> 1 & 7 {
         0 => presets::imagenet_eval(size, Normalization::ImageNet),
         1 => presets::imagenet_train(size, Normalization::Tf),
-        2 => presets::alpaca_train(size),
-        3 => presets::alpaca_eval(size),
+        2 => presets::alpaca_train(size, Normalization::Tf),
+        3 => presets::alpaca_eval(size, Normalization::Tf),
         _ => Compose::new(vec![
             Resize::exact(size, side).into(),
             RandomResizedCrop {

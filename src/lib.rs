@@ -5,23 +5,59 @@
 //! ImageNet weights imported from ONNX, and fine-tuning on a CPU or a CUDA GPU.
 //!
 //! ```no_run
-//! use transfer_vision::models::{ImageClassifier, MobileNetV2Config};
-//! use transfer_vision::backend::Cpu;
+//! use transfer_vision::prelude::*;
 //!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let device = Default::default();
-//! let model = MobileNetV2Config::new().init::<Cpu>(&device).with_new_head(2, &device);
-//! println!("{}", model.summary([3, 160, 160]));
+//! let (model, import) = AnyModel::<CpuAutodiff>::from_onnx("weights/mobilenet_v2.onnx", &device)?;
+//! println!("{} with {:?}", import.spec.name(), import.preprocessing);
+//! let model = model.with_new_head(2, &device);
+//! println!("{}", model.summary([3, 224, 224]));
+//! # Ok(()) }
 //! ```
+//!
+//! Layout: [`models`] (one file per architecture, the layers they share, the registry),
+//! [`weights`] (ONNX import, saved models), [`data`] (datasets, transforms, loader), [`train`]
+//! (freezing, `fit`, evaluation), [`predict`] (classifying files), [`run`] (a run's output
+//! files), [`viz`] (pictures), [`backend`] (backends and devices), [`verify`] (parity checks).
 #![warn(missing_docs)]
 
 pub mod backend;
 pub mod data;
 pub mod imagenet;
-pub mod io;
+pub(crate) mod io;
 pub mod models;
+pub mod predict;
+pub mod run;
 pub mod train;
 pub mod verify;
 pub mod viz;
 pub mod weights;
 
-pub use models::{ImageClassifier, MobileNetV2, MobileNetV2Config, ResNet, ResNetConfig};
+pub use models::{
+    AnyModel, Architecture, ImageClassifier, MobileNetV2, MobileNetV2Config, ModelSpec, ResNet,
+    ResNetConfig,
+};
+
+/// What a fine-tuning program uses, in one import: `use transfer_vision::prelude::*;`.
+pub mod prelude {
+    #[cfg(any(feature = "flex", feature = "ndarray"))]
+    pub use crate::backend::{Cpu, CpuAutodiff};
+    pub use crate::backend::{DeviceSpec, Precision};
+    pub use crate::data::{
+        DataLoader, FolderOptions, ImageFolder, LoaderConfig, Normalization, Preprocessing,
+        TrainVal, presets,
+    };
+    pub use crate::models::{
+        AnyModel, Architecture, ArchitectureConfig, ImageClassifier, MobileNetV2,
+        MobileNetV2Config, ModelSpec, ResNet, ResNetConfig,
+    };
+    pub use crate::predict::Predictor;
+    pub use crate::run::{RunOutputs, RunSummary};
+    pub use crate::train::{
+        BatchNormPolicy, BatchSource, FitConfig, FitOutcome, History, OptimizerConfig, Schedule,
+        TrainError, Trainable, TransferRecipe, TransferRun, evaluate, fit, predict,
+    };
+    pub use crate::viz::plot_history;
+    pub use crate::weights::{ImportReport, ModelInfo, load_model, save_model};
+}

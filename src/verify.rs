@@ -13,9 +13,9 @@ use burn::tensor::{Tensor, TensorData};
 use thiserror::Error;
 
 use crate::models::layers::Linear;
-use crate::models::{ImageClassifier, MobileNetV2, ModelSpec, ResNet};
+use crate::models::{AnyModel, Architecture, ImageClassifier};
 use crate::train::{Learner, OptimizerConfig, Trainable, set_trainable, trainable_keys};
-use crate::weights::{WeightsError, detect_spec, read_onnx};
+use crate::weights::WeightsError;
 
 /// What can go wrong reading a fixture. Every message names the file.
 #[derive(Debug, Error)]
@@ -203,17 +203,8 @@ pub fn onnx_fixture_parity<B: Backend>(
         .try_into()
         .map_err(|_| fixture_err(&input_path, "expected a 4-D input"))?;
     let x = Tensor::<B, 4>::from_data(TensorData::new(input.data, shape), device);
-    let onnx = read_onnx(&onnx_path).map_err(WeightsError::from)?;
-    let logits = match detect_spec(&onnx)? {
-        ModelSpec::MobileNetV2(_) => {
-            let (model, _) = MobileNetV2::<B>::from_onnx(&onnx_path, device)?;
-            model.forward(x)
-        }
-        ModelSpec::ResNet(_) => {
-            let (model, _) = ResNet::<B>::from_onnx(&onnx_path, device)?;
-            model.forward(x)
-        }
-    };
+    let (model, _) = AnyModel::<B>::from_onnx(&onnx_path, device)?;
+    let logits = model.forward(x);
     let ours = logits
         .into_data()
         .convert::<f32>()
@@ -327,25 +318,22 @@ pub fn train_fixture_parity<B: AutodiffBackend>(
         optimizer,
         trainable: Trainable::Prefixes(prefixes),
     };
-    let (losses, weight, bias, keys) = match field("model")?.as_str().unwrap_or_default() {
-        "mobilenet_v2" => {
-            let (mut model, _) = MobileNetV2::<B>::from_onnx(&onnx, device)?;
-            model.classifier.0.prob = 0.0; // the fixtures run the head without dropout
-            model.classifier.1 = head;
-            steps.run(model, device)?
-        }
-        "resnet18" => {
-            let (mut model, _) = ResNet::<B>::from_onnx(&onnx, device)?;
-            model.fc = head;
-            steps.run(model, device)?
-        }
-        other => {
-            return Err(fixture_err(
-                &json_path,
-                format!("{case}: unknown model {other}"),
-            ));
-        }
-    };
+    let expected = field("model")?.as_str().unwrap_or_default();
+    let (model, _) = AnyModel::<B>::from_onnx(&onnx, device)?;
+    if model.spec().name() != expected {
+        return Err(fixture_err(
+            &json_path,
+            format!(
+                "{case}: {} holds a {}, not a {expected}",
+                onnx.display(),
+                model.spec().name()
+            ),
+        ));
+    }
+    // The fixtures run the head without dropout.
+    let mut model = model.with_dropout(0.0);
+    *model.head_mut() = head;
+    let (losses, weight, bias, keys) = steps.run(model, device)?;
     let golden_losses: Vec<f64> = field("losses")?
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())

@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 use transfer_vision::backend::Cpu;
 use transfer_vision::models::layers::Padding;
 use transfer_vision::models::{
-    ImageClassifier, MobileNetV2Config, ResNetConfig, param_count, state_dict,
+    Architecture, ImageClassifier, MobileNetV2Config, ResNetConfig, param_count, state_dict,
 };
 
 fn device() -> burn::tensor::Device<Cpu> {
@@ -172,7 +172,7 @@ fn tf_same_padding_gives_tensorflow_spatial_sizes() {
         // And the real forward pass agrees with the summary's geometry.
         let x = Tensor::<Cpu, 4>::zeros([1, 3, size, size], &d);
         let stem = match &model.features[0] {
-            transfer_vision::models::mobilenet_v2::Feature::ConvBnAct(l) => l.0.forward(x),
+            transfer_vision::models::mobilenet_v2::Feature::Stem(l) => l.conv.forward(x),
             _ => unreachable!(),
         };
         assert_eq!(stem.dims(), [1, 32, expected[0], expected[0]]);

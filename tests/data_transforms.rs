@@ -66,7 +66,10 @@ fn golden_imagenet_eval_224_matches_torchvision_shared() {
 
 #[test]
 fn golden_resize_160_half_matches_torchvision_shared() {
-    golden_case("resize_160_half", presets::alpaca_eval(160));
+    golden_case(
+        "resize_160_half",
+        presets::alpaca_eval(160, Normalization::Tf),
+    );
 }
 
 #[test]
@@ -254,13 +257,13 @@ fn presets_shapes_and_tf_normalisation() {
     for (p, s) in [
         (presets::imagenet_eval(224, Normalization::ImageNet), 224),
         (presets::imagenet_train(224, Normalization::Tf), 224),
-        (presets::alpaca_train(160), 160),
+        (presets::alpaca_train(160, Normalization::Tf), 160),
         (presets::imagenet_eval(96, Normalization::Tf), 96),
     ] {
         let t = p.apply(img.clone(), &mut rng).expect("apply");
         assert_eq!(t.shape(), [3, s, s]);
     }
-    let t = presets::alpaca_eval(8)
+    let t = presets::alpaca_eval(8, Normalization::Tf)
         .apply(
             RgbImage::from_pixel(8, 8, image::Rgb([0, 255, 51])),
             &mut rng,

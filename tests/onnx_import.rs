@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData};
 use transfer_vision::backend::Cpu;
+use transfer_vision::data::Normalization;
 use transfer_vision::models::layers::Padding;
 use transfer_vision::models::{Architecture, ImageClassifier, MobileNetV2, ModelSpec, ResNet};
 use transfer_vision::verify::{compare_logits, onnx_fixture_parity};
@@ -137,7 +138,12 @@ fn real_tf_imagenet_weights_load_with_tf_padding() {
     assert_eq!(config.padding, Padding::TfSame);
     assert_eq!(config.num_classes, 1000);
     assert!(report.batch_norm_folded);
-    assert!(report.tf_preprocessing(), "{:?}", report.preprocessing);
+    assert_eq!(
+        report.preprocessing.normalization,
+        Normalization::Tf,
+        "{:?}",
+        report.preprocessing
+    );
     assert_eq!(
         model
             .features(Tensor::zeros([1, 3, 160, 160], &device))

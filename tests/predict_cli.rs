@@ -15,10 +15,8 @@ use std::path::{Path, PathBuf};
 
 use transfer_vision::backend::Cpu;
 use transfer_vision::data::{ChwImage, Normalization};
-use transfer_vision::imagenet::{
-    ModelChoice, NUM_CLASSES, PredictError, PredictOptions, Predictor, Preprocess, TopK,
-    imagenet_classes,
-};
+use transfer_vision::imagenet::{NUM_CLASSES, imagenet_classes};
+use transfer_vision::predict::{PredictError, PredictOptions, Predictor, Preprocess, TopK};
 use transfer_vision::weights::WeightsError;
 
 const WEIGHTS: &str = "weights/mobilenet_v2_tf_imagenet.onnx";
@@ -92,9 +90,9 @@ fn shared_predict_raw_pngs_matches_onnxruntime() {
     };
     let expected = expected();
     let p = predictor(&weights, &raw_options());
-    assert!(p.report().tf_preprocessing());
+    assert_eq!(p.preprocessing().normalization, Normalization::Tf);
     assert_eq!(p.normalization(), Normalization::Tf, "auto picks [-1, 1]");
-    assert_eq!(p.report().spec.name(), "mobilenet_v2");
+    assert_eq!(p.spec().name(), "mobilenet_v2");
     let images = expected["images"].as_array().unwrap();
     let files: Vec<PathBuf> = images
         .iter()
@@ -251,9 +249,9 @@ fn shared_model_and_preprocess_choices() {
         return;
     };
     let device = Default::default();
-    for wrong in [ModelChoice::ResNet18, ModelChoice::ResNet34] {
+    for wrong in ["resnet18", "resnet34"] {
         let options = PredictOptions {
-            model: wrong,
+            model: Some(wrong.into()),
             ..PredictOptions::default()
         };
         let err = Predictor::<Cpu>::from_onnx(&weights, &options, &device).expect_err("wrong arch");
@@ -267,7 +265,7 @@ fn shared_model_and_preprocess_choices() {
         assert_eq!(err.path(), weights.as_path());
     }
     let options = PredictOptions {
-        model: ModelChoice::MobileNetV2,
+        model: Some("mobilenet_v2".into()),
         preprocess: Preprocess::ImageNet,
         ..PredictOptions::default()
     };

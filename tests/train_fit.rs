@@ -8,7 +8,9 @@ use transfer_vision::backend::CpuAutodiff;
 use transfer_vision::data::{
     DataLoader, FolderOptions, LoaderConfig, Normalization, TrainVal, presets,
 };
-use transfer_vision::models::{ImageClassifier, MobileNetV2, MobileNetV2Config, ResNetConfig};
+use transfer_vision::models::{
+    Architecture, ImageClassifier, MobileNetV2, MobileNetV2Config, ResNetConfig,
+};
 use transfer_vision::train::{FitConfig, OptimizerConfig, Trainable, fit};
 
 type B = CpuAutodiff;
@@ -179,14 +181,138 @@ where
 #[test]
 fn a_folded_frozen_prefix_trains_like_the_whole_model() {
     let device = Device::default();
-    let mut mobilenet = MobileNetV2Config::new()
+    let mobilenet = MobileNetV2Config::new()
         .with_width_mult(0.5)
         .with_num_classes(2)
         .init::<B>(&device);
-    mobilenet.classifier.0.prob = 0.0; // both runs would draw different dropout masks
+    let mobilenet = mobilenet.with_dropout(0.0); // both runs would draw different dropout masks
     prefix_steps_match(mobilenet, Trainable::LastBlocks(3), 16);
     let resnet = ResNetConfig::new([2, 2, 2, 2])
         .with_num_classes(2)
         .init::<B>(&device);
     prefix_steps_match(resnet, Trainable::FromBlock("layer4".into()), 8);
+}
+
+/// A folder of two synthetic classes (`red`, `blue`) and its loaders at 40 pixels.
+fn two_synthetic_classes() -> (
+    tempfile::TempDir,
+    transfer_vision::data::DataLoader,
+    transfer_vision::data::DataLoader,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    common::synthetic_folder(dir.path(), &["red", "blue"], 6, 48);
+    let (train, val) = common::small_loaders(dir.path(), 40, 4);
+    (dir, train, val)
+}
+
+/// A narrow (width 0.35) MobileNetV2 of `config`, fast to train.
+fn tiny_mobilenet(config: MobileNetV2Config) -> MobileNetV2<B> {
+    config.with_width_mult(0.35).init::<B>(&Device::default())
+}
+
+#[test]
+fn evaluate_and_predict_run_a_trained_model_in_inference_mode() {
+    use transfer_vision::train::{BatchNormPolicy, evaluate, predict};
+    let device = Device::default();
+    let (_dir, train, val) = two_synthetic_classes();
+    let model = tiny_mobilenet(MobileNetV2Config::new().with_num_classes(2));
+    // Trainable BatchNorms (the model has statistics): on the autodiff model `fit` returns,
+    // a forward pass in training mode would use batch statistics and move the running ones.
+    let config = FitConfig::new(1, OptimizerConfig::adam(1e-3), Trainable::LastBlocks(2))
+        .with_batch_norm(BatchNormPolicy::Train)
+        .with_quiet(true);
+    let trained = fit(model, &train, &val, &config, &device).unwrap().model;
+    let before = common::snapshot::<B, _>(&trained);
+    let on_training_model = evaluate(&trained, &val, &device).unwrap();
+    let images = burn::tensor::Tensor::<B, 4>::zeros([2, 3, 40, 40], &device);
+    let names = ["red".to_string(), "blue".to_string()];
+    let predicted = predict(&trained, images.clone(), &names);
+    assert_eq!(
+        common::snapshot::<B, _>(&trained),
+        before,
+        "a running statistic moved"
+    );
+    // The same figures as on the inference model (no batch statistics, no dropout).
+    let inner = AutodiffModule::<B>::valid(&trained);
+    assert_eq!(on_training_model, evaluate(&inner, &val, &device).unwrap());
+    let inner_predicted = predict(&inner, images.inner(), &names);
+    assert_eq!(
+        predicted
+            .iter()
+            .map(|p| p.probabilities.clone())
+            .collect::<Vec<_>>(),
+        inner_predicted
+            .iter()
+            .map(|p| p.probabilities.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn batch_norms_of_folded_weights_stay_frozen_and_refuse_to_train() {
+    use transfer_vision::train::BatchNormPolicy;
+    let device = Device::default();
+    let (_dir, train, val) = two_synthetic_classes();
+    // What an import of BatchNorm-folded weights gives: BatchNorms without statistics.
+    let model = tiny_mobilenet(
+        MobileNetV2Config::new()
+            .with_num_classes(2)
+            .with_batch_norm_statistics(false),
+    );
+    assert!(!model.has_batch_norm_statistics());
+    let tune =
+        FitConfig::new(1, OptimizerConfig::adam(1e-3), Trainable::LastBlocks(2)).with_quiet(true);
+
+    let asked = tune.clone().with_batch_norm(BatchNormPolicy::Train);
+    let Err(err) = fit(model.clone(), &train, &val, &asked, &device) else {
+        panic!("training BatchNorms without statistics must be refused");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("features.17") && err.contains("folded") && err.contains("statistics"),
+        "{err}"
+    );
+
+    // By default they stay frozen (statistics and affine parameters bit-identical) while the
+    // convolutions of the same blocks and the head train.
+    let before = common::snapshot::<B, _>(&model);
+    let out = fit(model, &train, &val, &tune, &device).unwrap();
+    let after = common::snapshot::<B, _>(&out.model);
+    let pairs = out.model.conv_bn_pairs();
+    let is_batch_norm = |key: &str| {
+        pairs.iter().any(|p| {
+            key.strip_prefix(&p.bn_path)
+                .is_some_and(|r| r.starts_with('.'))
+        })
+    };
+    let mut trained = 0;
+    for ((key, a), (_, b)) in before.iter().zip(&after) {
+        let in_tuned_blocks = ["features.17.", "features.18.", "classifier."]
+            .iter()
+            .any(|p| key.starts_with(p));
+        if in_tuned_blocks && !is_batch_norm(key) {
+            trained += usize::from(a != b);
+        } else {
+            assert_eq!(a, b, "{key} changed");
+        }
+    }
+    assert!(trained >= 5, "only {trained} tensors trained");
+    assert!(!out.model.has_batch_norm_statistics());
+}
+
+#[test]
+fn a_head_that_does_not_fit_the_data_is_refused_before_training() {
+    let device = Device::default();
+    let (_dir, train, val) = two_synthetic_classes();
+    let model = tiny_mobilenet(MobileNetV2Config::new().with_num_classes(3));
+    let config =
+        FitConfig::new(1, OptimizerConfig::adam(1e-3), Trainable::HeadOnly).with_quiet(true);
+    let Err(err) = fit(model, &train, &val, &config, &device) else {
+        panic!("3 classes against 2 must be refused");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("3 classes") && err.contains("has 2") && err.contains("with_new_head(2"),
+        "{err}"
+    );
 }

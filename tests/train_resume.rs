@@ -10,7 +10,7 @@ mod common;
 
 use transfer_vision::backend::CpuAutodiff;
 use transfer_vision::models::MobileNetV2Config;
-use transfer_vision::train::{FitConfig, OptimizerConfig, Trainable, fit};
+use transfer_vision::train::{FitConfig, OptimizerConfig, StopAfter, Trainable, fit, fit_with};
 
 type B = CpuAutodiff;
 type Device = burn::tensor::Device<B>;
@@ -46,9 +46,16 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     let full = fit(model.clone(), &train, &val, &config, &device).unwrap();
 
     let ckpt = dir.path().join("run.ckpt");
-    let mut interrupted = config.clone().with_checkpoint(&ckpt);
-    interrupted.stop_after = Some(1);
-    let first = fit(model.clone(), &train, &val, &interrupted, &device).unwrap();
+    let interrupted = config.clone().with_checkpoint(&ckpt);
+    let first = fit_with(
+        model.clone(),
+        &train,
+        &val,
+        &interrupted,
+        &device,
+        &mut StopAfter::epochs(1),
+    )
+    .unwrap();
     assert_eq!(first.history.epochs.len(), 1);
     // A fresh process would start from the initial model again; the checkpoint carries the rest.
     let resumed = fit(
@@ -83,13 +90,12 @@ fn an_altered_or_torn_checkpoint_is_refused_naming_the_file() {
         .with_num_classes(2)
         .init::<B>(&device);
     let ckpt = dir.path().join("run.ckpt");
-    let mut config = FitConfig::new(2, OptimizerConfig::adam(1e-3), Trainable::HeadOnly)
+    let config = FitConfig::new(2, OptimizerConfig::adam(1e-3), Trainable::HeadOnly)
         .with_quiet(true)
         .with_checkpoint(&ckpt);
-    config.stop_after = Some(1);
-    fit(model.clone(), &train, &val, &config, &device).unwrap();
+    let stop = &mut StopAfter::epochs(1);
+    fit_with(model.clone(), &train, &val, &config, &device, stop).unwrap();
     let good = std::fs::read(&ckpt).unwrap();
-    config.stop_after = None;
     let mut altered = good.clone();
     let middle = altered.len() / 2;
     altered[middle] ^= 0x40;

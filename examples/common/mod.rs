@@ -1,18 +1,21 @@
-//! What the `alpaca` and `ants_bees` examples share: flags, device dispatch, finding inputs,
-//! and writing the run's outputs (plots, metrics, model).
+//! What the `alpaca` and `ants_bees` examples share: their flags, the backend chosen by
+//! `--device`, finding their inputs, and the closing steps (evaluate, write the run's outputs,
+//! report). The training flow itself is in each example.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
-use serde::Serialize;
-use transfer_vision::data::{Compose, DataLoader, ImageFolder, decode_rgb};
+use transfer_vision::backend::DeviceSpec;
+use transfer_vision::data::{Compose, DataError, DataLoader, LoaderConfig, TrainVal};
+use transfer_vision::imagenet::imagenet_classes;
 use transfer_vision::models::{Architecture, ImageClassifier};
-use transfer_vision::train::{EvalReport, FitConfig, History, evaluate, predict};
-use transfer_vision::viz::{GridItem, plot_history, prediction_grid};
-use transfer_vision::weights::{ModelInfo, save_model};
+use transfer_vision::run::{RunOutputs, RunSummary};
+use transfer_vision::train::{TransferRecipe, TransferRun, evaluate, predict};
+use transfer_vision::weights::ModelInfo;
 
 /// Flags both examples take.
 #[derive(Args, Debug, Clone)]
@@ -26,7 +29,7 @@ pub struct CommonArgs {
     /// Threads decoding and augmenting images.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
-    /// Seed of the split, the shuffles, the augmentations and dropout.
+    /// Seed of the split, the shuffles, the augmentations, the new head and dropout.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// A small subset and one epoch per phase: a smoke test of the whole flow.
@@ -55,20 +58,60 @@ impl CommonArgs {
             .unwrap_or_else(|| Path::new("runs").join(example))
     }
 
-    /// `config` with its phase's checkpoint under `out/checkpoints/` when `--resume` is given.
-    pub fn checkpointed(&self, mut config: FitConfig, out: &Path) -> FitConfig {
-        if self.resume {
-            config.checkpoint = Some(
-                out.join("checkpoints")
-                    .join(format!("{}.ckpt", config.phase)),
-            );
+    /// `recipe` as these flags ask: one epoch per phase with `--quick`, the seed, quiet,
+    /// checkpoints under `out/checkpoints/` with `--resume`.
+    pub fn adjust(&self, recipe: TransferRecipe, out: &Path) -> TransferRecipe {
+        let (head, fine) = (recipe.feature_extraction.epochs, recipe.fine_tuning.epochs);
+        let mut recipe = recipe.with_seed(self.seed).with_quiet(self.quiet);
+        if self.quick {
+            recipe = recipe.with_epochs(head.min(1), fine.min(1));
         }
-        config
+        if self.resume {
+            recipe = recipe.with_checkpoints_in(&out.join("checkpoints"));
+        }
+        recipe
+    }
+
+    /// The training loader (shuffled, `train` transform) and the validation loader (in order,
+    /// `eval` transform) of `sets`, batches of `batch_size` unless `--batch-size`.
+    pub fn loaders(
+        &self,
+        sets: &TrainVal,
+        train: Compose,
+        eval: Compose,
+        batch_size: usize,
+    ) -> Result<(DataLoader, DataLoader), DataError> {
+        let config = LoaderConfig::new(self.batch_size.map_or(batch_size, |b| b as usize))
+            .with_seed(self.seed)
+            .with_workers(self.workers);
+        Ok((
+            DataLoader::new(&sets.train, train, config)?,
+            DataLoader::new(&sets.val, eval, config.with_shuffle(false))?,
+        ))
+    }
+
+    /// The data at `path`: `train/` and `val/` class folders, or one folder of class folders
+    /// split `val_fraction` with the seed; a small subset with `--quick`.
+    pub fn open_data(&self, path: &Path, val_fraction: f64) -> Result<TrainVal, DataError> {
+        let mut sets = TrainVal::open(path, Default::default(), val_fraction, self.seed)?;
+        if self.quick {
+            sets.train = sets.train.split(0.2, self.seed)?.1;
+            sets.val = sets.val.split(0.2, self.seed)?.1;
+            sets.check_trainable()?;
+        }
+        println!(
+            "classes {:?}: {} training / {} validation images",
+            sets.train.classes(),
+            sets.train.len(),
+            sets.val.len()
+        );
+        Ok(sets)
     }
 }
 
 /// Calls `run::<B>(args.., device, &spec)` with the autodiff backend that `--device` and
-/// `--precision` pick (f16 / bf16 only on CUDA), or exits with the flag's error.
+/// `--precision` pick (f16 / bf16 only on CUDA), or exits with the flag's error; an error `run`
+/// returns is printed (`error: ...`, exit status 1), never a panic.
 macro_rules! on_backend {
     ($common:expr, $run:ident($($arg:expr),*)) => {{
         use transfer_vision::backend::{DeviceSpec, Precision};
@@ -77,7 +120,7 @@ macro_rules! on_backend {
             Precision::parse(&$common.precision).and_then(|p| p.check_device(&spec).map(|()| p)),
             "--precision",
         );
-        match (&spec, precision) {
+        let result = match (&spec, precision) {
             #[cfg(feature = "cuda")]
             (DeviceSpec::Cuda(_), Precision::F16) => $run::<transfer_vision::backend::CudaF16Autodiff>(
                 $($arg,)* spec.cuda_device().unwrap_or_default(), &spec,
@@ -91,6 +134,10 @@ macro_rules! on_backend {
                 $($arg,)* spec.cuda_device().unwrap_or_default(), &spec,
             ),
             _ => $run::<transfer_vision::backend::CpuAutodiff>($($arg,)* Default::default(), &spec),
+        };
+        if let Err(e) = result {
+            eprintln!("error: {e}");
+            std::process::exit(1);
         }
     }};
 }
@@ -125,182 +172,131 @@ pub const WEIGHTS_HELP: &str = "\
     `--features download` fetches them).
 Then pass --weights FILE.onnx.";
 
-/// Fetches the hymenoptera data (into `data/`) and ONNX model zoo weights when they are
-/// missing (`download` feature): returns the paths to use.
-#[cfg(feature = "download")]
-pub fn fetch_missing(data: &Path, weights: PathBuf, model: &str) -> (PathBuf, PathBuf) {
-    use transfer_vision::weights::download::{Pretrained, fetch, fetch_hymenoptera_in};
-    let data = if data.exists() {
-        data.to_path_buf()
-    } else {
-        or_exit(
+/// The hymenoptera data at `data` when it exists; with the `download` feature, fetched
+/// (verified, cached) into `data/` when it does not; else the message says how to get it.
+pub fn find_hymenoptera(data: &Path) -> PathBuf {
+    #[cfg(feature = "download")]
+    if !data.exists() {
+        use transfer_vision::weights::download::fetch_hymenoptera_in;
+        return or_exit(
             fetch_hymenoptera_in(Path::new("data")),
             "downloading the hymenoptera dataset",
-        )
-    };
-    let entry = match model {
-        "mobilenet_v2" => Pretrained::MobileNetV2,
-        _ => Pretrained::ResNet18V1,
-    };
-    let weights = if weights.exists() {
-        weights
-    } else {
-        or_exit(fetch(entry), "downloading the weights")
-    };
-    (data, weights)
-}
-
-/// Where every output of a run goes.
-pub struct RunOutputs {
-    /// The folder.
-    pub dir: PathBuf,
-}
-
-/// The figures written to `metrics.json`.
-#[derive(Serialize)]
-pub struct Metrics<'a> {
-    pub example: &'a str,
-    pub model: String,
-    pub backend: String,
-    pub device: String,
-    pub precision: &'a str,
-    pub classes: &'a [String],
-    pub train_images: usize,
-    pub val_images: usize,
-    pub history: &'a History,
-    pub final_evaluation: &'a EvalReport,
-    pub seconds_per_phase: Vec<(String, f64)>,
-    pub total_seconds: f64,
-    pub quick: bool,
-}
-
-impl RunOutputs {
-    /// Creates `dir`.
-    pub fn new(dir: PathBuf) -> Self {
-        or_exit(
-            std::fs::create_dir_all(&dir),
-            &format!("cannot create {}", dir.display()),
         );
-        Self { dir }
+    }
+    require(
+        data,
+        "the hymenoptera dataset",
+        "  download https://download.pytorch.org/tutorial/hymenoptera_data.zip and unzip it into data/\n  (or build with --features download to fetch it), or pass --data ../shared/datasets/hymenoptera_data",
+    );
+    data.to_path_buf()
+}
+
+/// `weights` when it exists; with the `download` feature, the ONNX model zoo's file for `model`
+/// fetched (verified, cached) when it does not; else the message says how to get it.
+pub fn find_weights(weights: &Path, model: &str) -> PathBuf {
+    #[cfg(feature = "download")]
+    if !weights.exists() {
+        use transfer_vision::weights::download::{Pretrained, fetch};
+        let entry = match model {
+            "mobilenet_v2" => Pretrained::MobileNetV2,
+            _ => Pretrained::ResNet18V1,
+        };
+        return or_exit(fetch(entry), "downloading the weights");
+    }
+    require(weights, &format!("ImageNet {model} weights"), WEIGHTS_HELP);
+    weights.to_path_buf()
+}
+
+/// Prints the untouched ImageNet model's top-1 class for the first `n` images of `loader`:
+/// what the pretrained features see before any fine-tuning.
+pub fn show_imagenet_guesses<B, M>(model: &M, loader: &DataLoader, n: usize, device: &B::Device)
+where
+    B: AutodiffBackend,
+    M: ImageClassifier<B>,
+{
+    let names: Vec<String> = imagenet_classes().iter().map(|s| s.to_string()).collect();
+    let Some(Ok(batch)) = loader.epoch(0).next() else {
+        return; // an image that cannot be read is reported by training, naming it
+    };
+    let predictions = predict(model, batch.images_tensor::<B>(device), &names);
+    for (p, path) in predictions.iter().zip(&batch.paths).take(n) {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        println!(
+            "ImageNet top-1 for {name}: {} ({:.2})",
+            p.name, p.probabilities[p.class]
+        );
+    }
+}
+
+/// A run of an example: what its closing steps need besides the data and the models.
+pub struct Run<'a> {
+    example: &'a str,
+    started: Instant,
+    common: &'a CommonArgs,
+    device_spec: &'a DeviceSpec,
+}
+
+impl<'a> Run<'a> {
+    /// The run of `example` starts now.
+    pub fn start(example: &'a str, common: &'a CommonArgs, device_spec: &'a DeviceSpec) -> Self {
+        Self {
+            example,
+            started: Instant::now(),
+            common,
+            device_spec,
+        }
     }
 
-    /// Writes history.png, predictions.png, metrics.json and model.tvm.
-    pub fn write<B, M>(
+    /// The output folder.
+    pub fn out_dir(&self) -> PathBuf {
+        self.common.out_dir(self.example)
+    }
+
+    /// Evaluates the fine-tuned model, writes history.png, predictions.png, metrics.json and
+    /// model.tvm (with `info`) to the output folder, and prints the closing report.
+    pub fn finish<B, M>(
         &self,
-        model: &M,
-        info: &ModelInfo,
-        val_set: &ImageFolder,
-        val_transform: &Compose,
-        metrics: &Metrics<'_>,
+        sets: &TrainVal,
+        val: &DataLoader,
+        info: ModelInfo,
+        outcome: &TransferRun<M>,
         device: &B::Device,
-    ) where
+    ) -> Result<(), Box<dyn std::error::Error>>
+    where
         B: AutodiffBackend,
         M: Architecture<B> + AutodiffModule<B>,
         M::InnerModule: ImageClassifier<B::InnerBackend>,
     {
-        let history_png = self.dir.join("history.png");
-        or_exit(
-            plot_history(metrics.history, &history_png),
-            "plotting the history",
-        );
-        let grid_png = self.dir.join("predictions.png");
-        let items = grid_items::<B, M>(model, val_set, val_transform, &info.class_names, 9, device);
-        or_exit(
-            prediction_grid(&items, 3, &grid_png),
-            "drawing the predictions",
-        );
-        let json = or_exit(serde_json::to_string_pretty(metrics), "encoding metrics");
-        or_exit(
-            transfer_vision::io::atomic_write(&self.dir.join("metrics.json"), json.as_bytes()),
-            "writing metrics.json",
-        );
-        or_exit(
-            save_model(model, info, &self.dir.join("model.tvm")),
-            "saving the model",
-        );
-        println!(
-            "wrote {}, {}, metrics.json and model.tvm to {}",
-            history_png
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy(),
-            grid_png.file_name().unwrap_or_default().to_string_lossy(),
-            self.dir.display()
-        );
-    }
-}
-
-/// Up to `n` validation images (spread over the set) with their true and predicted labels.
-pub fn grid_items<B, M>(
-    model: &M,
-    val_set: &ImageFolder,
-    transform: &Compose,
-    class_names: &[String],
-    n: usize,
-    device: &B::Device,
-) -> Vec<GridItem>
-where
-    B: AutodiffBackend,
-    M: AutodiffModule<B>,
-    M::InnerModule: ImageClassifier<B::InnerBackend>,
-{
-    let inner = model.valid();
-    let samples = val_set.samples();
-    let step = (samples.len() / n.max(1)).max(1);
-    let mut items = Vec::new();
-    for sample in samples.iter().step_by(step).take(n) {
-        let Ok(image) = decode_rgb(&sample.path, &Default::default()) else {
-            continue;
+        let (head, tuned) = (&outcome.feature_extraction, &outcome.fine_tuning);
+        let evaluation = evaluate(&tuned.model, val, device)?;
+        let summary = RunSummary {
+            run: self.example.into(),
+            model: tuned.model.spec().name(),
+            backend: self.device_spec.backend_name().into(),
+            device: self.device_spec.to_string(),
+            precision: self.common.precision.clone(),
+            classes: info.class_names.clone(),
+            train_images: sets.train.len(),
+            val_images: sets.val.len(),
+            history: outcome.history(),
+            final_evaluation: evaluation,
+            seconds_per_phase: vec![
+                ("feature_extraction".into(), head.seconds),
+                ("fine_tuning".into(), tuned.seconds),
+            ],
+            total_seconds: self.started.elapsed().as_secs_f64(),
+            quick: self.common.quick,
         };
-        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0); // eval transforms draw nothing
-        let Ok(chw) = transform.apply_ref(&image, &mut rng) else {
-            continue;
-        };
-        let [c, h, w] = chw.shape();
-        let x = burn::tensor::Tensor::from_data(
-            burn::tensor::TensorData::new(chw.data, [1, c, h, w]),
-            device,
-        );
-        let prediction = predict(&inner, x, class_names).remove(0);
-        items.push(GridItem {
-            image,
-            label: class_names.get(sample.label).cloned().unwrap_or_default(),
-            predicted: prediction.name,
-        });
-    }
-    items
-}
-
-/// Evaluates the final model on the validation loader.
-pub fn final_evaluation<B, M>(model: &M, val: &DataLoader, device: &B::Device) -> EvalReport
-where
-    B: AutodiffBackend,
-    M: AutodiffModule<B>,
-    M::InnerModule: ImageClassifier<B::InnerBackend>,
-{
-    or_exit(evaluate(&model.valid(), val, device), "evaluating")
-}
-
-/// Prints the closing report.
-pub fn report(report: &EvalReport, classes: &[String], history: &History, total_seconds: f64) {
-    println!("\n== Final report");
-    println!(
-        "validation accuracy {:.4} (loss {:.4}) on {} images",
-        report.accuracy, report.loss, report.count
-    );
-    for (i, name) in classes.iter().enumerate() {
+        let outputs = RunOutputs::create(self.out_dir())?;
+        let files = outputs.write(&tuned.model, &info, &sets.val, &summary, device)?;
         println!(
-            "  {name:>12}: accuracy {:.4}, confusion row {:?}",
-            report.per_class_accuracy[i], report.confusion[i]
+            "wrote {}, {}, {} and {}",
+            files.history_png.display(),
+            files.predictions_png.display(),
+            files.metrics_json.display(),
+            files.model.display()
         );
+        println!("\n{summary}");
+        Ok(())
     }
-    if let Some(best) = history.best() {
-        println!(
-            "best epoch {} ({}) val accuracy {:.4}",
-            best.epoch + 1,
-            best.phase,
-            best.val_accuracy
-        );
-    }
-    println!("total time {total_seconds:.1}s");
 }

@@ -143,10 +143,26 @@ impl LoaderConfig {
             ..Default::default()
         }
     }
+
+    /// With or without shuffling (validation loaders keep the dataset's order).
+    pub fn with_shuffle(self, shuffle: bool) -> Self {
+        Self { shuffle, ..self }
+    }
+
+    /// With a seed for the shuffles and the random transforms.
+    pub fn with_seed(self, seed: u64) -> Self {
+        Self { seed, ..self }
+    }
+
+    /// With this many worker threads (0: decode on the calling thread).
+    pub fn with_workers(self, workers: usize) -> Self {
+        Self { workers, ..self }
+    }
 }
 
 struct Inner {
     root: PathBuf,
+    classes: Vec<String>,
     samples: Vec<Sample>,
     transform: Compose,
     config: LoaderConfig,
@@ -211,6 +227,7 @@ impl DataLoader {
         Ok(DataLoader {
             inner: Arc::new(Inner {
                 root: dataset.root().to_path_buf(),
+                classes: dataset.classes().to_vec(),
                 samples,
                 transform,
                 config,
@@ -221,6 +238,11 @@ impl DataLoader {
                 warnings: Mutex::new(Vec::new()),
             }),
         })
+    }
+
+    /// The dataset's class names, index = label.
+    pub fn classes(&self) -> &[String] {
+        &self.inner.classes
     }
 
     /// Number of samples.

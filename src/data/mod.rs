@@ -21,6 +21,7 @@ mod decode;
 mod error;
 mod folder;
 mod loader;
+mod preprocessing;
 pub mod resize;
 mod tensor;
 pub mod transforms;
@@ -29,10 +30,11 @@ pub use decode::{DEFAULT_MAX_PIXELS, DecodeOptions, decode_rgb, decode_rgb_bytes
 pub use error::{DataError, Warning, WarningKind};
 pub use folder::{DEFAULT_EXTENSIONS, FolderOptions, ImageFolder, Sample, TrainVal};
 pub use loader::{CacheMode, DataLoader, EpochIter, ImageBatch, LoaderConfig};
+pub use preprocessing::{EvalResize, Preprocessing};
 pub use transforms::{
-    CenterCrop, ChwImage, ColorJitter, Compose, CropBox, IMAGENET_MEAN, IMAGENET_STD,
+    CenterCrop, ChwImage, ColorJitter, Compose, CropBox, CustomStep, IMAGENET_MEAN, IMAGENET_STD,
     Normalization, Normalize, Pixels, RandomHorizontalFlip, RandomResizedCrop, RandomRotation,
-    Resize, ResizeTo, Transform, presets,
+    Resize, ResizeTo, StepFn, Transform, presets,
 };
 
 /// The 8-bit RGB image type the transforms work on (re-exported from the `image` crate).

@@ -23,6 +23,7 @@
 //! 0.0039 after `ToTensor`, 0.017 after ImageNet normalisation.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use image::RgbImage;
 use rand::{Rng, RngCore};
@@ -598,6 +599,32 @@ pub enum Transform {
     ToTensor,
     /// See [`Normalize`].
     Normalize(Normalize),
+    /// A step of your own on the image (see [`Transform::custom`]).
+    Custom(CustomStep),
+}
+
+/// The function of a [`Transform::custom`] step.
+pub type StepFn = dyn Fn(RgbImage, &mut dyn RngCore) -> Result<RgbImage, String> + Send + Sync;
+
+/// A transform step of the user's, on the image before `ToTensor`.
+#[derive(Clone)]
+pub struct CustomStep {
+    name: String,
+    random: bool,
+    step: Arc<StepFn>,
+}
+
+impl std::fmt::Debug for CustomStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Custom({})", self.name)
+    }
+}
+
+impl PartialEq for CustomStep {
+    /// The same step: the same function (steps are compared by identity).
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && Arc::ptr_eq(&self.step, &other.step)
+    }
 }
 
 macro_rules! impl_from {
@@ -620,15 +647,44 @@ impl_from!(
 );
 
 impl Transform {
+    /// A step of your own: `step` maps the image (drawing from the RNG it is given, seeded per
+    /// sample and epoch, when `random`) to a new one, or fails with a message; `name` names it
+    /// in errors. `random: false` promises the same output every epoch, which lets training
+    /// cache a frozen backbone's features.
+    ///
+    /// ```
+    /// use transfer_vision::data::{Compose, Transform, presets::imagenet_eval, Normalization};
+    /// let invert = Transform::custom("invert", false, |mut img, _rng| {
+    ///     image::imageops::invert(&mut img);
+    ///     Ok(img)
+    /// });
+    /// let mut steps = vec![invert];
+    /// steps.extend(imagenet_eval(224, Normalization::ImageNet).steps);
+    /// let pipeline = Compose::new(steps);
+    /// assert!(!pipeline.is_random());
+    /// ```
+    pub fn custom(
+        name: &str,
+        random: bool,
+        step: impl Fn(RgbImage, &mut dyn RngCore) -> Result<RgbImage, String> + Send + Sync + 'static,
+    ) -> Self {
+        Transform::Custom(CustomStep {
+            name: name.into(),
+            random,
+            step: Arc::new(step),
+        })
+    }
+
     /// Whether the step draws from the RNG.
     pub fn is_random(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Transform::RandomResizedCrop(_)
-                | Transform::RandomHorizontalFlip(_)
-                | Transform::RandomRotation(_)
-                | Transform::ColorJitter(_)
-        )
+            | Transform::RandomHorizontalFlip(_)
+            | Transform::RandomRotation(_)
+            | Transform::ColorJitter(_) => true,
+            Transform::Custom(c) => c.random,
+            _ => false,
+        }
     }
 
     /// Applies the step.
@@ -657,6 +713,9 @@ impl Transform {
             Transform::RandomHorizontalFlip(f) => f.apply(img, rng),
             Transform::RandomRotation(r) => r.apply(&img, rng),
             Transform::ColorJitter(j) => j.apply(img, rng),
+            Transform::Custom(c) => {
+                (c.step)(img, rng).map_err(|m| transform_err(format!("{}: {m}", c.name)))?
+            }
             Transform::ToTensor => unreachable!("handled above"),
             Transform::Normalize(_) => {
                 return Err(transform_err(
@@ -766,7 +825,7 @@ impl Compose {
 }
 
 /// Which normalisation a preset ends with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Normalization {
     /// ImageNet mean/std (torchvision-trained weights).
     #[default]
@@ -822,23 +881,26 @@ pub mod presets {
     pub const ALPACA_ROTATION_DEGREES: f64 = 20.0;
 
     /// The alpaca recipe's training pipeline: `Resize((size, size))`, horizontal flip,
-    /// rotation by up to ±[`ALPACA_ROTATION_DEGREES`], `ToTensor`, mean/std 0.5.
-    pub fn alpaca_train(size: u32) -> Compose {
+    /// rotation by up to ±[`ALPACA_ROTATION_DEGREES`], `ToTensor`, normalisation (the exercise's
+    /// MobileNetV2 wants [`Normalization::Tf`]).
+    pub fn alpaca_train(size: u32, norm: Normalization) -> Compose {
         Compose::new(vec![
             Resize::exact(size, size).into(),
             RandomHorizontalFlip::new(0.5).into(),
             RandomRotation::new(ALPACA_ROTATION_DEGREES).into(),
             Transform::ToTensor,
-            Normalize::tf().into(),
+            norm.normalize().into(),
         ])
     }
 
-    /// The alpaca recipe's evaluation pipeline: `Resize((size, size))`, `ToTensor`, mean/std 0.5.
-    pub fn alpaca_eval(size: u32) -> Compose {
+    /// The alpaca recipe's evaluation pipeline: `Resize((size, size))`, `ToTensor`,
+    /// normalisation (what [`Preprocessing::eval_transform`](crate::data::Preprocessing::eval_transform)
+    /// gives with an exact resize).
+    pub fn alpaca_eval(size: u32, norm: Normalization) -> Compose {
         Compose::new(vec![
             Resize::exact(size, size).into(),
             Transform::ToTensor,
-            Normalize::tf().into(),
+            norm.normalize().into(),
         ])
     }
 }

@@ -18,7 +18,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 
 /// A tensor updated in place by its layer, never by the optimizer.
 #[derive(Debug)]
-pub struct Buffer<const D: usize, B: Backend> {
+pub(crate) struct Buffer<const D: usize, B: Backend> {
     id: ParamId,
     value: Arc<Mutex<Tensor<B, D>>>,
 }

@@ -2,19 +2,23 @@
 //! `features.0` (stem conv), `features.1..=17` (inverted residual blocks), `features.18`
 //! (1×1 conv to the last channel), `classifier.1` (the linear head after dropout).
 
+use std::ops::Range;
+
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-use super::ImageClassifier;
 use super::layers::{
-    BatchNorm2d, Conv2d, ConvBn, ConvBnRef, Linear, Padding, conv_bn, forward_conv_bn,
-    fuse_conv_bn, relu6,
+    BatchNorm2d, BatchNorm2dConfig, Conv2d, Conv2dConfig, ConvBnMut, ConvNormActivation, Linear,
+    LinearConfig, Padding, relu6, trains,
 };
-use super::summary::LayerRow;
-use super::transparent::transparent_module_enum;
+use super::summary;
+use super::torch_paths::{numbered_module, transparent_module_enum};
+use super::{Architecture, ArchitectureConfig, ImageClassifier};
+use crate::weights::WeightsError;
+use crate::weights::import::OnnxBackbone;
 
 /// torchvision's inverted residual settings: expansion t, output channels c, repeats n, stride s.
 const INVERTED_RESIDUAL_SETTING: [[usize; 4]; 7] = [
@@ -39,6 +43,10 @@ pub fn make_divisible(value: f64, divisor: usize) -> usize {
     new as usize
 }
 
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
 /// Configuration of a [`MobileNetV2`].
 #[derive(Config, Debug, PartialEq)]
 pub struct MobileNetV2Config {
@@ -57,123 +65,10 @@ pub struct MobileNetV2Config {
     /// Padding layout of the 3×3 convolutions (TfSame for TensorFlow-trained weights).
     #[config(default = "Padding::Symmetric")]
     pub padding: Padding,
-}
-
-/// 1×1 projection conv and its BatchNorm, the linear bottleneck.
-type Projection<B> = (Conv2d<B>, BatchNorm2d<B>);
-/// `conv` of a block with expansion: expand (ConvBn), depthwise (ConvBn), project conv, its BN.
-type ExpandConvs<B> = (ConvBn<B>, ConvBn<B>, Conv2d<B>, BatchNorm2d<B>);
-/// `conv` of a block without expansion (t = 1): depthwise (ConvBn), project conv, its BN.
-type DepthwiseConvs<B> = (ConvBn<B>, Conv2d<B>, BatchNorm2d<B>);
-
-transparent_module_enum! {
-    /// The `conv` sequence of an inverted residual block (its layout depends on the expansion).
-    pub enum BlockConvs {
-        /// Expansion ratio > 1: `conv.0` expand, `conv.1` depthwise, `conv.2` project, `conv.3` BN.
-        Expand(ExpandConvs),
-        /// Expansion ratio 1: `conv.0` depthwise, `conv.1` project, `conv.2` BN.
-        Depthwise(DepthwiseConvs),
-    }
-}
-
-/// Inverted residual block: expand (1×1, ReLU6) → depthwise 3×3 (ReLU6) → linear 1×1 project,
-/// with a skip connection when the stride is 1 and the channel count is unchanged.
-#[derive(Module, Debug)]
-pub struct InvertedResidual<B: Backend> {
-    /// The convolutions, at torchvision's `conv.*` paths.
-    pub conv: BlockConvs<B>,
-    /// Whether the input is added to the output.
-    pub use_residual: bool,
-}
-
-impl<B: Backend> InvertedResidual<B> {
-    /// Builds a block from `inp` to `oup` channels.
-    pub fn new(
-        inp: usize,
-        oup: usize,
-        stride: usize,
-        expand_ratio: usize,
-        padding: Padding,
-        device: &B::Device,
-    ) -> Self {
-        let hidden = inp * expand_ratio;
-        let depthwise = conv_bn(hidden, hidden, 3, stride, hidden, padding, device);
-        let project: Projection<B> = (
-            Conv2d::new(hidden, oup, 1, 1, 1, false, padding, device),
-            BatchNorm2d::new(oup, device),
-        );
-        let conv = if expand_ratio == 1 {
-            BlockConvs::Depthwise((depthwise, project.0, project.1))
-        } else {
-            let expand = conv_bn(inp, hidden, 1, 1, 1, padding, device);
-            BlockConvs::Expand((expand, depthwise, project.0, project.1))
-        };
-        Self {
-            conv,
-            use_residual: stride == 1 && inp == oup,
-        }
-    }
-
-    /// Applies the block.
-    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let out = match &self.conv {
-            BlockConvs::Expand((expand, dw, project, bn)) => {
-                let h = relu6(forward_conv_bn(expand, x.clone()));
-                let h = relu6(forward_conv_bn(dw, h));
-                bn.forward(project.forward(h))
-            }
-            BlockConvs::Depthwise((dw, project, bn)) => {
-                let h = relu6(forward_conv_bn(dw, x.clone()));
-                bn.forward(project.forward(h))
-            }
-        };
-        if self.use_residual { out + x } else { out }
-    }
-
-    /// The block's conv/BN pairs in execution order, paths relative to the block.
-    pub fn conv_bn_pairs(&self) -> Vec<ConvBnRef<'_, B>> {
-        match &self.conv {
-            BlockConvs::Expand((e, d, p, bn)) => vec![
-                ConvBnRef::pair("conv.0", e),
-                ConvBnRef::pair("conv.1", d),
-                ConvBnRef::new("conv.2", p, "conv.3", bn),
-            ],
-            BlockConvs::Depthwise((d, p, bn)) => {
-                vec![
-                    ConvBnRef::pair("conv.0", d),
-                    ConvBnRef::new("conv.1", p, "conv.2", bn),
-                ]
-            }
-        }
-    }
-}
-
-transparent_module_enum! {
-    /// One entry of `features`: a plain conv-BN-ReLU6 (stem and last layer) or a block.
-    pub enum Feature {
-        /// `features.0` and `features.18`.
-        ConvBnAct(ConvBn),
-        /// `features.1..=17`.
-        Block(InvertedResidual),
-    }
-}
-
-impl<B: Backend> Feature<B> {
-    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        match self {
-            Feature::ConvBnAct(layer) => relu6(forward_conv_bn(layer, x)),
-            Feature::Block(block) => block.forward(x),
-        }
-    }
-}
-
-/// MobileNetV2 with torchvision's module tree and parameter names.
-#[derive(Module, Debug)]
-pub struct MobileNetV2<B: Backend> {
-    /// `features.0..=18`.
-    pub features: Vec<Feature<B>>,
-    /// `classifier.0` dropout, `classifier.1` linear head.
-    pub classifier: (Dropout, Linear<B>),
+    /// False for weights whose BatchNorm was folded into the convolutions: the BatchNorms then
+    /// hold no statistics and must stay frozen (see [`BatchNorm2d::has_statistics`]).
+    #[config(default = true)]
+    pub batch_norm_statistics: bool,
 }
 
 impl MobileNetV2Config {
@@ -213,17 +108,15 @@ impl MobileNetV2Config {
     }
 
     /// Builds the network with torchvision's initialisation (Kaiming-normal convs, identity
-    /// BatchNorms, `N(0, 0.01)` head weights would be torchvision's; we use PyTorch's default
-    /// Linear init for the head, which fine-tuning recipes re-create anyway).
+    /// BatchNorms; the head takes PyTorch's default Linear init, which fine-tuning recipes
+    /// re-create anyway).
     pub fn init<B: Backend>(&self, device: &B::Device) -> MobileNetV2<B> {
         let (input_channel, blocks, last_channel) = self.layout();
-        let mut features = vec![Feature::ConvBnAct(conv_bn(
-            3,
-            input_channel,
-            3,
-            2,
-            1,
-            self.padding,
+        let conv = |inp: usize, out: usize, kernel: usize| {
+            Conv2dConfig::new([inp, out], kernel).with_padding(self.padding)
+        };
+        let mut features = vec![Feature::Stem(ConvNormActivation::new(
+            conv(3, input_channel, 3).with_stride(2),
             device,
         ))];
         for &[inp, out, stride, t] in &blocks {
@@ -237,124 +130,290 @@ impl MobileNetV2Config {
             )));
         }
         let inp = blocks.last().map_or(input_channel, |b| b[1]);
-        features.push(Feature::ConvBnAct(conv_bn(
-            inp,
-            last_channel,
-            1,
-            1,
-            1,
-            self.padding,
+        features.push(Feature::Stem(ConvNormActivation::new(
+            conv(inp, last_channel, 1),
             device,
         )));
-        MobileNetV2 {
+        let mut model = MobileNetV2 {
             features,
-            classifier: (
-                DropoutConfig::new(self.dropout).init(),
-                Linear::new(last_channel, self.num_classes, device),
-            ),
+            classifier: Classifier {
+                dropout: DropoutConfig::new(self.dropout).init(),
+                linear: LinearConfig::new(last_channel, self.num_classes).init(device),
+            },
+        };
+        for pair in model.conv_bn_pairs_mut() {
+            pair.bn.has_statistics = self.batch_norm_statistics;
+        }
+        model
+    }
+}
+
+impl ArchitectureConfig for MobileNetV2Config {
+    const FAMILY: &'static str = "mobilenet_v2";
+    const SIGNATURE: &'static str = "MobileNetV2 (52 convolutions, 17 of them depthwise)";
+
+    fn presets() -> Vec<&'static str> {
+        vec!["mobilenet_v2"]
+    }
+
+    fn preset(name: &str) -> Option<Self> {
+        (name == "mobilenet_v2").then(MobileNetV2Config::new)
+    }
+
+    fn name(&self) -> String {
+        Self::FAMILY.into()
+    }
+
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    fn fine_tune_from(&self) -> &'static str {
+        "features.14"
+    }
+
+    fn with_classes(self, num_classes: usize) -> Self {
+        self.with_num_classes(num_classes)
+    }
+
+    fn recognise(onnx: &OnnxBackbone<'_>) -> Option<Result<Self, WeightsError>> {
+        if onnx.convs.len() != 52 || onnx.depthwise_count() != 17 {
+            return None;
+        }
+        // The width is the one whose 52 output channel counts all match the file's: the
+        // standard widths first, then any multiple of 0.01 up to 4 (rounding to multiples of 8
+        // makes several widths give the same network; the first is as good as any).
+        let found = onnx.out_channels();
+        let standard = [1.0, 0.35, 0.5, 0.75, 1.3, 1.4, 2.0];
+        let fine = (1..=400).map(|k| f64::from(k) / 100.0);
+        let Some(width_mult) = standard.into_iter().chain(fine).find(|&w| {
+            MobileNetV2Config::new()
+                .with_width_mult(w)
+                .conv_out_channels()
+                == found
+        }) else {
+            return Some(Err(onnx.unexpected(
+                "MobileNetV2 of some width (channel counts of a torchvision MobileNetV2)",
+                format!(
+                    "stem of {} channels, last convolution of {}",
+                    found[0],
+                    found[found.len() - 1]
+                ),
+            )));
+        };
+        Some(onnx.padding().map(|padding| {
+            MobileNetV2Config::new()
+                .with_num_classes(onnx.num_classes)
+                .with_width_mult(width_mult)
+                .with_padding(padding)
+        }))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Modules
+// ---------------------------------------------------------------------------------------------
+
+numbered_module! {
+    /// `conv` of a block with expansion (t > 1).
+    pub struct ExpandedConvs {
+        /// 1×1 expansion (ReLU6).
+        expand(0): ConvNormActivation<B>,
+        /// 3×3 depthwise (ReLU6).
+        depthwise(1): ConvNormActivation<B>,
+        /// 1×1 linear projection.
+        project(2): Conv2d<B>,
+        /// The projection's BatchNorm.
+        project_bn(3): BatchNorm2d<B>,
+    }
+}
+
+numbered_module! {
+    /// `conv` of a block without expansion (t = 1).
+    pub struct DepthwiseConvs {
+        /// 3×3 depthwise (ReLU6).
+        depthwise(0): ConvNormActivation<B>,
+        /// 1×1 linear projection.
+        project(1): Conv2d<B>,
+        /// The projection's BatchNorm.
+        project_bn(2): BatchNorm2d<B>,
+    }
+}
+
+transparent_module_enum! {
+    /// The `conv` sequence of an inverted residual block (its layout depends on the expansion).
+    pub enum BlockConvs {
+        /// Expansion ratio > 1.
+        Expanded(ExpandedConvs),
+        /// Expansion ratio 1.
+        Depthwise(DepthwiseConvs),
+    }
+}
+
+/// Inverted residual block: expand (1×1, ReLU6) → depthwise 3×3 (ReLU6) → linear 1×1 project,
+/// with a skip connection when the stride is 1 and the channel count is unchanged.
+#[derive(Module, Debug)]
+pub struct InvertedResidual<B: Backend> {
+    /// The convolutions, at torchvision's `conv.*` paths.
+    pub conv: BlockConvs<B>,
+    /// Whether the input is added to the output.
+    pub use_residual: bool,
+}
+
+impl<B: Backend> InvertedResidual<B> {
+    /// A block from `inp` to `oup` channels.
+    pub fn new(
+        inp: usize,
+        oup: usize,
+        stride: usize,
+        expand_ratio: usize,
+        padding: Padding,
+        device: &B::Device,
+    ) -> Self {
+        let hidden = inp * expand_ratio;
+        let depthwise = ConvNormActivation::new(
+            Conv2dConfig::new([hidden, hidden], 3)
+                .with_stride(stride)
+                .with_groups(hidden)
+                .with_padding(padding),
+            device,
+        );
+        let project = Conv2dConfig::new([hidden, oup], 1)
+            .with_bias(false)
+            .init(device);
+        let project_bn = BatchNorm2dConfig::new(oup).init(device);
+        let conv = if expand_ratio == 1 {
+            BlockConvs::Depthwise(DepthwiseConvs {
+                depthwise,
+                project,
+                project_bn,
+            })
+        } else {
+            let expand = ConvNormActivation::new(Conv2dConfig::new([inp, hidden], 1), device);
+            BlockConvs::Expanded(ExpandedConvs {
+                expand,
+                depthwise,
+                project,
+                project_bn,
+            })
+        };
+        Self {
+            conv,
+            use_residual: stride == 1 && inp == oup,
+        }
+    }
+
+    /// Applies the block.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let out = match &self.conv {
+            BlockConvs::Expanded(c) => {
+                let h = relu6(c.expand.forward(x.clone()));
+                let h = relu6(c.depthwise.forward(h));
+                c.project_bn.forward(c.project.forward(h))
+            }
+            BlockConvs::Depthwise(c) => {
+                let h = relu6(c.depthwise.forward(x.clone()));
+                c.project_bn.forward(c.project.forward(h))
+            }
+        };
+        if self.use_residual { out + x } else { out }
+    }
+
+    /// The block's conv/BN pairs in execution order, paths relative to the block.
+    fn conv_bn_pairs_mut(&mut self) -> Vec<ConvBnMut<'_, B>> {
+        match &mut self.conv {
+            BlockConvs::Expanded(c) => vec![
+                c.expand.pair_mut("conv.0"),
+                c.depthwise.pair_mut("conv.1"),
+                ConvBnMut::new(
+                    "conv.2".into(),
+                    &mut c.project,
+                    "conv.3".into(),
+                    &mut c.project_bn,
+                ),
+            ],
+            BlockConvs::Depthwise(c) => vec![
+                c.depthwise.pair_mut("conv.0"),
+                ConvBnMut::new(
+                    "conv.1".into(),
+                    &mut c.project,
+                    "conv.2".into(),
+                    &mut c.project_bn,
+                ),
+            ],
         }
     }
 }
 
-impl<B: Backend> MobileNetV2<B> {
-    /// The configuration this network was built with (read back from its tensors).
-    pub fn config(&self) -> MobileNetV2Config {
-        let stem = self.conv_bn_pairs()[0].conv;
-        let stem_channels = stem.out_channels();
-        // Invert make_divisible(32 α): exact for torchvision's widths.
-        let width_mult = [0.35, 0.5, 0.75, 1.0, 1.3, 1.4, 2.0]
-            .into_iter()
-            .find(|&w| make_divisible(32.0 * w, 8) == stem_channels)
-            .unwrap_or(stem_channels as f64 / 32.0);
-        MobileNetV2Config::new()
-            .with_num_classes(self.classifier.1.out_features())
-            .with_width_mult(width_mult)
-            .with_dropout(self.classifier.0.prob)
-            .with_padding(stem.padding)
+transparent_module_enum! {
+    /// One entry of `features`: a plain conv-BN-ReLU6 or an inverted residual block.
+    pub enum Feature {
+        /// `features.0` (the stem) and `features.18` (the last 1×1 convolution).
+        Stem(ConvNormActivation),
+        /// `features.1..=17`.
+        Block(InvertedResidual),
     }
+}
 
-    /// Folds every BatchNorm into its convolution for inference (outputs equal within float
-    /// rounding, ~1e-6 relative). For evaluation and frozen-backbone feature extraction: a
-    /// BatchNorm that trains afterwards would normalise twice.
-    pub fn fuse_for_inference(mut self) -> Self {
-        for feature in &mut self.features {
-            match feature {
-                Feature::ConvBnAct((conv, bn)) => fuse_conv_bn(conv, bn),
-                Feature::Block(block) => match &mut block.conv {
-                    BlockConvs::Expand((e, d, p, bn)) => {
-                        fuse_conv_bn(&mut e.0, &mut e.1);
-                        fuse_conv_bn(&mut d.0, &mut d.1);
-                        fuse_conv_bn(p, bn);
-                    }
-                    BlockConvs::Depthwise((d, p, bn)) => {
-                        fuse_conv_bn(&mut d.0, &mut d.1);
-                        fuse_conv_bn(p, bn);
-                    }
-                },
-            }
+impl<B: Backend> Feature<B> {
+    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        match self {
+            Feature::Stem(layer) => relu6(layer.forward(x)),
+            Feature::Block(block) => block.forward(x),
         }
-        self
     }
+}
 
-    /// Every conv and the BatchNorm after it, in execution order, with full paths.
-    pub fn conv_bn_pairs(&self) -> Vec<ConvBnRef<'_, B>> {
-        let mut out = Vec::new();
-        for (i, feature) in self.features.iter().enumerate() {
-            let prefix = format!("features.{i}");
-            match feature {
-                Feature::ConvBnAct(layer) => out.push(ConvBnRef::pair(&prefix, layer)),
-                Feature::Block(block) => out.extend(
-                    block
-                        .conv_bn_pairs()
-                        .into_iter()
-                        .map(|r| r.prefixed(&prefix)),
-                ),
-            }
-        }
-        out
+numbered_module! {
+    /// torchvision's `classifier`: dropout at `.0`, the linear head at `.1`.
+    pub struct Classifier {
+        /// Dropout before the head (active while the head trains).
+        dropout(0): Dropout,
+        /// The linear head.
+        linear(1): Linear<B>,
     }
+}
+
+/// MobileNetV2 with torchvision's module tree and parameter names.
+#[derive(Module, Debug)]
+pub struct MobileNetV2<B: Backend> {
+    /// `features.0..=18`.
+    pub features: Vec<Feature<B>>,
+    /// `classifier.0` dropout, `classifier.1` linear head.
+    pub classifier: Classifier<B>,
 }
 
 impl<B: Backend> ImageClassifier<B> for MobileNetV2<B> {
-    fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.classify(self.features(images))
-    }
-
-    fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.pool(self.forward_blocks(images, 0..self.features.len()))
-    }
-
-    fn forward_blocks(&self, x: Tensor<B, 4>, blocks: std::ops::Range<usize>) -> Tensor<B, 4> {
+    fn forward_blocks(&self, x: Tensor<B, 4>, blocks: Range<usize>) -> Tensor<B, 4> {
         self.features[blocks]
             .iter()
             .fold(x, |x, feature| feature.forward(x))
     }
 
     fn classify(&self, features: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.classifier
-            .1
-            .forward(self.classifier.0.forward(features))
-    }
-
-    fn num_classes(&self) -> usize {
-        self.classifier.1.out_features()
-    }
-
-    fn feature_dim(&self) -> usize {
-        self.classifier.1.in_features()
-    }
-
-    fn with_new_head(mut self, num_classes: usize, device: &B::Device) -> Self {
-        self.classifier.1 = Linear::new(self.feature_dim(), num_classes, device);
-        self
+        let Classifier { dropout, linear } = &self.classifier;
+        // Dropout follows the crate's one training rule (see `layers::trains`): it drops only
+        // while the head it feeds trains.
+        let features = if trains(&linear.weight) {
+            dropout.forward(features)
+        } else {
+            features
+        };
+        summary::record_named("classifier.0", "Dropout", &features.dims());
+        linear.forward(features)
     }
 
     fn head(&self) -> &Linear<B> {
-        &self.classifier.1
+        &self.classifier.linear
     }
 
-    fn fuse_for_inference(self) -> Self {
-        MobileNetV2::fuse_for_inference(self)
+    fn with_dropout(mut self, prob: f64) -> Self {
+        self.classifier.dropout.prob = prob;
+        self
+    }
+
+    fn head_mut(&mut self) -> &mut Linear<B> {
+        &mut self.classifier.linear
     }
 
     fn head_path(&self) -> &'static str {
@@ -367,18 +426,44 @@ impl<B: Backend> ImageClassifier<B> for MobileNetV2<B> {
             .collect()
     }
 
-    fn summary_rows(&self, input: [usize; 3]) -> Vec<LayerRow> {
-        let [_, mut h, mut w] = input;
-        let mut rows = Vec::new();
-        for pair in self.conv_bn_pairs() {
-            (h, w) = pair.conv.output_size(h, w);
-            rows.push(LayerRow::conv(&pair.conv_path, pair.conv, h, w));
-            rows.push(LayerRow::batch_norm(&pair.bn_path, pair.bn, h, w));
+    fn conv_bn_pairs_mut(&mut self) -> Vec<ConvBnMut<'_, B>> {
+        let mut pairs = Vec::new();
+        for (i, feature) in self.features.iter_mut().enumerate() {
+            let prefix = format!("features.{i}");
+            match feature {
+                Feature::Stem(layer) => pairs.push(layer.pair_mut(&prefix)),
+                Feature::Block(block) => pairs.extend(
+                    block
+                        .conv_bn_pairs_mut()
+                        .into_iter()
+                        .map(|pair| pair.prefixed(&prefix)),
+                ),
+            }
         }
-        let c = self.feature_dim();
-        rows.push(LayerRow::new("pool", "AdaptiveAvgPool2d", vec![c, 1, 1], 0));
-        rows.push(LayerRow::new("classifier.0", "Dropout", vec![c], 0));
-        rows.push(LayerRow::linear("classifier.1", &self.classifier.1));
-        rows
+        pairs
+    }
+}
+
+impl<B: Backend> Architecture<B> for MobileNetV2<B> {
+    type Config = MobileNetV2Config;
+
+    fn config(&self) -> MobileNetV2Config {
+        let pairs = self.conv_bn_pairs();
+        let stem_channels = pairs.first().map_or(32, |p| p.conv_shape[0]);
+        // Invert make_divisible(32 α): exact for torchvision's widths.
+        let width_mult = [0.35, 0.5, 0.75, 1.0, 1.3, 1.4, 2.0]
+            .into_iter()
+            .find(|&w| make_divisible(32.0 * w, 8) == stem_channels)
+            .unwrap_or(stem_channels as f64 / 32.0);
+        MobileNetV2Config::new()
+            .with_num_classes(self.num_classes())
+            .with_width_mult(width_mult)
+            .with_dropout(self.classifier.dropout.prob)
+            .with_padding(pairs.first().map_or(Padding::Symmetric, |p| p.padding))
+            .with_batch_norm_statistics(pairs.iter().all(|p| p.has_statistics))
+    }
+
+    fn from_config(config: &MobileNetV2Config, device: &B::Device) -> Self {
+        config.init(device)
     }
 }

@@ -1,17 +1,26 @@
 //! ResNet18 / ResNet34 (He et al., 2016) with basic residual blocks, laid out exactly like
 //! torchvision's `resnet18` / `resnet34`: `conv1`, `bn1`, `layer1..=4`, `fc`.
 
+use std::ops::Range;
+
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::max_pool2d;
 
-use super::ImageClassifier;
 use super::layers::{
-    BatchNorm2d, Conv2d, ConvBn, ConvBnRef, Linear, Padding, conv_bn, fuse_conv_bn,
+    BatchNorm2d, BatchNorm2dConfig, Conv2d, Conv2dConfig, ConvBnMut, ConvNormActivation, Linear,
+    LinearConfig,
 };
-use super::summary::LayerRow;
+use super::summary;
+use super::{Architecture, ArchitectureConfig, ImageClassifier};
+use crate::weights::WeightsError;
+use crate::weights::import::OnnxBackbone;
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
 
 /// Configuration of a [`ResNet`] built from basic blocks.
 #[derive(Config, Debug, PartialEq)]
@@ -21,17 +30,24 @@ pub struct ResNetConfig {
     /// Number of output classes.
     #[config(default = 1000)]
     pub num_classes: usize,
+    /// False for weights whose BatchNorm was folded into the convolutions: the BatchNorms then
+    /// hold no statistics and must stay frozen (see [`BatchNorm2d::has_statistics`]).
+    #[config(default = true)]
+    pub batch_norm_statistics: bool,
 }
+
+const RESNET18: [usize; 4] = [2, 2, 2, 2];
+const RESNET34: [usize; 4] = [3, 4, 6, 3];
 
 impl ResNetConfig {
     /// ResNet18.
     pub fn resnet18(num_classes: usize) -> Self {
-        Self::new([2, 2, 2, 2]).with_num_classes(num_classes)
+        Self::new(RESNET18).with_num_classes(num_classes)
     }
 
     /// ResNet34.
     pub fn resnet34(num_classes: usize) -> Self {
-        Self::new([3, 4, 6, 3]).with_num_classes(num_classes)
+        Self::new(RESNET34).with_num_classes(num_classes)
     }
 
     /// Builds the network (Kaiming-normal convs, identity BatchNorms, PyTorch-default `fc`).
@@ -52,17 +68,88 @@ impl ResNetConfig {
         let layer2 = stage(128, self.layers[1], 2);
         let layer3 = stage(256, self.layers[2], 2);
         let layer4 = stage(512, self.layers[3], 2);
-        ResNet {
-            conv1: Conv2d::new(3, 64, 7, 2, 1, false, Padding::Symmetric, device),
-            bn1: BatchNorm2d::new(64, device),
+        let mut model = ResNet {
+            conv1: Conv2dConfig::new([3, 64], 7)
+                .with_stride(2)
+                .with_bias(false)
+                .init(device),
+            bn1: BatchNorm2dConfig::new(64).init(device),
             layer1,
             layer2,
             layer3,
             layer4,
-            fc: Linear::new(512, self.num_classes, device),
+            fc: LinearConfig::new(512, self.num_classes).init(device),
+        };
+        for pair in model.conv_bn_pairs_mut() {
+            pair.bn.has_statistics = self.batch_norm_statistics;
         }
+        model
     }
 }
+
+impl ArchitectureConfig for ResNetConfig {
+    const FAMILY: &'static str = "resnet";
+    const SIGNATURE: &'static str =
+        "ResNet18 / ResNet34 (a 7×7 stem, a max pool, 20 / 36 convolutions)";
+
+    fn presets() -> Vec<&'static str> {
+        vec!["resnet18", "resnet34"]
+    }
+
+    fn preset(name: &str) -> Option<Self> {
+        match name {
+            "resnet18" => Some(Self::resnet18(1000)),
+            "resnet34" => Some(Self::resnet34(1000)),
+            _ => None,
+        }
+    }
+
+    fn name(&self) -> String {
+        match self.layers {
+            RESNET18 => "resnet18",
+            RESNET34 => "resnet34",
+            _ => Self::FAMILY,
+        }
+        .into()
+    }
+
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    fn fine_tune_from(&self) -> &'static str {
+        "layer4"
+    }
+
+    fn with_classes(self, num_classes: usize) -> Self {
+        self.with_num_classes(num_classes)
+    }
+
+    fn recognise(onnx: &OnnxBackbone<'_>) -> Option<Result<Self, WeightsError>> {
+        let stem = onnx.convs.first()?;
+        if onnx.depthwise_count() > 0 || stem.conv.kernel != [7, 7] || onnx.count("MaxPool") == 0
+        {
+            return None;
+        }
+        let layers = match onnx.convs.len() {
+            20 => RESNET18,
+            36 => RESNET34,
+            n => {
+                return Some(Err(onnx.unexpected(
+                    "ResNet18 (20 convolutions) or ResNet34 (36)",
+                    format!("a ResNet-like graph with {n} convolutions"),
+                )));
+            }
+        };
+        Some(Ok(
+            ResNetConfig::new(layers).with_num_classes(onnx.num_classes)
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Modules
+// ---------------------------------------------------------------------------------------------
 
 /// Two 3×3 convolutions with a skip connection; `downsample` (1×1 conv + BN) adapts the skip
 /// when the stride or the channel count changes.
@@ -77,43 +164,63 @@ pub struct BasicBlock<B: Backend> {
     /// BatchNorm after `conv2`.
     pub bn2: BatchNorm2d<B>,
     /// Projection of the skip connection: `downsample.0` conv, `downsample.1` BN.
-    pub downsample: Option<ConvBn<B>>,
+    pub downsample: Option<ConvNormActivation<B>>,
 }
 
 impl<B: Backend> BasicBlock<B> {
     /// A block from `inplanes` to `planes` channels.
     pub fn new(inplanes: usize, planes: usize, stride: usize, device: &B::Device) -> Self {
-        let sym = Padding::Symmetric;
+        let conv3x3 = |inp: usize, stride: usize| {
+            Conv2dConfig::new([inp, planes], 3)
+                .with_stride(stride)
+                .with_bias(false)
+                .init(device)
+        };
         Self {
-            conv1: Conv2d::new(inplanes, planes, 3, stride, 1, false, sym, device),
-            bn1: BatchNorm2d::new(planes, device),
-            conv2: Conv2d::new(planes, planes, 3, 1, 1, false, sym, device),
-            bn2: BatchNorm2d::new(planes, device),
-            downsample: (stride != 1 || inplanes != planes)
-                .then(|| conv_bn(inplanes, planes, 1, stride, 1, sym, device)),
+            conv1: conv3x3(inplanes, stride),
+            bn1: BatchNorm2dConfig::new(planes).init(device),
+            conv2: conv3x3(planes, 1),
+            bn2: BatchNorm2dConfig::new(planes).init(device),
+            downsample: (stride != 1 || inplanes != planes).then(|| {
+                ConvNormActivation::new(
+                    Conv2dConfig::new([inplanes, planes], 1).with_stride(stride),
+                    device,
+                )
+            }),
         }
     }
 
     /// Applies the block.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let identity = match &self.downsample {
-            Some((conv, bn)) => bn.forward(conv.forward(x.clone())),
-            None => x.clone(),
-        };
-        let out = self.bn1.forward(self.conv1.forward(x)).clamp_min(0.0);
+        let out = self.bn1.forward(self.conv1.forward(x.clone())).clamp_min(0.0);
         let out = self.bn2.forward(self.conv2.forward(out));
+        let identity = match &self.downsample {
+            Some(down) => down.forward(x),
+            None => x,
+        };
         (out + identity).clamp_min(0.0)
     }
 
-    fn conv_bn_pairs(&self, prefix: &str) -> Vec<ConvBnRef<'_, B>> {
-        let mut out = vec![
-            ConvBnRef::new("conv1", &self.conv1, "bn1", &self.bn1).prefixed(prefix),
-            ConvBnRef::new("conv2", &self.conv2, "bn2", &self.bn2).prefixed(prefix),
+    /// The block's pairs in torchvision's order: `conv1`, `conv2`, then `downsample`.
+    fn conv_bn_pairs_mut(&mut self, prefix: &str) -> Vec<ConvBnMut<'_, B>> {
+        let mut pairs = vec![
+            ConvBnMut::new(
+                format!("{prefix}.conv1"),
+                &mut self.conv1,
+                format!("{prefix}.bn1"),
+                &mut self.bn1,
+            ),
+            ConvBnMut::new(
+                format!("{prefix}.conv2"),
+                &mut self.conv2,
+                format!("{prefix}.bn2"),
+                &mut self.bn2,
+            ),
         ];
-        if let Some(down) = &self.downsample {
-            out.push(ConvBnRef::pair("downsample", down).prefixed(prefix));
+        if let Some(down) = &mut self.downsample {
+            pairs.push(down.pair_mut(&format!("{prefix}.downsample")));
         }
-        out
+        pairs
     }
 }
 
@@ -137,12 +244,6 @@ pub struct ResNet<B: Backend> {
 }
 
 impl<B: Backend> ResNet<B> {
-    /// The configuration this network was built with.
-    pub fn config(&self) -> ResNetConfig {
-        ResNetConfig::new(self.stages().map(|(_, s)| s.len()))
-            .with_num_classes(self.fc.out_features())
-    }
-
     fn stages(&self) -> [(&'static str, &Vec<BasicBlock<B>>); 4] {
         [
             ("layer1", &self.layer1),
@@ -151,54 +252,12 @@ impl<B: Backend> ResNet<B> {
             ("layer4", &self.layer4),
         ]
     }
-
-    /// Folds every BatchNorm into its convolution for inference (see
-    /// [`MobileNetV2::fuse_for_inference`](super::MobileNetV2::fuse_for_inference)).
-    pub fn fuse_for_inference(mut self) -> Self {
-        fuse_conv_bn(&mut self.conv1, &mut self.bn1);
-        for stage in [
-            &mut self.layer1,
-            &mut self.layer2,
-            &mut self.layer3,
-            &mut self.layer4,
-        ] {
-            for block in stage.iter_mut() {
-                fuse_conv_bn(&mut block.conv1, &mut block.bn1);
-                fuse_conv_bn(&mut block.conv2, &mut block.bn2);
-                if let Some((conv, bn)) = &mut block.downsample {
-                    fuse_conv_bn(conv, bn);
-                }
-            }
-        }
-        self
-    }
-
-    /// Every conv and its BatchNorm in execution order (torchvision's order: in each block
-    /// `conv1`, `conv2`, then `downsample`).
-    pub fn conv_bn_pairs(&self) -> Vec<ConvBnRef<'_, B>> {
-        let mut out = vec![ConvBnRef::new("conv1", &self.conv1, "bn1", &self.bn1)];
-        for (name, stage) in self.stages() {
-            for (i, block) in stage.iter().enumerate() {
-                out.extend(block.conv_bn_pairs(&format!("{name}.{i}")));
-            }
-        }
-        out
-    }
 }
 
 impl<B: Backend> ImageClassifier<B> for ResNet<B> {
-    fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.classify(self.features(images))
-    }
-
-    fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        let blocks = 2 + self.stages().iter().map(|(_, s)| s.len()).sum::<usize>();
-        self.pool(self.forward_blocks(images, 0..blocks))
-    }
-
     /// Blocks as in [`ImageClassifier::block_paths`]: 0 `conv1`, 1 `bn1` (with its ReLU and the
     /// max pool), then each basic block of `layer1` … `layer4`.
-    fn forward_blocks(&self, x: Tensor<B, 4>, blocks: std::ops::Range<usize>) -> Tensor<B, 4> {
+    fn forward_blocks(&self, x: Tensor<B, 4>, blocks: Range<usize>) -> Tensor<B, 4> {
         let mut x = x;
         if blocks.contains(&0) {
             x = self.conv1.forward(x);
@@ -206,6 +265,7 @@ impl<B: Backend> ImageClassifier<B> for ResNet<B> {
         if blocks.contains(&1) {
             x = self.bn1.forward(x).clamp_min(0.0);
             x = max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false);
+            summary::record_named("maxpool", "MaxPool2d", &x.dims());
         }
         self.stages()
             .into_iter()
@@ -219,25 +279,12 @@ impl<B: Backend> ImageClassifier<B> for ResNet<B> {
         self.fc.forward(features)
     }
 
-    fn num_classes(&self) -> usize {
-        self.fc.out_features()
-    }
-
-    fn feature_dim(&self) -> usize {
-        self.fc.in_features()
-    }
-
-    fn with_new_head(mut self, num_classes: usize, device: &B::Device) -> Self {
-        self.fc = Linear::new(self.feature_dim(), num_classes, device);
-        self
-    }
-
     fn head(&self) -> &Linear<B> {
         &self.fc
     }
 
-    fn fuse_for_inference(self) -> Self {
-        ResNet::fuse_for_inference(self)
+    fn head_mut(&mut self) -> &mut Linear<B> {
+        &mut self.fc
     }
 
     fn head_path(&self) -> &'static str {
@@ -252,29 +299,38 @@ impl<B: Backend> ImageClassifier<B> for ResNet<B> {
         out
     }
 
-    fn summary_rows(&self, input: [usize; 3]) -> Vec<LayerRow> {
-        let [_, h, w] = input;
-        let mut rows = Vec::new();
-        let (mut h, mut w) = self.conv1.output_size(h, w);
-        rows.push(LayerRow::conv("conv1", &self.conv1, h, w));
-        rows.push(LayerRow::batch_norm("bn1", &self.bn1, h, w));
-        (h, w) = ((h + 2 - 3) / 2 + 1, (w + 2 - 3) / 2 + 1);
-        rows.push(LayerRow::new("maxpool", "MaxPool2d", vec![64, h, w], 0));
-        for pair in self.conv_bn_pairs().into_iter().skip(1) {
-            // conv1 of a block sets the block's output size; downsample matches it.
-            if pair.conv_path.ends_with("conv1") {
-                (h, w) = pair.conv.output_size(h, w);
+    fn conv_bn_pairs_mut(&mut self) -> Vec<ConvBnMut<'_, B>> {
+        let mut pairs = vec![ConvBnMut::new(
+            "conv1".into(),
+            &mut self.conv1,
+            "bn1".into(),
+            &mut self.bn1,
+        )];
+        let stages = [
+            ("layer1", &mut self.layer1),
+            ("layer2", &mut self.layer2),
+            ("layer3", &mut self.layer3),
+            ("layer4", &mut self.layer4),
+        ];
+        for (name, stage) in stages {
+            for (i, block) in stage.iter_mut().enumerate() {
+                pairs.extend(block.conv_bn_pairs_mut(&format!("{name}.{i}")));
             }
-            rows.push(LayerRow::conv(&pair.conv_path, pair.conv, h, w));
-            rows.push(LayerRow::batch_norm(&pair.bn_path, pair.bn, h, w));
         }
-        rows.push(LayerRow::new(
-            "avgpool",
-            "AdaptiveAvgPool2d",
-            vec![512, 1, 1],
-            0,
-        ));
-        rows.push(LayerRow::linear("fc", &self.fc));
-        rows
+        pairs
+    }
+}
+
+impl<B: Backend> Architecture<B> for ResNet<B> {
+    type Config = ResNetConfig;
+
+    fn config(&self) -> ResNetConfig {
+        ResNetConfig::new(self.stages().map(|(_, stage)| stage.len()))
+            .with_num_classes(self.num_classes())
+            .with_batch_norm_statistics(self.has_batch_norm_statistics())
+    }
+
+    fn from_config(config: &ResNetConfig, device: &B::Device) -> Self {
+        config.init(device)
     }
 }

@@ -6,7 +6,7 @@
 //! produces and exists to document that contract in one place. The one torchvision key burn has
 //! no tensor for is BatchNorm's `num_batches_tracked` counter, which no recipe here reads.
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
@@ -21,6 +21,8 @@ pub struct StateEntry {
     pub buffer: bool,
     /// Whether the optimizer updates it (parameters of an autodiff module that require grad).
     pub trainable: bool,
+    /// burn's id of the tensor (what optimizers and gradients key it by).
+    pub id: ParamId,
 }
 
 /// Maps a burn parameter path of this crate's models to the torchvision state-dict key.
@@ -60,6 +62,7 @@ impl<B: Backend> ModuleVisitor<B> for Collector {
             key,
             buffer,
             trainable,
+            id: param.id,
         });
     }
 }

@@ -1,12 +1,20 @@
 //! A `torchsummary`-style table of a model: one row per layer with its output shape and
 //! parameter count, then totals and the estimated memory footprint.
+//!
+//! Like torchsummary's hooks, the rows come from a real forward pass: while a summary is being
+//! taken, every layer reports its output shape to a thread-local recorder. A model therefore
+//! needs no second, hand-kept description of its layers: the table follows `forward`.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 
+use burn::module::ParamId;
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-use super::layers::{BatchNorm2d, Conv2d, Linear};
-use super::state_dict::ParamCount;
+use super::ImageClassifier;
+use super::state_dict::{ParamCount, param_count, state_dict};
 
 /// One layer of a [`Summary`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,29 +39,45 @@ impl LayerRow {
             params,
         }
     }
+}
 
-    /// Row of a convolution producing `h × w`.
-    pub fn conv<B: Backend>(path: &str, conv: &Conv2d<B>, h: usize, w: usize) -> Self {
-        let params = conv.weight.shape().num_elements()
-            + conv.bias.as_ref().map_or(0, |b| b.shape().num_elements());
-        Self::new(path, "Conv2d", vec![conv.out_channels(), h, w], params)
-    }
+/// A layer as it reported itself during the forward pass: by the id of its weight (its path is
+/// looked up afterwards) or, for layers without parameters, by the path the model gave.
+enum Recorded {
+    Weighted(ParamId, LayerRow),
+    Named(LayerRow),
+}
 
-    /// Row of a BatchNorm on `h × w` maps.
-    pub fn batch_norm<B: Backend>(path: &str, bn: &BatchNorm2d<B>, h: usize, w: usize) -> Self {
-        Self::new(
-            path,
-            "BatchNorm2d",
-            vec![bn.channels(), h, w],
-            2 * bn.channels(),
-        )
-    }
+thread_local! {
+    static RECORDER: RefCell<Option<Vec<Recorded>>> = const { RefCell::new(None) };
+}
 
-    /// Row of a linear layer.
-    pub fn linear<B: Backend>(path: &str, linear: &Linear<B>) -> Self {
-        let params = linear.in_features() * linear.out_features() + linear.out_features();
-        Self::new(path, "Linear", vec![linear.out_features()], params)
-    }
+fn push(entry: Recorded) {
+    RECORDER.with(|r| {
+        if let Some(rows) = r.borrow_mut().as_mut() {
+            rows.push(entry);
+        }
+    });
+}
+
+/// Called by layers with weights at the end of their forward pass: `dims` is the output shape
+/// with the batch dimension. A no-op unless a summary is being taken on this thread.
+pub(crate) fn record_layer(weight: ParamId, kind: &str, dims: &[usize], params: usize) {
+    push(Recorded::Weighted(
+        weight,
+        LayerRow::new("", kind, dims[1..].to_vec(), params),
+    ));
+}
+
+/// Called by the models for layers without parameters (pools, dropout), which have no weight
+/// to be found by.
+pub(crate) fn record_named(path: &str, kind: &str, dims: &[usize]) {
+    push(Recorded::Named(LayerRow::new(
+        path,
+        kind,
+        dims[1..].to_vec(),
+        0,
+    )));
 }
 
 /// The printable summary of a model for one input size.
@@ -75,6 +99,36 @@ impl Summary {
             rows,
             params,
         }
+    }
+
+    /// Runs `model` in inference mode on one zero image of shape `input` and records every
+    /// layer it passes through.
+    pub fn of<B: Backend, M: ImageClassifier<B>>(model: &M, input: [usize; 3]) -> Self {
+        let params = param_count(model);
+        let inference = model.clone().no_grad();
+        let device = inference.devices().into_iter().next().unwrap_or_default();
+        let [c, h, w] = input;
+        let previous = RECORDER.with(|r| r.borrow_mut().replace(Vec::new()));
+        let _ = inference.forward(Tensor::zeros([1, c, h, w], &device));
+        let recorded = RECORDER
+            .with(|r| std::mem::replace(&mut *r.borrow_mut(), previous))
+            .unwrap_or_default();
+        // The module that owns each weight: `features.0.0` for `features.0.0.weight`.
+        let owners: HashMap<ParamId, String> = state_dict(&inference)
+            .into_iter()
+            .filter_map(|e| Some((e.id, e.key.strip_suffix(".weight")?.to_string())))
+            .collect();
+        let rows = recorded
+            .into_iter()
+            .map(|entry| match entry {
+                Recorded::Named(row) => row,
+                Recorded::Weighted(id, row) => LayerRow {
+                    path: owners.get(&id).cloned().unwrap_or_default(),
+                    ..row
+                },
+            })
+            .collect();
+        Self::new(input, rows, params)
     }
 
     /// Output shape of the last layer.
@@ -120,25 +174,25 @@ fn thousands(n: usize) -> String {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let line = "-".repeat(88);
+        let line = "-".repeat(91);
         writeln!(f, "{line}")?;
         writeln!(
             f,
-            "{:>40}  {:<14} {:>18} {:>10}",
+            "{:>40}  {:<17} {:>18} {:>10}",
             "Layer (path)", "Type", "Output Shape", "Param #"
         )?;
-        writeln!(f, "{}", "=".repeat(88))?;
+        writeln!(f, "{}", "=".repeat(91))?;
         for row in &self.rows {
             writeln!(
                 f,
-                "{:>40}  {:<14} {:>18} {:>10}",
+                "{:>40}  {:<17} {:>18} {:>10}",
                 row.path,
                 row.kind,
                 shape_str(&row.output_shape),
                 thousands(row.params)
             )?;
         }
-        writeln!(f, "{}", "=".repeat(88))?;
+        writeln!(f, "{}", "=".repeat(91))?;
         let ParamCount { total, trainable } = self.params;
         writeln!(f, "Total params: {}", thousands(total))?;
         writeln!(f, "Trainable params: {}", thousands(trainable))?;

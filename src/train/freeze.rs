@@ -83,13 +83,18 @@ pub fn under_prefix(key: &str, prefixes: &[String]) -> bool {
 /// What happens to the BatchNorm layers inside the trainable blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum BatchNormPolicy {
-    /// They train like any other layer: batch statistics while training, affine parameters
-    /// updated (torchvision's `model.train()` on the unfrozen blocks).
+    /// What the weights allow: BatchNorms that hold running statistics train
+    /// ([`Train`](Self::Train)), those of weights that came with BatchNorm folded into the
+    /// convolutions stay frozen ([`Frozen`](Self::Frozen); see
+    /// [`BatchNorm2d::has_statistics`](crate::models::layers::BatchNorm2d::has_statistics)).
     #[default]
+    Auto,
+    /// They train like any other layer: batch statistics while training, affine parameters
+    /// updated (torchvision's `model.train()` on the unfrozen blocks). Refused for BatchNorms
+    /// without statistics.
     Train,
     /// They stay frozen: running statistics, fixed affine parameters (Keras' `training=False`
-    /// fine-tuning). Required when the weights came with BatchNorm folded into the convolutions,
-    /// whose BatchNorms hold no real statistics.
+    /// fine-tuning).
     Frozen,
 }
 
@@ -118,12 +123,12 @@ impl<B: Backend> ModuleMapper<B> for Freezer<'_> {
 }
 
 /// Sets which parameters of `model` train; every other parameter is frozen. BatchNorm layers
-/// in the trainable blocks train too ([`BatchNormPolicy::Train`]).
+/// in the trainable blocks train too when they hold statistics ([`BatchNormPolicy::Auto`]).
 pub fn set_trainable<B: Backend, M: ImageClassifier<B>>(
     model: M,
     trainable: &Trainable,
 ) -> Result<M, TrainError> {
-    set_trainable_with(model, trainable, BatchNormPolicy::Train)
+    set_trainable_with(model, trainable, BatchNormPolicy::Auto)
 }
 
 /// [`set_trainable`] with a choice for the BatchNorm layers of the trainable blocks.
@@ -133,12 +138,36 @@ pub fn set_trainable_with<B: Backend, M: ImageClassifier<B>>(
     batch_norm: BatchNormPolicy,
 ) -> Result<M, TrainError> {
     let prefixes = trainable.prefixes(&model)?;
-    let frozen_modules = match batch_norm {
-        BatchNormPolicy::Train => Vec::new(),
-        BatchNormPolicy::Frozen => state_dict(&model)
+    let without_statistics: Vec<String> = model
+        .conv_bn_pairs()
+        .into_iter()
+        .filter(|pair| !pair.has_statistics)
+        .map(|pair| pair.bn_path)
+        .collect();
+    let all_batch_norms = || {
+        state_dict(&model)
             .into_iter()
             .filter_map(|e| e.key.strip_suffix(".running_mean").map(str::to_string))
-            .collect(),
+            .collect()
+    };
+    let frozen_modules = match batch_norm {
+        BatchNormPolicy::Auto => without_statistics,
+        BatchNormPolicy::Frozen => all_batch_norms(),
+        BatchNormPolicy::Train => {
+            if let Some(path) = without_statistics
+                .iter()
+                .find(|path| under_prefix(&format!("{path}.weight"), &prefixes))
+            {
+                return Err(TrainError::BatchNorm(format!(
+                    "cannot train the BatchNorm at '{path}' (nor the others of the trainable \
+                     blocks): the weights came with BatchNorm folded into the convolutions, so \
+                     these layers are an identity plus shift with no running statistics, and \
+                     normalising by batch statistics would destroy the features the network \
+                     learned; keep them frozen (BatchNormPolicy::Auto or Frozen)"
+                )));
+            }
+            Vec::new()
+        }
     };
     Ok(model.map(&mut Freezer {
         path: Vec::new(),

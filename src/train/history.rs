@@ -54,4 +54,12 @@ impl History {
     pub fn extend(&mut self, other: &History) {
         self.epochs.extend(other.epochs.iter().cloned());
     }
+
+    /// This history followed by a later phase's: `head.history.then(&tuned.history)` is the
+    /// whole run, to plot or save.
+    pub fn then(&self, later: &History) -> History {
+        let mut all = self.clone();
+        all.extend(later);
+        all
+    }
 }

@@ -23,6 +23,7 @@ pub struct Accumulator {
     loss_sum: f64,
     confusion: Vec<Vec<usize>>,
     count: usize,
+    batches: usize,
 }
 
 impl Accumulator {
@@ -32,6 +33,7 @@ impl Accumulator {
             loss_sum: 0.0,
             confusion: vec![vec![0; num_classes]; num_classes],
             count: 0,
+            batches: 0,
         }
     }
 
@@ -46,6 +48,12 @@ impl Accumulator {
         }
         self.loss_sum += mean_loss * labels.len() as f64;
         self.count += labels.len();
+        self.batches += 1;
+    }
+
+    /// Batches added so far.
+    pub fn batches(&self) -> usize {
+        self.batches
     }
 
     /// Images seen so far.

@@ -4,36 +4,56 @@
 //! The flow of the PyTorch transfer-learning tutorial:
 //!
 //! ```no_run
-//! # use transfer_vision::{backend::CpuAutodiff, data::*, models::*, train::*};
+//! use transfer_vision::prelude::*;
+//!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let device = Default::default();
+//! let (model, import) = ResNet::<CpuAutodiff>::from_onnx("weights/resnet18.onnx", &device)?;
+//! let pre = import.preprocessing;
 //! let sets = TrainVal::open("data/hymenoptera_data", FolderOptions::default(), 0.2, 0)?;
-//! let train = DataLoader::new(&sets.train, presets::imagenet_train(224, Normalization::ImageNet), LoaderConfig::new(16))?;
-//! let val = DataLoader::new(&sets.val, presets::imagenet_eval(224, Normalization::ImageNet), LoaderConfig::new(16))?;
-//! let (model, _) = ResNet::<CpuAutodiff>::from_onnx("weights/resnet18.onnx", &device)?;
+//! let train = DataLoader::new(&sets.train, pre.train_transform(), LoaderConfig::new(16))?;
+//! let val = DataLoader::new(&sets.val, pre.eval_transform(), LoaderConfig::new(16).with_shuffle(false))?;
 //! let model = model.with_new_head(2, &device);
 //! let phase1 = fit(model, &train, &val, &FitConfig::new(5, OptimizerConfig::adam(1e-3), Trainable::HeadOnly), &device)?;
 //! let phase2 = fit(phase1.model, &train, &val, &FitConfig::new(2, OptimizerConfig::adam(1e-4), Trainable::FromBlock("layer4".into())), &device)?;
+//! println!("{:?}", evaluate(&phase2.model, &val, &device)?);
 //! # Ok(()) }
 //! ```
 
+mod checkpoint;
+mod config;
+mod evaluate;
+mod feature_cache;
+mod fit;
 pub mod freeze;
 pub mod history;
+mod learner;
 pub mod loss;
 pub mod metrics;
+mod observer;
 pub mod optim;
 pub mod predict;
-pub mod trainer;
+mod recipe;
+mod source;
 
 use thiserror::Error;
 
+pub use checkpoint::{CheckpointSummary, read_checkpoint};
+pub use config::FitConfig;
+pub use evaluate::evaluate;
+pub use fit::{FitOutcome, fit, fit_with};
 pub use freeze::{BatchNormPolicy, Trainable, set_trainable, set_trainable_with, trainable_keys};
 pub use history::{EpochStats, History};
+pub use learner::{Learner, StepOutput};
 pub use loss::cross_entropy;
 pub use metrics::{Accumulator, EvalReport};
+pub use observer::{BatchProgress, ConsoleReporter, Control, FitObserver, Silent, StopAfter};
 pub use optim::{OptimizerConfig, OptimizerKind, Schedule};
 pub use predict::{Prediction, predict};
-pub use trainer::{FitConfig, FitOutcome, Learner, StepOutput, evaluate, fit};
+pub use recipe::{TransferRecipe, TransferRun};
+pub use source::BatchSource;
+
+pub(crate) use evaluate::inference_copy;
 
 /// Why training could not go on.
 #[derive(Debug, Error)]
@@ -47,6 +67,9 @@ pub enum TrainError {
     /// A setting is invalid.
     #[error("invalid training setting: {0}")]
     Config(String),
+    /// BatchNorms were asked to train that cannot (their weights came folded).
+    #[error("{0}")]
+    BatchNorm(String),
     /// A checkpoint cannot be resumed.
     #[error("{0}")]
     Checkpoint(String),

@@ -28,16 +28,15 @@ impl Prediction {
     }
 }
 
-/// Predicts the class of each image of `images` `[N, 3, H, W]`.
-///
-/// Pass a model on an inference backend (`model.valid()` of a training model): on an autodiff
-/// backend, trainable BatchNorms run in training mode and update their statistics.
+/// Predicts the class of each image of `images` `[N, 3, H, W]`, in inference mode whatever
+/// model it is given (a copy without gradients runs, as `model.valid()` would: the training
+/// model `fit` returns can be passed as is, its BatchNorm statistics and dropout untouched).
 pub fn predict<B: Backend, M: ImageClassifier<B>>(
     model: &M,
     images: Tensor<B, 4>,
     class_names: &[String],
 ) -> Vec<Prediction> {
-    let probabilities = softmax(model.forward(images), 1);
+    let probabilities = softmax(model.clone().no_grad().forward(images), 1);
     host_rows(probabilities)
         .into_iter()
         .map(|probabilities| {

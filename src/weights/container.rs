@@ -16,11 +16,14 @@ use super::WeightsError;
 use crate::io::atomic_write;
 
 const MAGIC: &[u8; 8] = b"TVMODEL1";
+/// Version 2: architecture configurations record whether BatchNorms hold statistics, and saved
+/// models carry their typed preprocessing.
+const VERSION: u32 = 2;
 /// Headers larger than this are refused as corrupt before any allocation.
 const MAX_HEADER: u64 = 64 << 20;
 
 /// Lowercase hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -43,7 +46,7 @@ struct SectionInfo {
 }
 
 /// Writes `header` and `sections` to `path` atomically as a container of `kind`.
-pub fn write_container<H: Serialize>(
+pub(crate) fn write_container<H: Serialize>(
     path: &Path,
     kind: &str,
     header: &H,
@@ -51,7 +54,7 @@ pub fn write_container<H: Serialize>(
 ) -> Result<(), WeightsError> {
     let envelope = Envelope {
         kind: kind.to_string(),
-        version: 1,
+        version: VERSION,
         header,
         sections: sections
             .iter()
@@ -81,7 +84,7 @@ pub fn write_container<H: Serialize>(
 }
 
 /// Reads a container of `kind`, verifying every section's length and checksum.
-pub fn read_container<H: DeserializeOwned>(
+pub(crate) fn read_container<H: DeserializeOwned>(
     path: &Path,
     kind: &str,
 ) -> Result<(H, BTreeMap<String, Vec<u8>>), WeightsError> {
@@ -97,7 +100,7 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, WeightsError> {
 }
 
 /// Parses a container of `kind` held in memory (as [`read_container`]; `path` names it in errors).
-pub fn parse_container<H: DeserializeOwned>(
+pub(crate) fn parse_container<H: DeserializeOwned>(
     bytes: &[u8],
     path: &Path,
     kind: &str,
@@ -119,17 +122,21 @@ pub fn parse_container<H: DeserializeOwned>(
         )));
     }
     let mut offset = 16 + header_len as usize;
-    let envelope: Envelope<H> = serde_json::from_slice(&bytes[16..offset])
+    // Kind and version first: a header of another kind or version may not parse as `H`.
+    let outline: Envelope<serde::de::IgnoredAny> = serde_json::from_slice(&bytes[16..offset])
         .map_err(|e| corrupt(format!("unreadable header: {e}")))?;
-    if envelope.kind != kind {
-        return Err(corrupt(format!("holds a {}, not a {kind}", envelope.kind)));
+    if outline.kind != kind {
+        return Err(corrupt(format!("holds a {}, not a {kind}", outline.kind)));
     }
-    if envelope.version != 1 {
+    if outline.version != VERSION {
         return Err(corrupt(format!(
-            "unsupported format version {}",
-            envelope.version
+            "unsupported format version {} (written by another transfer-vision release; this \
+             one reads version {VERSION})",
+            outline.version
         )));
     }
+    let envelope: Envelope<H> = serde_json::from_slice(&bytes[16..offset])
+        .map_err(|e| corrupt(format!("unreadable header: {e}")))?;
     // Checked: a crafted header may list lengths whose sum overflows.
     let expected = envelope
         .sections

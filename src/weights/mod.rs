@@ -1,23 +1,22 @@
 //! Weights in and out of the native models: ImageNet weights from ONNX files (through
 //! burn-import's ONNX stack, onnx-ir), and saving / reloading fine-tuned models.
 
-pub mod container;
+pub(crate) mod container;
 #[cfg(feature = "download")]
 pub mod download;
 pub mod import;
 pub mod onnx;
-pub mod saved;
+mod saved;
 pub mod state;
 
 use std::path::PathBuf;
 
 use thiserror::Error;
 
-pub use import::{ConvPairs, ImportReport, MappedBy, detect_spec, load_onnx_into, load_onnx_model};
+pub use import::{ImportReport, MappedBy, detect_spec, load_onnx_into, load_onnx_model};
 pub use onnx::{OnnxError, OnnxModel, read_onnx};
-pub use saved::{
-    ModelInfo, load_model, load_model_bytes, load_record_bytes, record_bytes, save_model,
-};
+pub use saved::{ModelInfo, load_model, load_model_bytes, save_model};
+pub(crate) use saved::{load_record_bytes, record_bytes};
 pub use state::{HostTensor, StateMap, StateMismatch, load_state};
 
 /// Everything that can go wrong loading or saving weights. Every message names the file.

@@ -1,26 +1,40 @@
-//! Saving and reloading (fine-tuned) models: weights, architecture and class names in one file
-//! (a [`container`](super::container) of kind `model` with one section, burn's named MessagePack
-//! record at full precision). Writes are atomic; torn or altered files are refused.
+//! Saving and reloading (fine-tuned) models: weights, architecture, class names and
+//! preprocessing in one file (a [`container`](super::container) of kind `model` with one
+//! section, burn's named MessagePack record at full precision). Writes are atomic; torn or
+//! altered files are refused.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::module::Module;
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use super::WeightsError;
 use super::container::{parse_container, read_file, write_container};
-use crate::models::{Architecture, ModelSpec};
+use crate::data::Preprocessing;
+use crate::models::{Architecture, ArchitectureConfig, ModelSpec};
 
 /// What a saved model carries besides its weights.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ModelInfo {
     /// Class names, index = class id.
     pub class_names: Vec<String>,
-    /// Free-form metadata (e.g. `preprocessing`, `image_size`).
+    /// How images must be prepared for the model (normalisation, size, resizing), so that a
+    /// reloaded model predicts on what it was trained on.
+    pub preprocessing: Preprocessing,
+    /// Free-form metadata (e.g. the recipe that trained it).
     pub metadata: BTreeMap<String, String>,
+}
+
+impl ModelInfo {
+    /// Class names and preprocessing, no metadata.
+    pub fn new(class_names: Vec<String>, preprocessing: Preprocessing) -> Self {
+        Self {
+            class_names,
+            preprocessing,
+            metadata: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -29,34 +43,30 @@ struct ModelHeader {
     info: ModelInfo,
 }
 
-/// The weights of `module` as bytes (burn's named MessagePack record, full precision).
-pub fn record_bytes<B: Backend, M: Module<B>>(
-    module: &M,
+/// The weights of `model` as bytes, an error naming `path` when they cannot be encoded.
+pub(crate) fn record_bytes<B: Backend, M: Architecture<B>>(
+    model: &M,
     path: &Path,
 ) -> Result<Vec<u8>, WeightsError> {
-    let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
-    Recorder::<B>::record(&recorder, module.clone().into_record(), ()).map_err(|e| {
-        WeightsError::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!("cannot encode weights: {e}"),
-        }
+    model.to_record_bytes().map_err(|e| WeightsError::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("cannot encode weights: {e}"),
     })
 }
 
-/// Loads weights written by [`record_bytes`] into `module`.
-pub fn load_record_bytes<B: Backend, M: Module<B>>(
-    module: M,
+/// Loads weights written by [`record_bytes`] into `model`, an error naming `path`.
+pub(crate) fn load_record_bytes<B: Backend, M: Architecture<B>>(
+    model: M,
     bytes: Vec<u8>,
     path: &Path,
     device: &B::Device,
 ) -> Result<M, WeightsError> {
-    let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
-    let record =
-        Recorder::<B>::load(&recorder, bytes, device).map_err(|e| WeightsError::Corrupt {
+    model
+        .load_record_bytes(bytes, device)
+        .map_err(|e| WeightsError::Corrupt {
             path: path.to_path_buf(),
             reason: format!("weights do not match the stored architecture: {e}"),
-        })?;
-    Ok(module.load_record(record))
+        })
 }
 
 /// Saves `model` with `info` to `path`, atomically.
@@ -73,7 +83,8 @@ pub fn save_model<B: Backend, M: Architecture<B>>(
     write_container(path, "model", &header, &[("weights", &weights)])
 }
 
-/// Loads a model saved by [`save_model`], rebuilding its architecture from the file.
+/// Loads a model saved by [`save_model`], rebuilding its architecture from the file (`AnyModel`
+/// for whatever the file holds).
 pub fn load_model<B: Backend, M: Architecture<B>>(
     path: &Path,
     device: &B::Device,
@@ -92,8 +103,8 @@ pub fn load_model_bytes<B: Backend, M: Architecture<B>>(
     let (header, mut sections) = parse_container::<ModelHeader>(bytes, path, "model")?;
     let model = M::from_spec(&header.spec, device).ok_or_else(|| WeightsError::Architecture {
         path: path.to_path_buf(),
-        expected: M::NAME.into(),
-        found: header.spec.name().into(),
+        expected: <M::Config as ArchitectureConfig>::FAMILY.into(),
+        found: header.spec.name(),
     })?;
     let weights = sections
         .remove("weights")

@@ -1,9 +1,109 @@
-//! A two-variant module enum that is *transparent* in parameter paths.
+//! Modules whose parameter paths follow torchvision's numbering rather than Rust field names.
 //!
-//! `#[derive(Module)]` on an enum inserts the variant name into every path
-//! (`features.1.Block.conv…`). torchvision's `Sequential`s mix layer types at numbered positions,
-//! so to keep paths equal to state-dict keys, the enums that stand for such positions implement
-//! `Module` by delegating to the active variant without entering a path level of their own.
+//! torchvision builds its networks from `nn.Sequential`s, whose children are numbered
+//! (`features.3.conv.1.0.weight`). burn's `#[derive(Module)]` names a path level after each
+//! field (or, on an enum, after the variant), so two macros give readable Rust with torchvision's
+//! paths:
+//! - `numbered_module!`: a struct with named fields, each entering the path under its number
+//!   (`conv` at `.0`, `bn` at `.1`); its record is the tuple of the fields' records, what a
+//!   tuple module `(A, B)` would have.
+//! - `transparent_module_enum!`: an enum standing for one position of a `Sequential` that holds
+//!   layers of different types, entering no path level of its own.
+
+/// Declares `pub struct $name<B: Backend> { $field: $ty, ... }` whose fields appear in parameter
+/// paths under the numbers given (`conv(0): Conv2d<B>`), with `Module`, `AutodiffModule` and
+/// display impls. Fields are listed in path order.
+macro_rules! numbered_module {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$fmeta:meta])* $field:ident ( $index:tt ) : $ty:ty ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        pub struct $name<B: burn::tensor::backend::Backend> {
+            $( $(#[$fmeta])* pub $field: $ty, )+
+        }
+
+        impl<B: burn::tensor::backend::Backend> burn::module::Module<B> for $name<B> {
+            type Record = ($( <$ty as burn::module::Module<B>>::Record, )+);
+
+            fn collect_devices(&self, devices: burn::module::Devices<B>) -> burn::module::Devices<B> {
+                $( let devices = burn::module::Module::<B>::collect_devices(&self.$field, devices); )+
+                devices
+            }
+
+            fn fork(self, device: &B::Device) -> Self {
+                Self { $( $field: burn::module::Module::<B>::fork(self.$field, device), )+ }
+            }
+
+            fn to_device(self, device: &B::Device) -> Self {
+                Self { $( $field: burn::module::Module::<B>::to_device(self.$field, device), )+ }
+            }
+
+            fn num_params(&self) -> usize {
+                0 $( + burn::module::Module::<B>::num_params(&self.$field) )+
+            }
+
+            fn visit<V: burn::module::ModuleVisitor<B>>(&self, visitor: &mut V) {
+                $(
+                    visitor.enter_module(stringify!($index), stringify!($name));
+                    burn::module::Module::<B>::visit(&self.$field, visitor);
+                    visitor.exit_module(stringify!($index), stringify!($name));
+                )+
+            }
+
+            fn map<M: burn::module::ModuleMapper<B>>(self, mapper: &mut M) -> Self {
+                Self { $( $field: {
+                    mapper.enter_module(stringify!($index), stringify!($name));
+                    let mapped = burn::module::Module::<B>::map(self.$field, mapper);
+                    mapper.exit_module(stringify!($index), stringify!($name));
+                    mapped
+                }, )+ }
+            }
+
+            fn load_record(self, record: Self::Record) -> Self {
+                Self { $( $field: burn::module::Module::<B>::load_record(self.$field, record.$index), )+ }
+            }
+
+            fn into_record(self) -> Self::Record {
+                ($( burn::module::Module::<B>::into_record(self.$field), )+)
+            }
+        }
+
+        impl<B: burn::tensor::backend::AutodiffBackend> burn::module::AutodiffModule<B> for $name<B> {
+            type InnerModule = $name<B::InnerBackend>;
+
+            fn valid(&self) -> Self::InnerModule {
+                $name { $( $field: burn::module::AutodiffModule::<B>::valid(&self.$field), )+ }
+            }
+
+            fn from_inner(module: Self::InnerModule) -> Self {
+                Self { $( $field: <$ty as burn::module::AutodiffModule<B>>::from_inner(module.$field), )+ }
+            }
+        }
+
+        impl<B: burn::tensor::backend::AutodiffBackend> burn::module::HasAutodiffModule<B>
+            for $name<B::InnerBackend>
+        {
+            type TrainModule = $name<B>;
+        }
+
+        impl<B: burn::tensor::backend::Backend> burn::module::ModuleDisplayDefault for $name<B> {
+            fn content(&self, content: burn::module::Content) -> Option<burn::module::Content> {
+                content
+                    $( .add(stringify!($index), &self.$field) )+
+                    .set_top_level_type(stringify!($name))
+                    .optional()
+            }
+        }
+
+        impl<B: burn::tensor::backend::Backend> burn::module::ModuleDisplay for $name<B> {}
+    };
+}
+
+pub(crate) use numbered_module;
 
 /// Declares `pub enum $name<B: Backend> { $va($ta<B>), $vb($tb<B>) }` with `Module`,
 /// `AutodiffModule` and display impls that delegate to the active variant.

@@ -1,0 +1,72 @@
+//! Evaluation: loss, accuracy and confusion of a model on a batch source, always in inference
+//! mode.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::TrainError;
+use super::loss::cross_entropy;
+use super::metrics::{Accumulator, EvalReport};
+use super::predict::{argmax, host_rows};
+use super::source::BatchSource;
+use crate::models::ImageClassifier;
+
+/// Evaluates `model` on every batch of `source`'s epoch 0, in inference mode whatever model it
+/// is given: a copy without gradients and with its BatchNorms folded runs (burn-train's
+/// `model.valid()` for its validation step), so even the autodiff model `fit` returns can be
+/// passed, and its BatchNorm statistics and dropout are left alone.
+pub fn evaluate<B: Backend, M: ImageClassifier<B>>(
+    model: &M,
+    source: &dyn BatchSource,
+    device: &B::Device,
+) -> Result<EvalReport, TrainError> {
+    let model = inference_copy(model);
+    let mut acc = Accumulator::new(model.num_classes());
+    for batch in source.batches(0) {
+        let batch = batch?;
+        let logits = model.forward(batch.images_tensor::<B>(device));
+        add_logits(&mut acc, logits, &batch.labels, device);
+    }
+    Ok(acc.report())
+}
+
+/// `model` for inference: no parameter records gradients (so no layer trains, on any backend)
+/// and every BatchNorm is folded into its convolution.
+pub(crate) fn inference_copy<B: Backend, M: ImageClassifier<B>>(model: &M) -> M {
+    model.clone().no_grad().fuse_for_inference()
+}
+
+/// Adds the loss and predictions of `logits` against `labels` to `acc`.
+pub(crate) fn add_logits<B: Backend>(
+    acc: &mut Accumulator,
+    logits: Tensor<B, 2>,
+    labels: &[i64],
+    device: &B::Device,
+) {
+    let targets = labels_tensor::<B>(labels, device);
+    let loss = scalar(cross_entropy(logits.clone(), targets, 0.0));
+    acc.add(loss, labels, &argmax_rows(logits));
+}
+
+/// Labels as an integer tensor.
+pub(crate) fn labels_tensor<B: Backend>(labels: &[i64], device: &B::Device) -> Tensor<B, 1, Int> {
+    Tensor::from_data(TensorData::new(labels.to_vec(), [labels.len()]), device)
+}
+
+/// Predicted class of each row of `logits`.
+pub(crate) fn argmax_rows<B: Backend>(logits: Tensor<B, 2>) -> Vec<i64> {
+    host_rows(logits)
+        .iter()
+        .map(|row| argmax(row) as i64)
+        .collect()
+}
+
+/// The value of a one-element tensor (NaN if it cannot be read).
+pub(crate) fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
+    t.into_data()
+        .convert::<f64>()
+        .to_vec::<f64>()
+        .ok()
+        .and_then(|v| v.first().copied())
+        .unwrap_or(f64::NAN)
+}
