@@ -32,7 +32,7 @@ use crate::data::{
 use crate::imagenet::{NUM_CLASSES, imagenet_classes};
 use crate::models::{AnyModel, Architecture, ImageClassifier, ModelSpec};
 use crate::train::{Prediction, predict};
-use crate::weights::{WeightsError, detect_spec, load_model, load_onnx_into, read_onnx};
+use crate::weights::{WeightsError, load_model, load_onnx_as, read_onnx};
 
 /// Smallest height and width the models accept.
 pub const MIN_SIZE: usize = 32;
@@ -127,7 +127,8 @@ impl PredictError {
                 WeightsError::Io { path, .. }
                 | WeightsError::Corrupt { path, .. }
                 | WeightsError::Architecture { path, .. }
-                | WeightsError::Mismatch { path, .. } => path,
+                | WeightsError::Mismatch { path, .. }
+                | WeightsError::Unsavable { path, .. } => path,
                 WeightsError::Onnx(e) => e.path(),
             },
             PredictError::Data(e) => e.path(),
@@ -244,7 +245,9 @@ impl<B: Backend> Predictor<B> {
             return Self::from_onnx(path, options, device);
         }
         let (network, info) = load_model::<B, AnyModel<B>>(path, device)?;
-        check_architecture(path, &network.spec(), options.model.as_deref())?;
+        if let Some(wanted) = options.model.as_deref() {
+            network.spec().expect(wanted, path)?;
+        }
         let mut class_names = info.class_names;
         if class_names.len() != network.num_classes() {
             class_names = default_class_names(network.num_classes());
@@ -274,12 +277,9 @@ impl<B: Backend> Predictor<B> {
         options: &PredictOptions,
         device: &B::Device,
     ) -> Result<Self, PredictError> {
-        let path = path.as_ref();
-        let onnx = read_onnx(path).map_err(WeightsError::from)?;
-        let spec = detect_spec(&onnx)?;
-        check_architecture(path, &spec, options.model.as_deref())?;
-        let model = AnyModel::<B>::from_config(&spec, device);
-        let (network, report) = load_onnx_into(&onnx, model)?;
+        let onnx = read_onnx(path.as_ref()).map_err(WeightsError::from)?;
+        let (network, report) =
+            load_onnx_as::<B, AnyModel<B>>(&onnx, options.model.as_deref(), device)?;
         let class_names = default_class_names(network.num_classes());
         Ok(Self::new(
             network,
@@ -488,18 +488,6 @@ impl<B: Backend> Predictor<B> {
             }));
         }
         out
-    }
-}
-
-/// An error when `spec` is not the architecture `wanted` names (see [`ModelSpec::expect`]).
-fn check_architecture(
-    path: &Path,
-    spec: &ModelSpec,
-    wanted: Option<&str>,
-) -> Result<(), PredictError> {
-    match wanted {
-        Some(wanted) => Ok(spec.expect(wanted, path)?),
-        None => Ok(()),
     }
 }
 

@@ -232,3 +232,18 @@ fn new_head_replaces_only_the_classifier() {
         .with_new_head(3, &d);
     assert_eq!(model.config().num_classes, 3);
 }
+
+#[test]
+fn the_configuration_read_back_builds_the_same_network_at_any_width() {
+    let d = device();
+    for width in [0.35, 0.6, 0.8, 1.0, 1.2, 1.4] {
+        let config = MobileNetV2Config::new().with_width_mult(width);
+        let read_back = config.init::<Cpu>(&d).config();
+        assert_eq!(
+            read_back.conv_out_channels(),
+            config.conv_out_channels(),
+            "width {width} read back as {}",
+            read_back.width_mult
+        );
+    }
+}

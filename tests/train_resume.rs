@@ -115,3 +115,35 @@ fn an_altered_or_torn_checkpoint_is_refused_naming_the_file() {
         );
     }
 }
+
+#[test]
+fn a_phase_that_stopped_early_stays_stopped_when_resumed() {
+    let _serial = serial_on_one_rayon_thread();
+    let device = Device::default();
+    let dir = tempfile::tempdir().unwrap();
+    common::synthetic_folder(&dir.path().join("data"), &["a", "b"], 4, 32);
+    let (train, val) = common::small_loaders(&dir.path().join("data"), 32, 4);
+    let model = MobileNetV2Config::new()
+        .with_width_mult(0.35)
+        .with_num_classes(2)
+        .init::<B>(&device);
+    // Patience 0: the phase ends after its first epoch.
+    let config = FitConfig::new(3, OptimizerConfig::adam(1e-3), Trainable::HeadOnly)
+        .with_early_stopping(0)
+        .with_quiet(true)
+        .with_checkpoint(dir.path().join("run.ckpt"));
+    let first = fit(model.clone(), &train, &val, &config, &device).unwrap();
+    assert!(first.stopped_early);
+    assert_eq!(first.history.epochs.len(), 1);
+    let resumed = fit(model, &train, &val, &config, &device).unwrap();
+    assert!(resumed.stopped_early, "the resumed phase trained on");
+    assert_eq!(resumed.resumed_epochs, 1);
+    assert_eq!(
+        common::without_timings(&resumed.history),
+        common::without_timings(&first.history)
+    );
+    assert_eq!(
+        common::snapshot::<B, _>(&resumed.model),
+        common::snapshot::<B, _>(&first.model)
+    );
+}

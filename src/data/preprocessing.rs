@@ -80,6 +80,28 @@ impl Preprocessing {
         }
     }
 
+    /// Largest side, in pixels, that preprocessing may resize or crop to.
+    pub const MAX_SIDE: u32 = 8192;
+
+    /// Checks that the sizes are ones the networks take (32 to [`Self::MAX_SIDE`] pixels):
+    /// preprocessing read from a file must not ask for a giant or empty image.
+    pub fn check(&self) -> Result<(), String> {
+        let shorter = match self.resize {
+            EvalResize::ShorterSide(n) => n,
+            EvalResize::Exact => self.image_size,
+        };
+        let valid = 32..=Self::MAX_SIDE;
+        if !valid.contains(&self.image_size) || !valid.contains(&shorter) {
+            return Err(format!(
+                "preprocessing asks for an input of {} pixels resized from {shorter}; both must \
+                 lie in 32..={}",
+                self.image_size,
+                Self::MAX_SIDE
+            ));
+        }
+        Ok(())
+    }
+
     /// The evaluation pipeline: resize (and crop), `ToTensor`, normalisation.
     pub fn eval_transform(&self) -> Compose {
         let size = self.image_size;

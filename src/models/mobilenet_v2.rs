@@ -107,6 +107,21 @@ impl MobileNetV2Config {
         channels
     }
 
+    /// The width multiplier whose 52 convolutions have the output channels `channels` (in
+    /// execution order): the standard widths first, then any multiple of 0.01 up to 4. Rounding
+    /// to multiples of 8 makes several widths give the same network; the first is as good as
+    /// any, since they build the same one.
+    pub fn width_for(channels: &[usize]) -> Option<f64> {
+        let standard = [1.0, 0.35, 0.5, 0.75, 1.3, 1.4, 2.0];
+        let fine = (1..=400).map(|k| f64::from(k) / 100.0);
+        standard.into_iter().chain(fine).find(|&w| {
+            MobileNetV2Config::new()
+                .with_width_mult(w)
+                .conv_out_channels()
+                == channels
+        })
+    }
+
     /// Builds the network with torchvision's initialisation (Kaiming-normal convs, identity
     /// BatchNorms; the head takes PyTorch's default Linear init, which fine-tuning recipes
     /// re-create anyway).
@@ -180,18 +195,8 @@ impl ArchitectureConfig for MobileNetV2Config {
         if onnx.convs.len() != 52 || onnx.depthwise_count() != 17 {
             return None;
         }
-        // The width is the one whose 52 output channel counts all match the file's: the
-        // standard widths first, then any multiple of 0.01 up to 4 (rounding to multiples of 8
-        // makes several widths give the same network; the first is as good as any).
         let found = onnx.out_channels();
-        let standard = [1.0, 0.35, 0.5, 0.75, 1.3, 1.4, 2.0];
-        let fine = (1..=400).map(|k| f64::from(k) / 100.0);
-        let Some(width_mult) = standard.into_iter().chain(fine).find(|&w| {
-            MobileNetV2Config::new()
-                .with_width_mult(w)
-                .conv_out_channels()
-                == found
-        }) else {
+        let Some(width_mult) = MobileNetV2Config::width_for(&found) else {
             return Some(Err(onnx.unexpected(
                 "MobileNetV2 of some width (channel counts of a torchvision MobileNetV2)",
                 format!(
@@ -449,12 +454,9 @@ impl<B: Backend> Architecture<B> for MobileNetV2<B> {
 
     fn config(&self) -> MobileNetV2Config {
         let pairs = self.conv_bn_pairs();
-        let stem_channels = pairs.first().map_or(32, |p| p.conv_shape[0]);
-        // Invert make_divisible(32 α): exact for torchvision's widths.
-        let width_mult = [0.35, 0.5, 0.75, 1.0, 1.3, 1.4, 2.0]
-            .into_iter()
-            .find(|&w| make_divisible(32.0 * w, 8) == stem_channels)
-            .unwrap_or(stem_channels as f64 / 32.0);
+        let channels: Vec<usize> = pairs.iter().map(|p| p.conv_shape[0]).collect();
+        let width_mult = MobileNetV2Config::width_for(&channels)
+            .unwrap_or(channels.first().map_or(1.0, |&c| c as f64 / 32.0));
         MobileNetV2Config::new()
             .with_num_classes(self.num_classes())
             .with_width_mult(width_mult)

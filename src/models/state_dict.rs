@@ -2,7 +2,7 @@
 //!
 //! The crate's layers store tensors under torchvision's names and layouts (`weight`, `bias`,
 //! `running_mean`, `running_var`; Linear weights `[out, in]`), so a burn module path *is* the
-//! torchvision state-dict key: [`torchvision_key`] is the identity on every path this crate
+//! torchvision state-dict key: `torchvision_key` is the identity on every path this crate
 //! produces and exists to document that contract in one place. The one torchvision key burn has
 //! no tensor for is BatchNorm's `num_batches_tracked` counter, which no recipe here reads.
 
@@ -29,12 +29,12 @@ pub struct StateEntry {
 ///
 /// Identity, by construction of [`crate::models::layers`]: burn's own `nn` layers would need
 /// `gamma → weight`, `beta → bias` and a transposed Linear weight here.
-pub fn torchvision_key(burn_path: &str) -> String {
+pub(crate) fn torchvision_key(burn_path: &str) -> String {
     burn_path.to_string()
 }
 
 /// Whether a key names a BatchNorm running statistic (a buffer in PyTorch's terms).
-pub fn is_buffer_key(key: &str) -> bool {
+pub(crate) fn is_buffer_key(key: &str) -> bool {
     key.ends_with(".running_mean") || key.ends_with(".running_var")
 }
 

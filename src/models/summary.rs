@@ -60,6 +60,37 @@ fn push(entry: Recorded) {
     });
 }
 
+/// This thread's recorder switched on, for one forward pass; dropped (even by a panic), it
+/// puts back what was there before.
+struct Recording {
+    previous: Option<Option<Vec<Recorded>>>,
+}
+
+impl Recording {
+    fn start() -> Self {
+        let previous = RECORDER.with(|r| r.borrow_mut().replace(Vec::new()));
+        Self {
+            previous: Some(previous),
+        }
+    }
+
+    /// What was recorded.
+    fn finish(mut self) -> Vec<Recorded> {
+        let previous = self.previous.take().flatten();
+        RECORDER
+            .with(|r| std::mem::replace(&mut *r.borrow_mut(), previous))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            RECORDER.with(|r| *r.borrow_mut() = previous);
+        }
+    }
+}
+
 /// Called by layers with weights at the end of their forward pass: `dims` is the output shape
 /// with the batch dimension. A no-op unless a summary is being taken on this thread.
 pub(crate) fn record_layer(weight: ParamId, kind: &str, dims: &[usize], params: usize) {
@@ -102,17 +133,17 @@ impl Summary {
     }
 
     /// Runs `model` in inference mode on one zero image of shape `input` and records every
-    /// layer it passes through.
+    /// layer it passes through. The networks take RGB images of at least 32 × 32 pixels: the
+    /// channel count is taken as 3, and smaller sides as 32.
     pub fn of<B: Backend, M: ImageClassifier<B>>(model: &M, input: [usize; 3]) -> Self {
         let params = param_count(model);
         let inference = model.clone().no_grad();
         let device = inference.devices().into_iter().next().unwrap_or_default();
+        let input = [3, input[1].max(32), input[2].max(32)];
         let [c, h, w] = input;
-        let previous = RECORDER.with(|r| r.borrow_mut().replace(Vec::new()));
+        let recording = Recording::start();
         let _ = inference.forward(Tensor::zeros([1, c, h, w], &device));
-        let recorded = RECORDER
-            .with(|r| std::mem::replace(&mut *r.borrow_mut(), previous))
-            .unwrap_or_default();
+        let recorded = recording.finish();
         // The module that owns each weight: `features.0.0` for `features.0.0.weight`.
         let owners: HashMap<ParamId, String> = state_dict(&inference)
             .into_iter()

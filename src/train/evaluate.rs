@@ -30,10 +30,10 @@ pub fn evaluate<B: Backend, M: ImageClassifier<B>>(
     Ok(acc.report())
 }
 
-/// `model` for inference: no parameter records gradients (so no layer trains, on any backend)
-/// and every BatchNorm is folded into its convolution.
+/// `model` for inference: every BatchNorm folded into its convolution, then no parameter
+/// recording gradients (so no layer trains, on any backend, and no graph is built).
 pub(crate) fn inference_copy<B: Backend, M: ImageClassifier<B>>(model: &M) -> M {
-    model.clone().no_grad().fuse_for_inference()
+    model.clone().fuse_for_inference().no_grad()
 }
 
 /// Adds the loss and predictions of `logits` against `labels` to `acc`.

@@ -134,9 +134,17 @@ where
         observer.resumed(&config.phase, path, progress.epochs_done);
     }
     let resumed_epochs = progress.epochs_done;
+    // A phase resumed after it stopped early has ended, as the uninterrupted run did.
+    let patience_ran_out = |progress: &Progress<B, M>| {
+        config
+            .early_stopping_patience
+            .is_some_and(|p| progress.epochs_without_improvement >= p)
+    };
+    let mut stopped_early = resumed_epochs > 0 && patience_ran_out(&progress);
+    let mut interrupted = false;
 
-    // A phase resumed after its last epoch has nothing left to train: no frozen copy, no cache.
-    let frozen = (progress.epochs_done < config.epochs)
+    // A phase resumed after its end has nothing left to train: no frozen copy, no cache.
+    let frozen = (progress.epochs_done < config.epochs && !stopped_early)
         .then(|| FrozenPart::of::<B>(&progress.model, &config.trainable))
         .flatten();
     let cache = match &frozen {
@@ -149,8 +157,7 @@ where
         _ => None,
     };
 
-    let mut outcome = (false, false); // (stopped early, interrupted)
-    while progress.epochs_done < config.epochs {
+    while progress.epochs_done < config.epochs && !stopped_early {
         let epoch_in_phase = progress.epochs_done;
         let epoch = config.first_epoch + epoch_in_phase;
         seed_epoch::<B>(device, config.seed, epoch);
@@ -188,20 +195,13 @@ where
             checkpoint::write(path, &progress, config)?;
         }
         let control = observer.epoch_finished(&stats);
-        if config
-            .early_stopping_patience
-            .is_some_and(|p| progress.epochs_without_improvement >= p)
-        {
-            outcome.0 = true;
-            break;
-        }
-        if control == Control::Stop && progress.epochs_done < config.epochs {
-            outcome.1 = true;
+        stopped_early = patience_ran_out(&progress);
+        if control == Control::Stop && progress.epochs_done < config.epochs && !stopped_early {
+            interrupted = true;
             break;
         }
     }
 
-    let (stopped_early, interrupted) = outcome;
     let best_epoch = progress.best.as_ref().map(|b| b.epoch);
     Ok(FitOutcome {
         model: progress.best.map_or(progress.model, |best| best.model),

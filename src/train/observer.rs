@@ -144,8 +144,8 @@ impl FitObserver for ConsoleReporter {
     }
 }
 
-/// Ends the phase after a number of epochs, as an interruption would (e.g. to test resuming
-/// from the checkpoint); reports nothing.
+/// Ends the phase after a number of epochs of this `fit_with` call, as an interruption would
+/// (e.g. to test resuming from the checkpoint); reports nothing.
 #[derive(Debug, Clone, Copy)]
 pub struct StopAfter {
     epochs: usize,
@@ -153,7 +153,7 @@ pub struct StopAfter {
 }
 
 impl StopAfter {
-    /// Stops after `epochs` epochs of the phase.
+    /// Stops after `epochs` epochs (at least one runs: the observer speaks after an epoch).
     pub fn epochs(epochs: usize) -> Self {
         Self { epochs, seen: 0 }
     }

@@ -3,7 +3,7 @@
 //!
 //! Both are rendered in memory with [plotters](https://docs.rs/plotters) and a font embedded in
 //! the crate (DejaVu Sans), so they work on a headless machine without any system font, then
-//! encoded as PNG and written atomically (see [`crate::io::atomic_write`]): a reader never sees
+//! encoded as PNG and written atomically (to a temporary file, then renamed): a reader never sees
 //! a half-written picture. Missing parent folders of the output path are created. The output is
 //! always a PNG, whatever the extension of the path.
 //!

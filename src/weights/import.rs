@@ -42,10 +42,10 @@ pub enum MappedBy {
 /// What an import found and did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImportReport {
-    /// The architecture and configuration detected from the graph.
+    /// The architecture and configuration of the imported network (detected from the graph).
     pub spec: ModelSpec,
-    /// Whether BatchNorm was folded into the convolutions in the file (the model's BatchNorms
-    /// then hold no statistics and stay frozen in `fit`).
+    /// Whether BatchNorm was folded into the convolutions in the file, for some or all of them
+    /// (the model's BatchNorms then hold no statistics and stay frozen in `fit`).
     pub batch_norm_folded: bool,
     /// How tensors were matched.
     pub mapped_by: MappedBy,
@@ -365,12 +365,15 @@ fn load_recognised<B: Backend, M: Architecture<B>>(
         problems,
     })?;
     // A BatchNorm the exporter folded away is an identity plus shift: no statistics to train.
-    for (pair, kept) in model.conv_bn_pairs_mut().into_iter().zip(&kept_batch_norm) {
-        pair.bn.has_statistics = *kept;
+    // A file that folded only some is treated as folded throughout (the configuration records
+    // one answer for the whole network, and freezing a BatchNorm that could train is safe).
+    let folded = kept_batch_norm.iter().any(|kept| !kept);
+    for pair in model.conv_bn_pairs_mut() {
+        pair.bn.has_statistics = !folded;
     }
     let report = ImportReport {
         spec: model.spec(),
-        batch_norm_folded: kept_batch_norm.iter().all(|kept| !kept),
+        batch_norm_folded: folded,
         mapped_by,
         preprocessing: preprocessing_of(onnx, backbone),
     };
@@ -383,10 +386,24 @@ pub fn load_onnx_model<B: Backend, M: Architecture<B>>(
     path: &Path,
     device: &B::Device,
 ) -> Result<(M, ImportReport), WeightsError> {
-    let onnx = read_onnx(path)?;
-    let backbone = OnnxBackbone::new(&onnx)?;
+    load_onnx_as(&read_onnx(path)?, None, device)
+}
+
+/// Builds the model of type `M` an already parsed ONNX graph describes, loaded with its
+/// weights, after checking that it is the architecture `wanted` names (a preset such as
+/// `resnet18` or a family such as `resnet`) when one is given. The graph is recognised once.
+pub fn load_onnx_as<B: Backend, M: Architecture<B>>(
+    onnx: &OnnxModel,
+    wanted: Option<&str>,
+    device: &B::Device,
+) -> Result<(M, ImportReport), WeightsError> {
+    let backbone = OnnxBackbone::new(onnx)?;
     let spec = backbone.recognise()?;
+    if let Some(wanted) = wanted {
+        spec.expect(wanted, &onnx.path)?;
+    }
     let family = <M::Config as ArchitectureConfig>::FAMILY;
-    let model = M::from_spec(&spec, device).ok_or_else(|| arch_error(path, family, spec.name()))?;
-    load_recognised(&onnx, &backbone, spec, model)
+    let model =
+        M::from_spec(&spec, device).ok_or_else(|| arch_error(&onnx.path, family, spec.name()))?;
+    load_recognised(onnx, &backbone, spec, model)
 }

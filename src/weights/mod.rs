@@ -13,7 +13,9 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-pub use import::{ImportReport, MappedBy, detect_spec, load_onnx_into, load_onnx_model};
+pub use import::{
+    ImportReport, MappedBy, detect_spec, load_onnx_as, load_onnx_into, load_onnx_model,
+};
 pub use onnx::{OnnxError, OnnxModel, read_onnx};
 pub use saved::{ModelInfo, load_model, load_model_bytes, save_model};
 pub(crate) use saved::{load_record_bytes, record_bytes};
@@ -36,6 +38,14 @@ pub enum WeightsError {
         /// The file.
         path: PathBuf,
         /// What is wrong.
+        reason: String,
+    },
+    /// The model cannot be written as it is.
+    #[error("{}: cannot save this model: {reason}", path.display())]
+    Unsavable {
+        /// The file it was to be written to.
+        path: PathBuf,
+        /// Why.
         reason: String,
     },
     /// The file holds another architecture than the one asked for.

@@ -70,11 +70,29 @@ pub(crate) fn load_record_bytes<B: Backend, M: Architecture<B>>(
 }
 
 /// Saves `model` with `info` to `path`, atomically.
+///
+/// # Errors
+/// [`WeightsError::Unsavable`] for a model whose BatchNorms were folded into its convolutions
+/// (`fuse_for_inference`: the record of a fused convolution cannot be loaded back into the
+/// architecture's bias-free one; save the model before folding), [`WeightsError::Unsavable`]
+/// for preprocessing that a loader would refuse, I/O errors naming `path`.
 pub fn save_model<B: Backend, M: Architecture<B>>(
     model: &M,
     info: &ModelInfo,
     path: &Path,
 ) -> Result<(), WeightsError> {
+    let unsavable = |reason: String| WeightsError::Unsavable {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if let Some(pair) = model.conv_bn_pairs().iter().find(|p| p.folded) {
+        return Err(unsavable(format!(
+            "its BatchNorms are folded into its convolutions (`{}` into `{}`, by \
+             fuse_for_inference); save the model before folding it",
+            pair.bn_path, pair.conv_path
+        )));
+    }
+    info.preprocessing.check().map_err(unsavable)?;
     let weights = record_bytes(model, path)?;
     let header = ModelHeader {
         spec: model.spec(),
@@ -101,6 +119,14 @@ pub fn load_model_bytes<B: Backend, M: Architecture<B>>(
 ) -> Result<(M, ModelInfo), WeightsError> {
     let path = label;
     let (header, mut sections) = parse_container::<ModelHeader>(bytes, path, "model")?;
+    header
+        .info
+        .preprocessing
+        .check()
+        .map_err(|reason| WeightsError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        })?;
     let model = M::from_spec(&header.spec, device).ok_or_else(|| WeightsError::Architecture {
         path: path.to_path_buf(),
         expected: <M::Config as ArchitectureConfig>::FAMILY.into(),

@@ -97,6 +97,7 @@ impl<'a, B: Backend> ConvBnMut<'a, B> {
             bn_path: self.bn_path.clone(),
             epsilon: self.bn.epsilon,
             has_statistics: self.bn.has_statistics,
+            folded: self.bn.folded,
         }
     }
 
@@ -123,6 +124,8 @@ pub struct ConvBnInfo {
     pub epsilon: f64,
     /// Whether the BatchNorm holds real running statistics (see [`BatchNorm2d::has_statistics`]).
     pub has_statistics: bool,
+    /// Whether the BatchNorm is folded into the convolution ([`fuse_conv_bn`]).
+    pub folded: bool,
 }
 
 /// Folds the eval-mode transform of `bn` into `conv` (exact in eval mode): the kernel is scaled

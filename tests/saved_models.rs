@@ -1,0 +1,100 @@
+//! Saved models (`.tvm`) without `../shared`: a concrete model and `AnyModel` read each other's
+//! files, the preprocessing travels with the weights into a `Predictor`, and what cannot be
+//! saved or loaded is refused naming the file.
+
+use burn::tensor::{Distribution, Tensor};
+use transfer_vision::backend::Cpu;
+use transfer_vision::data::Preprocessing;
+use transfer_vision::models::{
+    AnyModel, Architecture, ImageClassifier, MobileNetV2, MobileNetV2Config,
+};
+use transfer_vision::predict::Predictor;
+use transfer_vision::weights::{ModelInfo, WeightsError, load_model, load_model_bytes, save_model};
+
+type Device = burn::tensor::Device<Cpu>;
+
+fn small_model() -> MobileNetV2<Cpu> {
+    let device = Device::default();
+    <Cpu as burn::tensor::backend::Backend>::seed(&device, 5);
+    MobileNetV2Config::new()
+        .with_width_mult(0.35)
+        .with_num_classes(2)
+        .init::<Cpu>(&device)
+}
+
+fn info() -> ModelInfo {
+    let pre = Preprocessing::tf(96).with_exact_resize();
+    ModelInfo::new(vec!["alpaca".into(), "not alpaca".into()], pre)
+}
+
+fn logits<M: ImageClassifier<Cpu>>(model: &M) -> Vec<f32> {
+    let device = Device::default();
+    <Cpu as burn::tensor::backend::Backend>::seed(&device, 9);
+    let x = Tensor::<Cpu, 4>::random([2, 3, 64, 64], Distribution::Default, &device);
+    model.forward(x).into_data().to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn any_model_and_the_concrete_model_read_each_others_files() {
+    let device = Device::default();
+    let dir = tempfile::tempdir().unwrap();
+    let model = small_model();
+    let concrete = dir.path().join("concrete.tvm");
+    save_model(&model, &info(), &concrete).unwrap();
+    let (any, read_info) = load_model::<Cpu, AnyModel<Cpu>>(&concrete, &device).unwrap();
+    assert_eq!(read_info, info());
+    assert_eq!(any.spec(), model.spec());
+    assert_eq!(logits(&any), logits(&model));
+
+    let through_any = dir.path().join("any.tvm");
+    save_model(&any, &info(), &through_any).unwrap();
+    let (back, _) = load_model::<Cpu, MobileNetV2<Cpu>>(&through_any, &device).unwrap();
+    assert_eq!(logits(&back), logits(&model));
+}
+
+#[test]
+fn a_predictor_prepares_images_as_the_saved_model_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("model.tvm");
+    save_model(&small_model(), &info(), &file).unwrap();
+    let predictor = Predictor::<Cpu>::from_file(&file, &Device::default()).unwrap();
+    assert_eq!(*predictor.preprocessing(), info().preprocessing);
+    assert_eq!(*predictor.pipeline(), info().preprocessing.eval_transform());
+    assert_eq!(predictor.class_names(), info().class_names.as_slice());
+}
+
+#[test]
+fn a_folded_model_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fused.tvm");
+    let Err(err) = save_model(&small_model().fuse_for_inference(), &info(), &file) else {
+        panic!("a folded model was saved");
+    };
+    assert!(matches!(err, WeightsError::Unsavable { .. }), "{err}");
+    assert!(err.to_string().contains("fused.tvm") && err.to_string().contains("folded"));
+    assert!(!file.exists());
+}
+
+#[test]
+fn preprocessing_that_asks_for_giant_images_is_refused_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("model.tvm");
+    save_model(&small_model(), &info(), &file).unwrap();
+    // Rewrite the (unchecksummed) JSON header with an absurd input size.
+    let bytes = std::fs::read(&file).unwrap();
+    let header_len = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
+    let header = String::from_utf8(bytes[16..16 + header_len].to_vec()).unwrap();
+    let crafted = header.replace("\"image_size\":96", "\"image_size\":4000000000");
+    assert_ne!(crafted, header);
+    let mut altered = bytes[..8].to_vec();
+    altered.extend_from_slice(&(crafted.len() as u64).to_le_bytes());
+    altered.extend_from_slice(crafted.as_bytes());
+    altered.extend_from_slice(&bytes[16 + header_len..]);
+    let label = dir.path().join("crafted.tvm");
+    let Err(err) = load_model_bytes::<Cpu, MobileNetV2<Cpu>>(&altered, &label, &Device::default())
+    else {
+        panic!("a giant input size was accepted");
+    };
+    assert!(matches!(err, WeightsError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("crafted.tvm"), "{err}");
+}
