@@ -20,7 +20,7 @@ use super::summary::{self, Summary};
 /// switch:** layers behave as in training (batch statistics, dropout) only on an autodiff backend
 /// and where their parameters are trainable ([`trains`](super::layers::trains)). `.valid()` (the
 /// model on the inner backend) or `.no_grad()` always gives inference, which is what
-/// [`evaluate`](crate::train::evaluate), [`predict`](crate::train::predict) and
+/// [`evaluate`](crate::train::evaluate), [`predict`](crate::train::predict()) and
 /// [`Predictor`](crate::predict::Predictor) use, whatever model they are given.
 pub trait ImageClassifier<B: Backend>: Module<B> + Sized {
     /// Runs the backbone blocks `blocks` (indices into [`ImageClassifier::block_paths`]) on `x`,

@@ -1,6 +1,6 @@
 //! Native burn implementations of the supported architectures and what they share.
 //!
-//! Each model's module tree mirrors torchvision's, so [`state_dict`] lists exactly the keys and
+//! Each model's module tree mirrors torchvision's, so [`state_dict()`] lists exactly the keys and
 //! shapes of the torchvision model's `state_dict()`. One file per architecture holds its
 //! configuration, module, forward pass, block list and how it recognises itself in an ONNX
 //! graph; the `architectures!` list below registers it (and generates [`ModelSpec`] and
