@@ -12,7 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (model, import) =
         MobileNetV2::<CpuAutodiff>::from_onnx("weights/mobilenet_v2_tf_imagenet.onnx", &device)?;
     let pre = import.preprocessing;
-    let sets = TrainVal::open("data/hymenoptera_data", FolderOptions::default(), 0.2, 42)?;
+    let mut sets = TrainVal::open("data/hymenoptera_data", FolderOptions::default(), 0.2, 42)?;
+    sets.verify(2)?; // every photo decoded once: damaged ones are listed before any training
     let train = DataLoader::new(&sets.train, pre.train_transform(), LoaderConfig::new(16))?;
     let val_config = LoaderConfig::new(16).with_shuffle(false);
     let val = DataLoader::new(&sets.val, pre.eval_transform(), val_config)?;

@@ -6,7 +6,9 @@
 - image_decode/: one small image per supported format, each behind the 13-byte parameter
   prefix the harness reads (mode, size, a, b, c, seed), plus a raw-pixel case.
 The saved_model/ seed (a .tvm) is written by Rust:
-`cargo test --release --test fuzz_regressions -- --ignored write_saved_model_seed`.
+`cargo test --release --test fuzz_regressions -- --ignored write_saved_model_seed`, and so are
+the truncation seeds image_decode/cut_* (the damaged-image fixtures cut at every 1/16):
+`cargo test --release --test fuzz_regressions -- --ignored write_truncation_seeds`.
 
 Needs torch, torchvision, onnx and Pillow.
 """

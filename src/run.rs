@@ -62,6 +62,8 @@ pub struct RunSummary {
     pub train_images: usize,
     /// Validation images.
     pub val_images: usize,
+    /// Damaged images left out (lenient mode), one line each naming the file and why.
+    pub skipped_images: Vec<String>,
     /// Every epoch of every phase.
     pub history: History,
     /// The final model on the validation set.
@@ -94,6 +96,13 @@ impl std::fmt::Display for RunSummary {
                     .copied()
                     .unwrap_or_default(),
                 report.confusion.get(i).cloned().unwrap_or_default()
+            )?;
+        }
+        if !self.skipped_images.is_empty() {
+            writeln!(
+                f,
+                "{} damaged image(s) left out (listed in metrics.json)",
+                self.skipped_images.len()
             )?;
         }
         if let Some(best) = self.history.best() {

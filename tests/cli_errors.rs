@@ -153,3 +153,37 @@ fn shared_bad_settings_with_real_weights_are_refused_before_training() {
         "a refused run wrote a model"
     );
 }
+
+#[test]
+fn damaged_photos_stop_the_examples_before_training_listing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(&dir.path().join("data"), &[("a", 10), ("b", 10)]);
+    // A photo cut to half its length, as a broken download leaves it.
+    let photo = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/damaged/photo.jpg"),
+    )
+    .unwrap();
+    let cut = Path::new(&data).join("a/half_downloaded.jpg");
+    std::fs::write(&cut, &photo[..photo.len() / 2]).unwrap();
+    let weights = dir.path().join("stand-in.onnx");
+    std::fs::write(&weights, b"not read before the data is checked").unwrap();
+    let w = weights.to_str().unwrap();
+    for example in ["alpaca", "ants_bees"] {
+        assert_refused(
+            example,
+            &["--data", &data, "--weights", w],
+            "half_downloaded.jpg",
+        );
+        assert_refused(
+            example,
+            &["--data", &data, "--weights", w],
+            "1 damaged image(s), nothing trained",
+        );
+        // Left out with --skip-bad-images: the run gets as far as the (stand-in) weights.
+        assert_refused(
+            example,
+            &["--data", &data, "--weights", w, "--skip-bad-images"],
+            "stand-in.onnx",
+        );
+    }
+}

@@ -217,11 +217,16 @@ fn lenient_verify_drops_undecodable_files_with_a_warning() {
     std::fs::write(dir.path().join("cats/broken.jpg"), b"garbage").expect("write");
     let mut strict = ImageFolder::new(dir.path()).expect("scan");
     assert_eq!(strict.len(), 4);
-    let e = strict.verify().expect_err("strict");
-    assert!(e.path().ends_with("broken.jpg"));
+    let e = strict.verify(2).expect_err("strict");
+    let DataError::Damaged { files, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(files.len(), 1);
+    assert!(files[0].0.ends_with("broken.jpg"));
+    assert!(e.to_string().contains("broken.jpg"), "{e}");
     let mut lenient = ImageFolder::with_options(dir.path(), FolderOptions::default().lenient(true))
         .expect("scan");
-    lenient.verify().expect("lenient");
+    assert_eq!(lenient.verify(2).expect("lenient"), 1);
     assert_eq!(lenient.len(), 3);
     assert!(matches!(
         lenient.warnings()[0].kind,

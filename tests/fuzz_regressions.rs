@@ -153,3 +153,31 @@ fn write_saved_model_seed() {
     let path = fuzz_dir().join("seeds/saved_model/mobilenet_v2_w010.tvm");
     save_model(&model, &info, Path::new(&path)).unwrap();
 }
+
+/// Regenerates the truncation seeds `fuzz/seeds/image_decode/cut_*` (run by hand, see
+/// fuzz/make_seeds.py): the damaged-image fixtures (`tests/fixtures/damaged`: baseline and
+/// progressive JPEG, PNG, GIF, lossy WebP) cut at every 1/16 of their length, each behind a
+/// decode-mode parameter prefix, so that fuzzing starts from files that end early.
+#[test]
+#[ignore]
+fn write_truncation_seeds() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/damaged");
+    let out = fuzz_dir().join("seeds/image_decode");
+    for name in [
+        "photo.jpg",
+        "photo_progressive.jpg",
+        "photo.png",
+        "photo.gif",
+        "photo.webp",
+    ] {
+        let bytes = std::fs::read(fixtures.join(name)).unwrap();
+        let stem = name.replace('.', "_");
+        for k in 1..16 {
+            // Mode 0 (decode, ImageNet eval preset), size 24, then fixed parameters and seed.
+            let mut seed = vec![0u8, 24, 7, 9, 11];
+            seed.extend(1234u64.to_le_bytes());
+            seed.extend_from_slice(&bytes[..bytes.len() * k / 16]);
+            std::fs::write(out.join(format!("cut_{stem}_{k:02}_of_16")), seed).unwrap();
+        }
+    }
+}

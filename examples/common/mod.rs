@@ -10,7 +10,9 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use transfer_vision::backend::DeviceSpec;
-use transfer_vision::data::{Compose, DataError, DataLoader, LoaderConfig, TrainVal};
+use transfer_vision::data::{
+    Compose, DataError, DataLoader, FolderOptions, LoaderConfig, TrainVal, WarningKind,
+};
 use transfer_vision::imagenet::imagenet_classes;
 use transfer_vision::models::{Architecture, ImageClassifier};
 use transfer_vision::run::{RunOutputs, RunSummary};
@@ -48,6 +50,10 @@ pub struct CommonArgs {
     /// kill), resume from there; delete that folder to start over.
     #[arg(long)]
     pub resume: bool,
+    /// Leave out images that cannot be decoded (truncated, corrupt), one warning each, instead
+    /// of stopping before training with the list of them.
+    #[arg(long)]
+    pub skip_bad_images: bool,
 }
 
 impl CommonArgs {
@@ -93,11 +99,19 @@ impl CommonArgs {
     /// The data at `path`: `train/` and `val/` class folders, or one folder of class folders
     /// split `val_fraction` with the seed; a small subset with `--quick`.
     pub fn open_data(&self, path: &Path, val_fraction: f64) -> Result<TrainVal, DataError> {
-        let mut sets = TrainVal::open(path, Default::default(), val_fraction, self.seed)?;
+        let options = FolderOptions::default().lenient(self.skip_bad_images);
+        let mut sets = TrainVal::open(path, options, val_fraction, self.seed)?;
         if self.quick {
             sets.train = sets.train.split(0.2, self.seed)?.1;
             sets.val = sets.val.split(0.2, self.seed)?.1;
             sets.check_trainable()?;
+        }
+        // Every photo decoded once: damaged ones stop the run here, listed, or are left out.
+        let skipped = sets.verify(self.workers)?;
+        if skipped > 0 {
+            for warning in sets.warnings() {
+                eprintln!("warning: {warning}");
+            }
         }
         println!(
             "classes {:?}: {} training / {} validation images",
@@ -278,6 +292,13 @@ impl<'a> Run<'a> {
             classes: info.class_names.clone(),
             train_images: sets.train.len(),
             val_images: sets.val.len(),
+            skipped_images: sets
+                .warnings()
+                .into_iter()
+                .chain(val.warnings())
+                .filter(|w| matches!(w.kind, WarningKind::Undecodable(_)))
+                .map(|w| w.to_string())
+                .collect(),
             history: outcome.history(),
             final_evaluation: evaluation,
             seconds_per_phase: vec![

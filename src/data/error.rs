@@ -50,6 +50,15 @@ pub enum DataError {
         /// What the decoder said.
         message: String,
     },
+    /// Files of a dataset that cannot be decoded (truncated, corrupt), found by
+    /// [`ImageFolder::verify`](super::ImageFolder::verify) before training.
+    #[error("{}: {} damaged image(s), nothing trained (pass the lenient option, e.g. --skip-bad-images, to train without them):\n{}", path.display(), files.len(), list_files(files))]
+    Damaged {
+        /// The dataset root.
+        path: PathBuf,
+        /// Each damaged file and why it cannot be decoded.
+        files: Vec<(PathBuf, String)>,
+    },
     /// An image is larger than the configured pixel limit (decompression-bomb guard).
     #[error("{}: image is {width}x{height} = {pixels} pixels, over the limit of {limit} pixels", path.display())]
     TooLarge {
@@ -111,6 +120,7 @@ impl DataError {
             | DataError::Transform { path, .. }
             | DataError::ShapeMismatch { path, .. }
             | DataError::InvalidArgument { path, .. }
+            | DataError::Damaged { path, .. }
             | DataError::WorkerPanicked { path } => path,
         }
     }
@@ -121,6 +131,15 @@ impl DataError {
             source,
         }
     }
+}
+
+/// One line per damaged file: `  <reason>` (the reason names the file).
+fn list_files(files: &[(PathBuf, String)]) -> String {
+    files
+        .iter()
+        .map(|(_, reason)| format!("  {reason}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Why a file was skipped.

@@ -268,29 +268,41 @@ impl ImageFolder {
         )
     }
 
-    /// Decodes every file once, up front. In strict mode the first undecodable file is an error;
-    /// in lenient mode undecodable files are dropped with a warning each. Costs one decode per
-    /// image; the loader reports the same errors lazily without it.
+    /// Decodes every file once, up front, on `workers` threads (at least one): what finds
+    /// damaged photos (truncated downloads, half-copied files) before any training. In strict
+    /// mode (the default) the result is an error listing every file that cannot be decoded; in
+    /// lenient mode those files are dropped with a warning each. Returns how many were dropped.
     ///
     /// # Errors
-    /// The [`DataError`] of the first file that fails (strict mode).
-    pub fn verify(&mut self) -> Result<(), DataError> {
-        let mut kept = Vec::with_capacity(self.samples.len());
-        for s in std::mem::take(&mut self.samples) {
-            match decode_rgb(&s.path, &self.options.decode) {
-                Ok(_) => kept.push(s),
-                Err(e) if self.options.lenient => self.warnings.push(Warning {
-                    path: s.path.clone(),
+    /// [`DataError::Damaged`] naming each bad file and why (strict mode).
+    pub fn verify(&mut self, workers: usize) -> Result<usize, DataError> {
+        let failures = find_undecodable(&self.samples, &self.options.decode, workers);
+        if failures.is_empty() {
+            return Ok(0);
+        }
+        if !self.options.lenient {
+            return Err(DataError::Damaged {
+                path: self.root.clone(),
+                files: failures
+                    .into_iter()
+                    .map(|(i, e)| (self.samples[i].path.clone(), e.to_string()))
+                    .collect(),
+            });
+        }
+        let dropped = failures.len();
+        let mut bad = failures.into_iter().peekable();
+        let mut kept = Vec::with_capacity(self.samples.len() - dropped);
+        for (i, sample) in std::mem::take(&mut self.samples).into_iter().enumerate() {
+            match bad.next_if(|(j, _)| *j == i) {
+                Some((_, e)) => self.warnings.push(Warning {
+                    path: sample.path,
                     kind: WarningKind::Undecodable(e.to_string()),
                 }),
-                Err(e) => {
-                    self.samples = kept;
-                    return Err(e);
-                }
+                None => kept.push(sample),
             }
         }
         self.samples = kept;
-        Ok(())
+        Ok(dropped)
     }
 
     fn with_samples(&self, samples: Vec<Sample>) -> ImageFolder {
@@ -447,6 +459,43 @@ impl TrainVal {
         Ok(())
     }
 
+    /// [`ImageFolder::verify`] of both sets: every file decoded once, up front. Strict: an
+    /// error listing every damaged file of either set. Lenient: those files dropped (one
+    /// warning each) and the sets checked again ([`TrainVal::check_trainable`]). Returns how
+    /// many files were dropped.
+    ///
+    /// # Errors
+    /// [`DataError::Damaged`] (strict), or the error of [`TrainVal::check_trainable`] when the
+    /// files left cannot train a classifier.
+    pub fn verify(&mut self, workers: usize) -> Result<usize, DataError> {
+        let dropped = match (self.train.verify(workers), self.val.verify(workers)) {
+            (Ok(a), Ok(b)) => a + b,
+            (
+                Err(DataError::Damaged { path, mut files }),
+                Err(DataError::Damaged { files: more, .. }),
+            ) => {
+                files.extend(more);
+                let root = path.parent().map_or(path.clone(), Path::to_path_buf);
+                return Err(DataError::Damaged { path: root, files });
+            }
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        };
+        if dropped > 0 {
+            self.check_trainable()?;
+        }
+        Ok(dropped)
+    }
+
+    /// Files skipped in both sets, one warning each.
+    pub fn warnings(&self) -> Vec<Warning> {
+        self.train
+            .warnings()
+            .iter()
+            .chain(self.val.warnings())
+            .cloned()
+            .collect()
+    }
+
     /// Per-class counts of both sets: `class -> (train, val)`.
     pub fn counts(&self) -> BTreeMap<String, (usize, usize)> {
         let mut m: BTreeMap<String, (usize, usize)> = BTreeMap::new();
@@ -458,4 +507,38 @@ impl TrainVal {
         }
         m
     }
+}
+
+/// Indices (ascending) of the samples that do not decode, with their errors, decoded on
+/// `workers` threads.
+fn find_undecodable(
+    samples: &[Sample],
+    decode: &DecodeOptions,
+    workers: usize,
+) -> Vec<(usize, DataError)> {
+    let chunk = samples.len().div_ceil(workers.max(1)).max(1);
+    let mut failures: Vec<(usize, DataError)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = samples
+            .chunks(chunk)
+            .enumerate()
+            .map(|(c, part)| {
+                scope.spawn(move || {
+                    part.iter()
+                        .enumerate()
+                        .filter_map(|(i, s)| {
+                            decode_rgb(&s.path, decode)
+                                .err()
+                                .map(|e| (c * chunk + i, e))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    failures.sort_by_key(|(i, _)| *i);
+    failures
 }

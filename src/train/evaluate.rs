@@ -25,7 +25,7 @@ pub fn evaluate<B: Backend, M: ImageClassifier<B>>(
     for batch in source.batches(0) {
         let batch = batch?;
         let logits = model.forward(batch.images_tensor::<B>(device));
-        add_logits(&mut acc, logits, &batch.labels, device);
+        add_logits(&mut acc, logits, &batch.labels, device)?;
     }
     Ok(acc.report())
 }
@@ -42,10 +42,23 @@ pub(crate) fn add_logits<B: Backend>(
     logits: Tensor<B, 2>,
     labels: &[i64],
     device: &B::Device,
-) {
+) -> Result<(), TrainError> {
+    check_labels(labels, logits.dims()[1])?;
     let targets = labels_tensor::<B>(labels, device);
     let loss = scalar(cross_entropy(logits.clone(), targets, 0.0));
-    acc.add(loss, labels, &argmax_rows(logits));
+    acc.add(loss, labels, &argmax_rows(logits))
+}
+
+/// An error for the first label that is not a class of a `classes`-class model (before a loss
+/// is computed with it, which would index out of the logits).
+pub(crate) fn check_labels(labels: &[i64], classes: usize) -> Result<(), TrainError> {
+    match labels
+        .iter()
+        .find(|&&l| usize::try_from(l).map_or(true, |l| l >= classes))
+    {
+        Some(&label) => Err(TrainError::Label { label, classes }),
+        None => Ok(()),
+    }
 }
 
 /// Labels as an integer tensor.

@@ -14,7 +14,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use super::TrainError;
 use super::checkpoint;
 use super::config::FitConfig;
-use super::evaluate::{add_logits, evaluate};
+use super::evaluate::{add_logits, check_labels, evaluate};
 use super::feature_cache::FeatureCache;
 use super::freeze::{Trainable, set_trainable_with, trainable_keys};
 use super::history::{EpochStats, History};
@@ -353,7 +353,7 @@ where
     let batches = train.num_batches();
     let mut acc = Accumulator::new(model.num_classes());
     let mut record = |acc: &mut Accumulator, output: StepOutput, labels: &[i64]| {
-        acc.add(output.loss, labels, &output.predicted);
+        acc.add(output.loss, labels, &output.predicted)?;
         observer.batch_done(&BatchProgress {
             batches_done: acc.batches(),
             batches,
@@ -361,6 +361,7 @@ where
             accuracy: acc.accuracy(),
             images_per_second: acc.count() as f64 / started.elapsed().as_secs_f64().max(1e-9),
         });
+        Ok::<(), TrainError>(())
     };
     match input {
         StepInput::Cached(cache) => {
@@ -368,15 +369,17 @@ where
                 let Some((features, labels)) = cache.batch(chunk, device) else {
                     continue;
                 };
+                check_labels(&labels, model.num_classes())?;
                 let logits = model.classify(Tensor::from_inner(features));
                 let (next, output) = learner.step_logits(model, logits, &labels, epoch_in_phase);
                 model = next;
-                record(&mut acc, output, &labels);
+                record(&mut acc, output, &labels)?;
             }
         }
         StepInput::Images(frozen) => {
             for batch in train.batches(epoch as u64) {
                 let batch = batch?;
+                check_labels(&batch.labels, model.num_classes())?;
                 let images = batch.images_tensor::<B>(device);
                 let labels = &batch.labels;
                 let (next, output) = match frozen {
@@ -391,7 +394,7 @@ where
                     None => learner.step(model, images, labels, epoch_in_phase, false),
                 };
                 model = next;
-                record(&mut acc, output, labels);
+                record(&mut acc, output, labels)?;
             }
         }
     }
@@ -416,7 +419,7 @@ where
         Some(cache) => {
             let mut acc = Accumulator::new(inner.num_classes());
             for (features, labels) in cache.in_order(val.batch_size(), device) {
-                add_logits(&mut acc, inner.classify(features), &labels, device);
+                add_logits(&mut acc, inner.classify(features), &labels, device)?;
             }
             Ok(acc.report())
         }

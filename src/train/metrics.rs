@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::TrainError;
+
 /// The result of evaluating a model on a dataset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
@@ -38,17 +40,42 @@ impl Accumulator {
     }
 
     /// Adds a batch: its mean loss, true labels and predicted classes.
-    pub fn add(&mut self, mean_loss: f64, labels: &[i64], predicted: &[i64]) {
+    ///
+    /// # Errors
+    /// [`TrainError::Label`] when a label or a prediction is not a class of the model (a batch
+    /// source whose labels do not match the head): nothing of the batch is counted.
+    pub fn add(
+        &mut self,
+        mean_loss: f64,
+        labels: &[i64],
+        predicted: &[i64],
+    ) -> Result<(), TrainError> {
         let n = self.confusion.len();
-        for (&t, &p) in labels.iter().zip(predicted) {
-            let (t, p) = (t as usize, p as usize);
-            if t < n && p < n {
-                self.confusion[t][p] += 1;
-            }
+        let class = |c: i64| usize::try_from(c).ok().filter(|&c| c < n);
+        let pairs: Option<Vec<(usize, usize)>> = labels
+            .iter()
+            .zip(predicted)
+            .map(|(&t, &p)| Some((class(t)?, class(p)?)))
+            .collect();
+        let Some(pairs) = pairs else {
+            let bad = labels
+                .iter()
+                .chain(predicted)
+                .find(|&&c| class(c).is_none())
+                .copied()
+                .unwrap_or(-1);
+            return Err(TrainError::Label {
+                label: bad,
+                classes: n,
+            });
+        };
+        for (t, p) in pairs {
+            self.confusion[t][p] += 1;
         }
         self.loss_sum += mean_loss * labels.len() as f64;
         self.count += labels.len();
         self.batches += 1;
+        Ok(())
     }
 
     /// Batches added so far.

@@ -70,6 +70,16 @@ pub enum TrainError {
     /// BatchNorms were asked to train that cannot (their weights came folded).
     #[error("{0}")]
     BatchNorm(String),
+    /// A label (or prediction) outside the model's classes.
+    #[error(
+        "label {label} is not a class of the model ({classes} classes): the batch source's labels must run from 0 to {classes} - 1"
+    )]
+    Label {
+        /// The label.
+        label: i64,
+        /// The model's number of classes.
+        classes: usize,
+    },
     /// A checkpoint cannot be resumed.
     #[error("{0}")]
     Checkpoint(String),
