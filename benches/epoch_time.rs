@@ -8,9 +8,9 @@
 //! `HYMENOPTERA=path`). `EPOCHS=n` (default 2) epochs per case. Prints a markdown table.
 
 use std::time::Instant;
+use transfer_vision::kernels::AutodiffConvBackend;
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
 use transfer_vision::backend::CpuAutodiff;
 use transfer_vision::data::{
     DataLoader, FolderOptions, LoaderConfig, Normalization, TrainVal, presets,
@@ -27,7 +27,7 @@ fn case<B, M>(
     sets: &TrainVal,
     epochs: usize,
 ) where
-    B: AutodiffBackend,
+    B: AutodiffConvBackend,
     M: Architecture<B> + AutodiffModule<B>,
     M::InnerModule: ImageClassifier<B::InnerBackend>,
 {
@@ -146,7 +146,7 @@ fn main() {
     );
 }
 
-fn name<B: burn::tensor::backend::Backend, M: Architecture<B>>(model: &M) -> &'static str {
+fn name<B: transfer_vision::kernels::ConvBackend, M: Architecture<B>>(model: &M) -> &'static str {
     match model.spec().name().as_str() {
         "mobilenet_v2" => "MobileNetV2",
         _ => "ResNet18",

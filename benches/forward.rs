@@ -5,14 +5,14 @@
 //! separately), `forward_fused/…` after `fuse_for_inference()` (the inference path). Results go
 //! to BENCHMARKS.md.
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use transfer_vision::kernels::ConvBackend;
 use transfer_vision::models::{
     ImageClassifier, MobileNetV2, MobileNetV2Config, ResNet, ResNetConfig,
 };
 
-fn bench_models<B: Backend>(
+fn bench_models<B: ConvBackend>(
     c: &mut Criterion,
     group: String,
     mobilenet: &MobileNetV2<B>,
@@ -34,7 +34,7 @@ fn bench_models<B: Backend>(
     group.finish();
 }
 
-fn bench_backend<B: Backend>(c: &mut Criterion, backend: &str) {
+fn bench_backend<B: ConvBackend>(c: &mut Criterion, backend: &str) {
     let device = B::Device::default();
     let mobilenet = MobileNetV2Config::new().init::<B>(&device);
     let resnet = ResNetConfig::resnet18(1000).init::<B>(&device);

@@ -7,9 +7,9 @@
 //! `cargo bench --bench train_memory` (Linux only). Results: BENCHMARKS.md.
 
 use std::process::Command;
+use transfer_vision::kernels::AutodiffConvBackend;
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
 use transfer_vision::backend::CpuAutodiff;
 use transfer_vision::models::{ImageClassifier, MobileNetV2Config, ResNetConfig};
@@ -32,7 +32,7 @@ fn peak_mib() -> f64 {
 
 fn one_step<B, M>(model: M)
 where
-    B: AutodiffBackend,
+    B: AutodiffConvBackend,
     M: ImageClassifier<B> + AutodiffModule<B>,
     M::InnerModule: ImageClassifier<B::InnerBackend>,
 {

@@ -6,16 +6,16 @@
 //! `cargo bench --bench train_step` (`BENCH_QUICK=1` for a smoke run). Results: BENCHMARKS.md.
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
 use transfer_vision::backend::CpuAutodiff;
+use transfer_vision::kernels::AutodiffConvBackend;
 use transfer_vision::models::{ImageClassifier, MobileNetV2Config, ResNetConfig};
 use transfer_vision::train::{Learner, OptimizerConfig, Trainable, set_trainable};
 
 fn bench_model<B, M>(c: &mut Criterion, name: &str, model: M, last_blocks: &str)
 where
-    B: AutodiffBackend,
+    B: AutodiffConvBackend,
     M: ImageClassifier<B> + AutodiffModule<B>,
     M::InnerModule: ImageClassifier<B::InnerBackend>,
 {

@@ -13,8 +13,8 @@ mod common;
 
 use std::error::Error;
 use std::path::PathBuf;
+use transfer_vision::kernels::AutodiffConvBackend;
 
-use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use clap::builder::PossibleValuesParser;
 use common::{CommonArgs, Run};
@@ -55,7 +55,7 @@ fn main() {
     common::on_backend!(args.common, run(&args));
 }
 
-fn run<B: AutodiffBackend>(
+fn run<B: AutodiffConvBackend>(
     args: &Args,
     device: B::Device,
     device_spec: &DeviceSpec,

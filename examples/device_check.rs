@@ -9,9 +9,9 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use transfer_vision::kernels::ConvBackend;
 
 use burn::backend::Autodiff;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use clap::Parser;
 use serde::Serialize;
@@ -149,7 +149,7 @@ fn main() {
     }
 }
 
-fn run<B: Backend>(args: &Args, device: B::Device, precision: Precision, cpu: bool) -> Report {
+fn run<B: ConvBackend>(args: &Args, device: B::Device, precision: Precision, cpu: bool) -> Report {
     let f32_precision = precision == Precision::F32;
     let mut report = Report {
         device: args.device.clone(),
@@ -219,7 +219,7 @@ fn run<B: Backend>(args: &Args, device: B::Device, precision: Precision, cpu: bo
 }
 
 /// ONNX MobileNetV2 → `save_model` → `load_model` on the device: identical logits.
-fn save_load_roundtrip<B: Backend>(onnx_dir: &Path, device: &B::Device, report: &mut Report) {
+fn save_load_roundtrip<B: ConvBackend>(onnx_dir: &Path, device: &B::Device, report: &mut Report) {
     let onnx = onnx_dir.join("mobilenet_v2.onnx");
     if !onnx.exists() {
         return;
@@ -263,7 +263,7 @@ fn fixture_names(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn train_parity<B: Backend>(args: &Args, device: &B::Device, cpu: bool, report: &mut Report) {
+fn train_parity<B: ConvBackend>(args: &Args, device: &B::Device, cpu: bool, report: &mut Report) {
     let dir = args.fixtures.join("train");
     let cases = if args.train_case.is_empty() {
         train_fixture_cases(&dir).unwrap_or_default()
@@ -343,7 +343,7 @@ fn median_ms(repeats: usize, mut f: impl FnMut()) -> f64 {
     times[times.len() / 2]
 }
 
-fn random_images<B: Backend>(batch: usize, size: usize, device: &B::Device) -> Tensor<B, 4> {
+fn random_images<B: ConvBackend>(batch: usize, size: usize, device: &B::Device) -> Tensor<B, 4> {
     let n = batch * 3 * size * size;
     let data: Vec<f32> = (0..n)
         .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
@@ -351,7 +351,7 @@ fn random_images<B: Backend>(batch: usize, size: usize, device: &B::Device) -> T
     Tensor::from_data(TensorData::new(data, [batch, 3, size, size]), device)
 }
 
-fn bench<B: Backend>(args: &Args, device: &B::Device, report: &mut Report) {
+fn bench<B: ConvBackend>(args: &Args, device: &B::Device, report: &mut Report) {
     println!("\n| model | what | batch | median ms | images/s |\n|---|---|---|---|---|");
     let mut push = |model: &str, what: &str, batch: usize, ms: f64| {
         println!(
@@ -418,7 +418,7 @@ fn train_steps<B, M>(
     repeats: usize,
 ) -> f64
 where
-    B: burn::tensor::backend::AutodiffBackend,
+    B: transfer_vision::kernels::AutodiffConvBackend,
     M: ImageClassifier<B> + burn::module::AutodiffModule<B>,
     M::InnerModule: ImageClassifier<B::InnerBackend>,
 {
@@ -437,6 +437,6 @@ where
 }
 
 /// Waits for `t` to be computed (reads one value back).
-fn sync<B: Backend>(t: Tensor<B, 2>) {
+fn sync<B: ConvBackend>(t: Tensor<B, 2>) {
     let _ = t.slice([0..1, 0..1]).into_data();
 }

@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use transfer_vision::kernels::ConvBackend;
 
-use burn::tensor::backend::Backend;
 use clap::{Parser, ValueEnum};
 use rayon::prelude::*;
 use transfer_vision::backend::DeviceSpec;
@@ -139,7 +139,7 @@ impl Tally {
     }
 }
 
-fn run<B: Backend>(args: &Args, device: &B::Device) -> Result<bool, String> {
+fn run<B: ConvBackend>(args: &Args, device: &B::Device) -> Result<bool, String> {
     let items = read_labels(&args.data, args.limit)?;
     let mut options = PredictOptions::eval(args.size);
     options.batch_size = args.batch as usize;

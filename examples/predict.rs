@@ -21,8 +21,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use transfer_vision::kernels::ConvBackend;
 
-use burn::tensor::backend::Backend;
 use clap::{Parser, ValueEnum};
 use transfer_vision::backend::DeviceSpec;
 use transfer_vision::models::ModelSpec;
@@ -124,7 +124,7 @@ impl Args {
     }
 }
 
-fn run<B: Backend>(args: &Args, device: &B::Device) -> ExitCode {
+fn run<B: ConvBackend>(args: &Args, device: &B::Device) -> ExitCode {
     let predictor = match Predictor::<B>::from_file_with(&args.weights, &args.options(), device) {
         Ok(p) => p,
         Err(e) => {

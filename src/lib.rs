@@ -19,13 +19,15 @@
 //! Layout: [`models`] (one file per architecture, the layers they share, the registry),
 //! [`weights`] (ONNX import, saved models), [`data`] (datasets, transforms, loader), [`train`]
 //! (freezing, `fit`, evaluation), [`predict`] (classifying files), [`run`] (a run's output
-//! files), [`viz`] (pictures), [`backend`] (backends and devices), [`verify`] (parity checks).
+//! files), [`viz`] (pictures), [`backend`] (backends and devices), [`kernels`] (the convolution
+//! seam and the CPU kernels), [`verify`] (parity checks).
 #![warn(missing_docs)]
 
 pub mod backend;
 pub mod data;
 pub mod imagenet;
 pub(crate) mod io;
+pub mod kernels;
 pub mod models;
 pub mod predict;
 pub mod run;
@@ -34,6 +36,7 @@ pub mod verify;
 pub mod viz;
 pub mod weights;
 
+pub use kernels::{AutodiffConvBackend, ConvBackend};
 pub use models::{
     AnyModel, Architecture, ImageClassifier, MobileNetV2, MobileNetV2Config, ModelSpec, ResNet,
     ResNetConfig,
@@ -48,6 +51,7 @@ pub mod prelude {
         DataLoader, FolderOptions, ImageFolder, LoaderConfig, Normalization, Preprocessing,
         TrainVal, presets,
     };
+    pub use crate::kernels::{AutodiffConvBackend, ConvBackend};
     pub use crate::models::{
         AnyModel, Architecture, ArchitectureConfig, ImageClassifier, MobileNetV2,
         MobileNetV2Config, ModelSpec, ResNet, ResNetConfig,

@@ -16,11 +16,11 @@
 //! # Ok(()) }
 //! ```
 
+use crate::kernels::ConvBackend;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -202,7 +202,7 @@ impl fmt::Display for TopK {
 /// Classifies image files with a trained model: decode → resize → centre crop → normalise →
 /// forward → softmax.
 #[derive(Debug)]
-pub struct Predictor<B: Backend> {
+pub struct Predictor<B: ConvBackend> {
     network: AnyModel<B>,
     preprocessing: Preprocessing,
     normalization: Normalization,
@@ -216,7 +216,7 @@ pub struct Predictor<B: Backend> {
 /// The first bytes of a saved model (see `weights::save_model`).
 const SAVED_MODEL_MAGIC: &[u8] = b"TVMODEL1";
 
-impl<B: Backend> Predictor<B> {
+impl<B: ConvBackend> Predictor<B> {
     /// Loads the model in `path`, an ONNX file or a saved (`.tvm`) model, told apart by their
     /// content, with the preprocessing the file carries.
     ///

@@ -2,9 +2,9 @@
 //! `predictions.png` (validation images captioned with label and prediction), `metrics.json`
 //! and the fine-tuned `model.tvm`, every file written atomically.
 
+use crate::kernels::ConvBackend;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -156,7 +156,7 @@ impl RunOutputs {
     /// Writes `history.png` (the summary's history), `predictions.png` (up to nine images of
     /// `val_set`, spread over it, predicted by `model` with `info`'s preprocessing),
     /// `metrics.json` (the summary) and `model.tvm` (`model` with `info`).
-    pub fn write<B: Backend, M: Architecture<B>>(
+    pub fn write<B: ConvBackend, M: Architecture<B>>(
         &self,
         model: &M,
         info: &ModelInfo,
@@ -188,7 +188,7 @@ impl RunOutputs {
 
 /// Up to `n` images of `set` (spread over it) with their true class and `model`'s prediction,
 /// preprocessed as `info` says. Images that cannot be read are left out.
-pub fn prediction_items<B: Backend, M: Architecture<B>>(
+pub fn prediction_items<B: ConvBackend, M: Architecture<B>>(
     model: &M,
     set: &ImageFolder,
     info: &ModelInfo,

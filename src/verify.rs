@@ -5,10 +5,10 @@
 //! training fixtures whose per-step losses and final head PyTorch computed
 //! (`fixtures/train/train_fixtures.json`), in the layout of `../shared/fixtures`.
 
+use crate::kernels::{AutodiffConvBackend, ConvBackend};
 use std::path::{Path, PathBuf};
 
 use burn::module::{AutodiffModule, Param};
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use thiserror::Error;
 
@@ -188,7 +188,7 @@ pub fn compare_logits(ours: &[f32], golden: &Npy<f32>) -> LogitsComparison {
 ///
 /// # Errors
 /// A missing or malformed file, or weights that do not load.
-pub fn onnx_fixture_parity<B: Backend>(
+pub fn onnx_fixture_parity<B: ConvBackend>(
     dir: &Path,
     name: &str,
     device: &B::Device,
@@ -271,7 +271,7 @@ fn train_fixtures(dir: &Path) -> Result<serde_json::Map<String, serde_json::Valu
 ///
 /// # Errors
 /// A missing or malformed file, or weights that do not load.
-pub fn train_fixture_parity<B: AutodiffBackend>(
+pub fn train_fixture_parity<B: AutodiffConvBackend>(
     dir: &Path,
     case: &str,
     device: &B::Device,
@@ -378,7 +378,7 @@ type StepResult = (Vec<f64>, Vec<f32>, Vec<f32>, Vec<String>);
 impl Steps {
     fn run<B, M>(self, model: M, device: &B::Device) -> Result<StepResult, VerifyError>
     where
-        B: AutodiffBackend,
+        B: AutodiffConvBackend,
         M: ImageClassifier<B> + AutodiffModule<B>,
         M::InnerModule: ImageClassifier<B::InnerBackend>,
     {

@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use transfer_vision::kernels::AutodiffConvBackend;
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use transfer_vision::backend::DeviceSpec;
 use transfer_vision::data::{
@@ -225,7 +225,7 @@ pub fn find_weights(weights: &Path, model: &str) -> PathBuf {
 /// what the pretrained features see before any fine-tuning.
 pub fn show_imagenet_guesses<B, M>(model: &M, loader: &DataLoader, n: usize, device: &B::Device)
 where
-    B: AutodiffBackend,
+    B: AutodiffConvBackend,
     M: ImageClassifier<B>,
 {
     let names: Vec<String> = imagenet_classes().iter().map(|s| s.to_string()).collect();
@@ -277,7 +277,7 @@ impl<'a> Run<'a> {
         device: &B::Device,
     ) -> Result<(), Box<dyn std::error::Error>>
     where
-        B: AutodiffBackend,
+        B: AutodiffConvBackend,
         M: Architecture<B> + AutodiffModule<B>,
         M::InnerModule: ImageClassifier<B::InnerBackend>,
     {

@@ -1,11 +1,11 @@
 //! What a model file implements to be a full citizen of the crate: a configuration that can be
 //! saved, named, and recognised in an ONNX graph, and the model built from it.
 
+use crate::kernels::ConvBackend;
 use std::fmt::Debug;
 use std::path::Path;
 
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder, RecorderError};
-use burn::tensor::backend::Backend;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -61,7 +61,7 @@ pub trait ArchitectureConfig:
 /// A classifier that can describe itself by its configuration and be rebuilt from one: what
 /// saving, loading, checkpoints and ONNX import need. Implemented by each model and by
 /// [`AnyModel`](super::AnyModel).
-pub trait Architecture<B: Backend>: ImageClassifier<B> {
+pub trait Architecture<B: ConvBackend>: ImageClassifier<B> {
     /// The configuration type.
     type Config: ArchitectureConfig;
 

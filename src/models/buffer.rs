@@ -7,6 +7,7 @@
 //! the handle is cheap and later updates of either copy never reach the other. Its record is a
 //! `Param`, like `RunningState`'s, so saved files look the same.
 
+use crate::kernels::{AutodiffConvBackend, ConvBackend};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use burn::module::{
@@ -14,22 +15,21 @@ use burn::module::{
     ModuleVisitor, Param, ParamId,
 };
 use burn::tensor::Tensor;
-use burn::tensor::backend::{AutodiffBackend, Backend};
 
 /// A tensor updated in place by its layer, never by the optimizer.
 #[derive(Debug)]
-pub(crate) struct Buffer<const D: usize, B: Backend> {
+pub(crate) struct Buffer<const D: usize, B: ConvBackend> {
     id: ParamId,
     value: Arc<Mutex<Tensor<B, D>>>,
 }
 
-impl<const D: usize, B: Backend> Clone for Buffer<D, B> {
+impl<const D: usize, B: ConvBackend> Clone for Buffer<D, B> {
     fn clone(&self) -> Self {
         Self::with_id(self.id, self.value())
     }
 }
 
-impl<const D: usize, B: Backend> Buffer<D, B> {
+impl<const D: usize, B: ConvBackend> Buffer<D, B> {
     /// A buffer holding `value`.
     pub fn new(value: Tensor<B, D>) -> Self {
         Self::with_id(ParamId::new(), value)
@@ -60,7 +60,7 @@ impl<const D: usize, B: Backend> Buffer<D, B> {
     }
 }
 
-impl<const D: usize, B: Backend> Module<B> for Buffer<D, B> {
+impl<const D: usize, B: ConvBackend> Module<B> for Buffer<D, B> {
     type Record = Param<Tensor<B, D>>;
 
     fn visit<V: ModuleVisitor<B>>(&self, visitor: &mut V) {
@@ -98,7 +98,7 @@ impl<const D: usize, B: Backend> Module<B> for Buffer<D, B> {
     }
 }
 
-impl<const D: usize, B: AutodiffBackend> AutodiffModule<B> for Buffer<D, B> {
+impl<const D: usize, B: AutodiffConvBackend> AutodiffModule<B> for Buffer<D, B> {
     type InnerModule = Buffer<D, B::InnerBackend>;
 
     fn valid(&self) -> Self::InnerModule {
@@ -110,7 +110,7 @@ impl<const D: usize, B: AutodiffBackend> AutodiffModule<B> for Buffer<D, B> {
     }
 }
 
-impl<const D: usize, B: Backend> ModuleDisplayDefault for Buffer<D, B> {
+impl<const D: usize, B: ConvBackend> ModuleDisplayDefault for Buffer<D, B> {
     fn content(&self, content: Content) -> Option<Content> {
         content
             .add_formatted(&format!("Buffer{:?}", self.value().dims()))
@@ -118,4 +118,4 @@ impl<const D: usize, B: Backend> ModuleDisplayDefault for Buffer<D, B> {
     }
 }
 
-impl<const D: usize, B: Backend> ModuleDisplay for Buffer<D, B> {}
+impl<const D: usize, B: ConvBackend> ModuleDisplay for Buffer<D, B> {}

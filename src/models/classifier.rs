@@ -1,10 +1,10 @@
 //! What every image classifier in this crate offers, whatever its architecture.
 
+use crate::kernels::ConvBackend;
 use std::ops::Range;
 
 use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 
 use super::layers::{ConvBnInfo, ConvBnMut, Linear, LinearConfig};
 use super::summary::{self, Summary};
@@ -22,7 +22,7 @@ use super::summary::{self, Summary};
 /// model on the inner backend) or `.no_grad()` always gives inference, which is what
 /// [`evaluate`](crate::train::evaluate), [`predict`](crate::train::predict()) and
 /// [`Predictor`](crate::predict::Predictor) use, whatever model they are given.
-pub trait ImageClassifier<B: Backend>: Module<B> + Sized {
+pub trait ImageClassifier<B: ConvBackend>: Module<B> + Sized {
     /// Runs the backbone blocks `blocks` (indices into [`ImageClassifier::block_paths`]) on `x`,
     /// the input images when `blocks` starts at 0, else the output of block `blocks.start - 1`.
     /// `features(x) == pool(forward_blocks(x, 0..block_paths().len()))`: a frozen prefix of the

@@ -2,13 +2,13 @@
 //! `features.0` (stem conv), `features.1..=17` (inverted residual blocks), `features.18`
 //! (1×1 conv to the last channel), `classifier.1` (the linear head after dropout).
 
+use crate::kernels::ConvBackend;
 use std::ops::Range;
 
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 
 use super::layers::{
     BatchNorm2d, BatchNorm2dConfig, Conv2d, Conv2dConfig, ConvBnMut, ConvNormActivation, Linear,
@@ -125,7 +125,7 @@ impl MobileNetV2Config {
     /// Builds the network with torchvision's initialisation (Kaiming-normal convs, identity
     /// BatchNorms; the head takes PyTorch's default Linear init, which fine-tuning recipes
     /// re-create anyway).
-    pub fn init<B: Backend>(&self, device: &B::Device) -> MobileNetV2<B> {
+    pub fn init<B: ConvBackend>(&self, device: &B::Device) -> MobileNetV2<B> {
         let (input_channel, blocks, last_channel) = self.layout();
         let conv = |inp: usize, out: usize, kernel: usize| {
             Conv2dConfig::new([inp, out], kernel).with_padding(self.padding)
@@ -258,14 +258,14 @@ transparent_module_enum! {
 /// Inverted residual block: expand (1×1, ReLU6) → depthwise 3×3 (ReLU6) → linear 1×1 project,
 /// with a skip connection when the stride is 1 and the channel count is unchanged.
 #[derive(Module, Debug)]
-pub struct InvertedResidual<B: Backend> {
+pub struct InvertedResidual<B: ConvBackend> {
     /// The convolutions, at torchvision's `conv.*` paths.
     pub conv: BlockConvs<B>,
     /// Whether the input is added to the output.
     pub use_residual: bool,
 }
 
-impl<B: Backend> InvertedResidual<B> {
+impl<B: ConvBackend> InvertedResidual<B> {
     /// A block from `inp` to `oup` channels.
     pub fn new(
         inp: usize,
@@ -360,7 +360,7 @@ transparent_module_enum! {
     }
 }
 
-impl<B: Backend> Feature<B> {
+impl<B: ConvBackend> Feature<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         match self {
             Feature::Stem(layer) => relu6(layer.forward(x)),
@@ -381,14 +381,14 @@ numbered_module! {
 
 /// MobileNetV2 with torchvision's module tree and parameter names.
 #[derive(Module, Debug)]
-pub struct MobileNetV2<B: Backend> {
+pub struct MobileNetV2<B: ConvBackend> {
     /// `features.0..=18`.
     pub features: Vec<Feature<B>>,
     /// `classifier.0` dropout, `classifier.1` linear head.
     pub classifier: Classifier<B>,
 }
 
-impl<B: Backend> ImageClassifier<B> for MobileNetV2<B> {
+impl<B: ConvBackend> ImageClassifier<B> for MobileNetV2<B> {
     fn forward_blocks(&self, x: Tensor<B, 4>, blocks: Range<usize>) -> Tensor<B, 4> {
         self.features[blocks]
             .iter()
@@ -449,7 +449,7 @@ impl<B: Backend> ImageClassifier<B> for MobileNetV2<B> {
     }
 }
 
-impl<B: Backend> Architecture<B> for MobileNetV2<B> {
+impl<B: ConvBackend> Architecture<B> for MobileNetV2<B> {
     type Config = MobileNetV2Config;
 
     fn config(&self) -> MobileNetV2Config {

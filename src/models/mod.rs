@@ -34,7 +34,6 @@ use burn::module::{
 };
 use burn::record::RecorderError;
 use burn::tensor::Tensor;
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use layers::{ConvBnMut, Linear};
 use std::ops::Range;
 

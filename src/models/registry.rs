@@ -163,12 +163,12 @@ macro_rules! architectures {
         /// the concrete models, so it trains, saves and loads the same way; its parameter paths
         /// and saved weights are those of the network inside.
         #[derive(Debug, Clone)]
-        pub enum AnyModel<B: Backend> {
+        pub enum AnyModel<B: $crate::kernels::ConvBackend> {
             $( $(#[$doc])* $model(Box<$model<B>>), )+
         }
 
         $(
-            impl<B: Backend> From<$model<B>> for AnyModel<B> {
+            impl<B: $crate::kernels::ConvBackend> From<$model<B>> for AnyModel<B> {
                 fn from(model: $model<B>) -> Self {
                     AnyModel::$model(Box::new(model))
                 }
@@ -178,14 +178,14 @@ macro_rules! architectures {
         /// The record of an [`AnyModel`]: the active network's, under its module's name.
         /// (Saved files hold the network's own record: see [`Architecture::to_record_bytes`].)
         #[derive(burn::record::Record)]
-        pub struct AnyModelRecord<B: Backend> {
+        pub struct AnyModelRecord<B: $crate::kernels::ConvBackend> {
             $(
                 #[doc = concat!("The record when the network is a `", stringify!($model), "`.")]
                 pub $module: Option<<$model<B> as Module<B>>::Record>,
             )+
         }
 
-        impl<B: Backend> Module<B> for AnyModel<B> {
+        impl<B: $crate::kernels::ConvBackend> Module<B> for AnyModel<B> {
             type Record = AnyModelRecord<B>;
 
             fn collect_devices(&self, devices: burn::module::Devices<B>) -> burn::module::Devices<B> {
@@ -246,7 +246,7 @@ macro_rules! architectures {
             }
         }
 
-        impl<B: AutodiffBackend> AutodiffModule<B> for AnyModel<B> {
+        impl<B: $crate::kernels::AutodiffConvBackend> AutodiffModule<B> for AnyModel<B> {
             type InnerModule = AnyModel<B::InnerBackend>;
 
             fn valid(&self) -> Self::InnerModule {
@@ -262,11 +262,11 @@ macro_rules! architectures {
             }
         }
 
-        impl<B: AutodiffBackend> HasAutodiffModule<B> for AnyModel<B::InnerBackend> {
+        impl<B: $crate::kernels::AutodiffConvBackend> HasAutodiffModule<B> for AnyModel<B::InnerBackend> {
             type TrainModule = AnyModel<B>;
         }
 
-        impl<B: Backend> ModuleDisplayDefault for AnyModel<B> {
+        impl<B: $crate::kernels::ConvBackend> ModuleDisplayDefault for AnyModel<B> {
             fn content(&self, content: Content) -> Option<Content> {
                 match self {
                     $( AnyModel::$model(m) => m.content(content), )+
@@ -274,9 +274,9 @@ macro_rules! architectures {
             }
         }
 
-        impl<B: Backend> ModuleDisplay for AnyModel<B> {}
+        impl<B: $crate::kernels::ConvBackend> ModuleDisplay for AnyModel<B> {}
 
-        impl<B: Backend> ImageClassifier<B> for AnyModel<B> {
+        impl<B: $crate::kernels::ConvBackend> ImageClassifier<B> for AnyModel<B> {
             fn forward_blocks(&self, x: Tensor<B, 4>, blocks: Range<usize>) -> Tensor<B, 4> {
                 match self {
                     $( AnyModel::$model(m) => m.forward_blocks(x, blocks), )+
@@ -332,7 +332,7 @@ macro_rules! architectures {
             }
         }
 
-        impl<B: Backend> Architecture<B> for AnyModel<B> {
+        impl<B: $crate::kernels::ConvBackend> Architecture<B> for AnyModel<B> {
             type Config = ModelSpec;
 
             fn config(&self) -> ModelSpec {

@@ -1,12 +1,12 @@
 //! ResNet18 / ResNet34 (He et al., 2016) with basic residual blocks, laid out exactly like
 //! torchvision's `resnet18` / `resnet34`: `conv1`, `bn1`, `layer1..=4`, `fc`.
 
+use crate::kernels::ConvBackend;
 use std::ops::Range;
 
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 use burn::tensor::module::max_pool2d;
 
 use super::layers::{
@@ -51,7 +51,7 @@ impl ResNetConfig {
     }
 
     /// Builds the network (Kaiming-normal convs, identity BatchNorms, PyTorch-default `fc`).
-    pub fn init<B: Backend>(&self, device: &B::Device) -> ResNet<B> {
+    pub fn init<B: ConvBackend>(&self, device: &B::Device) -> ResNet<B> {
         let mut inplanes = 64;
         let mut stage = |planes: usize, blocks: usize, stride: usize| {
             let stage: Vec<BasicBlock<B>> = (0..blocks)
@@ -154,7 +154,7 @@ impl ArchitectureConfig for ResNetConfig {
 /// Two 3×3 convolutions with a skip connection; `downsample` (1×1 conv + BN) adapts the skip
 /// when the stride or the channel count changes.
 #[derive(Module, Debug)]
-pub struct BasicBlock<B: Backend> {
+pub struct BasicBlock<B: ConvBackend> {
     /// First 3×3 conv (carries the stride).
     pub conv1: Conv2d<B>,
     /// BatchNorm after `conv1`.
@@ -167,7 +167,7 @@ pub struct BasicBlock<B: Backend> {
     pub downsample: Option<ConvNormActivation<B>>,
 }
 
-impl<B: Backend> BasicBlock<B> {
+impl<B: ConvBackend> BasicBlock<B> {
     /// A block from `inplanes` to `planes` channels.
     pub fn new(inplanes: usize, planes: usize, stride: usize, device: &B::Device) -> Self {
         let conv3x3 = |inp: usize, stride: usize| {
@@ -226,7 +226,7 @@ impl<B: Backend> BasicBlock<B> {
 
 /// ResNet with basic blocks and torchvision's parameter names.
 #[derive(Module, Debug)]
-pub struct ResNet<B: Backend> {
+pub struct ResNet<B: ConvBackend> {
     /// Stem 7×7 stride-2 conv.
     pub conv1: Conv2d<B>,
     /// BatchNorm after the stem.
@@ -243,7 +243,7 @@ pub struct ResNet<B: Backend> {
     pub fc: Linear<B>,
 }
 
-impl<B: Backend> ResNet<B> {
+impl<B: ConvBackend> ResNet<B> {
     fn stages(&self) -> [(&'static str, &Vec<BasicBlock<B>>); 4] {
         [
             ("layer1", &self.layer1),
@@ -254,7 +254,7 @@ impl<B: Backend> ResNet<B> {
     }
 }
 
-impl<B: Backend> ImageClassifier<B> for ResNet<B> {
+impl<B: ConvBackend> ImageClassifier<B> for ResNet<B> {
     /// Blocks as in [`ImageClassifier::block_paths`]: 0 `conv1`, 1 `bn1` (with its ReLU and the
     /// max pool), then each basic block of `layer1` … `layer4`.
     fn forward_blocks(&self, x: Tensor<B, 4>, blocks: Range<usize>) -> Tensor<B, 4> {
@@ -321,7 +321,7 @@ impl<B: Backend> ImageClassifier<B> for ResNet<B> {
     }
 }
 
-impl<B: Backend> Architecture<B> for ResNet<B> {
+impl<B: ConvBackend> Architecture<B> for ResNet<B> {
     type Config = ResNetConfig;
 
     fn config(&self) -> ResNetConfig {

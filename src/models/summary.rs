@@ -5,13 +5,13 @@
 //! taken, every layer reports its output shape to a thread-local recorder. A model therefore
 //! needs no second, hand-kept description of its layers: the table follows `forward`.
 
+use crate::kernels::ConvBackend;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 
 use burn::module::ParamId;
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 
 use super::ImageClassifier;
 use super::state_dict::{ParamCount, param_count, state_dict};
@@ -135,7 +135,7 @@ impl Summary {
     /// Runs `model` in inference mode on one zero image of shape `input` and records every
     /// layer it passes through. The networks take RGB images of at least 32 × 32 pixels: the
     /// channel count is taken as 3, and smaller sides as 32.
-    pub fn of<B: Backend, M: ImageClassifier<B>>(model: &M, input: [usize; 3]) -> Self {
+    pub fn of<B: ConvBackend, M: ImageClassifier<B>>(model: &M, input: [usize; 3]) -> Self {
         let params = param_count(model);
         let inference = model.clone().no_grad();
         let device = inference.devices().into_iter().next().unwrap_or_default();

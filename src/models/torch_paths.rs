@@ -10,7 +10,7 @@
 //! - `transparent_module_enum!`: an enum standing for one position of a `Sequential` that holds
 //!   layers of different types, entering no path level of its own.
 
-/// Declares `pub struct $name<B: Backend> { $field: $ty, ... }` whose fields appear in parameter
+/// Declares `pub struct $name<B: ConvBackend> { $field: $ty, ... }` whose fields appear in parameter
 /// paths under the numbers given (`conv(0): Conv2d<B>`), with `Module`, `AutodiffModule` and
 /// display impls. Fields are listed in path order.
 macro_rules! numbered_module {
@@ -22,11 +22,11 @@ macro_rules! numbered_module {
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone)]
-        pub struct $name<B: burn::tensor::backend::Backend> {
+        pub struct $name<B: $crate::kernels::ConvBackend> {
             $( $(#[$fmeta])* pub $field: $ty, )+
         }
 
-        impl<B: burn::tensor::backend::Backend> burn::module::Module<B> for $name<B> {
+        impl<B: $crate::kernels::ConvBackend> burn::module::Module<B> for $name<B> {
             type Record = ($( <$ty as burn::module::Module<B>>::Record, )+);
 
             fn collect_devices(&self, devices: burn::module::Devices<B>) -> burn::module::Devices<B> {
@@ -72,7 +72,7 @@ macro_rules! numbered_module {
             }
         }
 
-        impl<B: burn::tensor::backend::AutodiffBackend> burn::module::AutodiffModule<B> for $name<B> {
+        impl<B: $crate::kernels::AutodiffConvBackend> burn::module::AutodiffModule<B> for $name<B> {
             type InnerModule = $name<B::InnerBackend>;
 
             fn valid(&self) -> Self::InnerModule {
@@ -84,13 +84,13 @@ macro_rules! numbered_module {
             }
         }
 
-        impl<B: burn::tensor::backend::AutodiffBackend> burn::module::HasAutodiffModule<B>
+        impl<B: $crate::kernels::AutodiffConvBackend> burn::module::HasAutodiffModule<B>
             for $name<B::InnerBackend>
         {
             type TrainModule = $name<B>;
         }
 
-        impl<B: burn::tensor::backend::Backend> burn::module::ModuleDisplayDefault for $name<B> {
+        impl<B: $crate::kernels::ConvBackend> burn::module::ModuleDisplayDefault for $name<B> {
             fn content(&self, content: burn::module::Content) -> Option<burn::module::Content> {
                 content
                     $( .add(stringify!($index), &self.$field) )+
@@ -99,13 +99,13 @@ macro_rules! numbered_module {
             }
         }
 
-        impl<B: burn::tensor::backend::Backend> burn::module::ModuleDisplay for $name<B> {}
+        impl<B: $crate::kernels::ConvBackend> burn::module::ModuleDisplay for $name<B> {}
     };
 }
 
 pub(crate) use numbered_module;
 
-/// Declares `pub enum $name<B: Backend> { $va($ta<B>), $vb($tb<B>) }` with `Module`,
+/// Declares `pub enum $name<B: ConvBackend> { $va($ta<B>), $vb($tb<B>) }` with `Module`,
 /// `AutodiffModule` and display impls that delegate to the active variant.
 macro_rules! transparent_module_enum {
     (
@@ -119,12 +119,12 @@ macro_rules! transparent_module_enum {
         // A model holds a few dozen of these, built once: variant sizes do not matter.
         #[allow(clippy::large_enum_variant)]
         #[derive(Debug, Clone)]
-        pub enum $name<B: burn::tensor::backend::Backend> {
+        pub enum $name<B: $crate::kernels::ConvBackend> {
             $(#[$ma])* $va($ta<B>),
             $(#[$mb])* $vb($tb<B>),
         }
 
-        impl<B: burn::tensor::backend::Backend> burn::module::Module<B> for $name<B> {
+        impl<B: $crate::kernels::ConvBackend> burn::module::Module<B> for $name<B> {
             type Record = (
                 Option<<$ta<B> as burn::module::Module<B>>::Record>,
                 Option<<$tb<B> as burn::module::Module<B>>::Record>,
@@ -190,7 +190,7 @@ macro_rules! transparent_module_enum {
             }
         }
 
-        impl<B: burn::tensor::backend::AutodiffBackend> burn::module::AutodiffModule<B> for $name<B> {
+        impl<B: $crate::kernels::AutodiffConvBackend> burn::module::AutodiffModule<B> for $name<B> {
             type InnerModule = $name<B::InnerBackend>;
 
             fn valid(&self) -> Self::InnerModule {
@@ -212,13 +212,13 @@ macro_rules! transparent_module_enum {
             }
         }
 
-        impl<B: burn::tensor::backend::AutodiffBackend> burn::module::HasAutodiffModule<B>
+        impl<B: $crate::kernels::AutodiffConvBackend> burn::module::HasAutodiffModule<B>
             for $name<B::InnerBackend>
         {
             type TrainModule = $name<B>;
         }
 
-        impl<B: burn::tensor::backend::Backend> burn::module::ModuleDisplayDefault for $name<B> {
+        impl<B: $crate::kernels::ConvBackend> burn::module::ModuleDisplayDefault for $name<B> {
             fn content(&self, content: burn::module::Content) -> Option<burn::module::Content> {
                 match self {
                     Self::$va(m) => m.content(content),
@@ -227,7 +227,7 @@ macro_rules! transparent_module_enum {
             }
         }
 
-        impl<B: burn::tensor::backend::Backend> burn::module::ModuleDisplay for $name<B> {}
+        impl<B: $crate::kernels::ConvBackend> burn::module::ModuleDisplay for $name<B> {}
     };
 }
 

@@ -1,10 +1,10 @@
 //! Checkpoints: the state after an epoch (model, optimizer, history, best weights, early-stopping
 //! count) in one atomically written, checksummed file, from which a phase resumes exactly.
 
+use crate::kernels::AutodiffConvBackend;
 use std::path::Path;
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
@@ -61,7 +61,7 @@ pub(crate) fn write<B, M>(
     config: &FitConfig,
 ) -> Result<(), TrainError>
 where
-    B: AutodiffBackend,
+    B: AutodiffConvBackend,
     M: Architecture<B> + AutodiffModule<B>,
     M::InnerModule: ImageClassifier<B::InnerBackend>,
 {
@@ -96,7 +96,7 @@ pub(crate) fn resume<B, M>(
     device: &B::Device,
 ) -> Result<Progress<B, M>, TrainError>
 where
-    B: AutodiffBackend,
+    B: AutodiffConvBackend,
     M: Architecture<B> + AutodiffModule<B>,
     M::InnerModule: ImageClassifier<B::InnerBackend>,
 {

@@ -1,7 +1,7 @@
 //! Evaluation: loss, accuracy and confusion of a model on a batch source, always in inference
 //! mode.
 
-use burn::tensor::backend::Backend;
+use crate::kernels::ConvBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::TrainError;
@@ -15,7 +15,7 @@ use crate::models::ImageClassifier;
 /// is given: a copy without gradients and with its BatchNorms folded runs (burn-train's
 /// `model.valid()` for its validation step), so even the autodiff model `fit` returns can be
 /// passed, and its BatchNorm statistics and dropout are left alone.
-pub fn evaluate<B: Backend, M: ImageClassifier<B>>(
+pub fn evaluate<B: ConvBackend, M: ImageClassifier<B>>(
     model: &M,
     source: &dyn BatchSource,
     device: &B::Device,
@@ -32,12 +32,12 @@ pub fn evaluate<B: Backend, M: ImageClassifier<B>>(
 
 /// `model` for inference: every BatchNorm folded into its convolution, then no parameter
 /// recording gradients (so no layer trains, on any backend, and no graph is built).
-pub(crate) fn inference_copy<B: Backend, M: ImageClassifier<B>>(model: &M) -> M {
+pub(crate) fn inference_copy<B: ConvBackend, M: ImageClassifier<B>>(model: &M) -> M {
     model.clone().fuse_for_inference().no_grad()
 }
 
 /// Adds the loss and predictions of `logits` against `labels` to `acc`.
-pub(crate) fn add_logits<B: Backend>(
+pub(crate) fn add_logits<B: ConvBackend>(
     acc: &mut Accumulator,
     logits: Tensor<B, 2>,
     labels: &[i64],
@@ -62,12 +62,15 @@ pub(crate) fn check_labels(labels: &[i64], classes: usize) -> Result<(), TrainEr
 }
 
 /// Labels as an integer tensor.
-pub(crate) fn labels_tensor<B: Backend>(labels: &[i64], device: &B::Device) -> Tensor<B, 1, Int> {
+pub(crate) fn labels_tensor<B: ConvBackend>(
+    labels: &[i64],
+    device: &B::Device,
+) -> Tensor<B, 1, Int> {
     Tensor::from_data(TensorData::new(labels.to_vec(), [labels.len()]), device)
 }
 
 /// Predicted class of each row of `logits`.
-pub(crate) fn argmax_rows<B: Backend>(logits: Tensor<B, 2>) -> Vec<i64> {
+pub(crate) fn argmax_rows<B: ConvBackend>(logits: Tensor<B, 2>) -> Vec<i64> {
     host_rows(logits)
         .iter()
         .map(|row| argmax(row) as i64)
@@ -75,7 +78,7 @@ pub(crate) fn argmax_rows<B: Backend>(logits: Tensor<B, 2>) -> Vec<i64> {
 }
 
 /// The value of a one-element tensor (NaN if it cannot be read).
-pub(crate) fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
+pub(crate) fn scalar<B: ConvBackend>(t: Tensor<B, 1>) -> f64 {
     t.into_data()
         .convert::<f64>()
         .to_vec::<f64>()

@@ -2,7 +2,7 @@
 //! epoch would compute the same backbone features, so they are computed once and the head
 //! trains on them.
 
-use burn::tensor::backend::Backend;
+use crate::kernels::ConvBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::TrainError;
@@ -11,14 +11,14 @@ use super::source::BatchSource;
 use crate::models::ImageClassifier;
 
 /// Backbone features of a whole dataset, computed once.
-pub(crate) struct FeatureCache<B: Backend> {
+pub(crate) struct FeatureCache<B: ConvBackend> {
     features: Tensor<B, 2>,
     labels: Vec<i64>,
     /// Row of each dataset index; `None` for images the source left out (lenient mode).
     row_of: Vec<Option<usize>>,
 }
 
-impl<B: Backend> FeatureCache<B> {
+impl<B: ConvBackend> FeatureCache<B> {
     /// Runs `model`'s backbone (a frozen, inference-mode copy) over `source`'s epoch 0.
     pub(crate) fn build<M: ImageClassifier<B>>(
         model: &M,

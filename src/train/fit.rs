@@ -5,11 +5,11 @@
 //! ([`train_epoch`]), validation ([`validate`]), the state a checkpoint saves ([`Progress`],
 //! `checkpoint`), and what the user sees (an observer, `observer`).
 
+use crate::kernels::{AutodiffConvBackend, ConvBackend};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::tensor::Tensor;
-use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use super::TrainError;
 use super::checkpoint;
@@ -56,7 +56,7 @@ pub(crate) struct Best<M> {
 }
 
 /// Everything a phase carries from one epoch to the next: what a checkpoint saves.
-pub(crate) struct Progress<B: AutodiffBackend, M: AutodiffModule<B>> {
+pub(crate) struct Progress<B: AutodiffConvBackend, M: AutodiffModule<B>> {
     pub(crate) model: M,
     pub(crate) learner: Learner<B, M>,
     pub(crate) history: History,
@@ -85,7 +85,7 @@ pub fn fit<B, M>(
     device: &B::Device,
 ) -> Result<FitOutcome<M>, TrainError>
 where
-    B: AutodiffBackend,
+    B: AutodiffConvBackend,
     M: Architecture<B> + AutodiffModule<B>,
     M::InnerModule: ImageClassifier<B::InnerBackend>,
 {
@@ -113,7 +113,7 @@ pub fn fit_with<B, M>(
     observer: &mut dyn FitObserver,
 ) -> Result<FitOutcome<M>, TrainError>
 where
-    B: AutodiffBackend,
+    B: AutodiffConvBackend,
     M: Architecture<B> + AutodiffModule<B>,
     M::InnerModule: ImageClassifier<B::InnerBackend>,
 {
@@ -215,7 +215,7 @@ where
     })
 }
 
-impl<B: AutodiffBackend, M: AutodiffModule<B>> Progress<B, M> {
+impl<B: AutodiffConvBackend, M: AutodiffModule<B>> Progress<B, M> {
     /// Adds an epoch's figures, keeping its weights when they are the best so far.
     fn record(&mut self, stats: EpochStats) {
         if self
@@ -238,7 +238,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Progress<B, M> {
 }
 
 /// Refuses settings that cannot work, before anything trains.
-fn check_setup<B: Backend, M: ImageClassifier<B>>(
+fn check_setup<B: ConvBackend, M: ImageClassifier<B>>(
     model: &M,
     train: &dyn BatchSource,
     val: &dyn BatchSource,
@@ -264,7 +264,7 @@ fn check_setup<B: Backend, M: ImageClassifier<B>>(
 /// Dropout draws from the backend's one global RNG. Seeding it from `(seed, epoch)` as each
 /// epoch starts makes the epoch's masks independent of what ran before, so a run resumed at any
 /// epoch repeats the uninterrupted one exactly.
-fn seed_epoch<B: Backend>(device: &B::Device, seed: u64, epoch: usize) {
+fn seed_epoch<B: ConvBackend>(device: &B::Device, seed: u64, epoch: usize) {
     B::seed(
         device,
         seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64),
@@ -287,7 +287,7 @@ impl<M> FrozenPart<M> {
     /// The frozen part of `model` under `trainable`, if there is one worth running apart.
     fn of<B>(model: &impl AutodiffModule<B, InnerModule = M>, trainable: &Trainable) -> Option<Self>
     where
-        B: AutodiffBackend,
+        B: AutodiffConvBackend,
         M: ImageClassifier<B::InnerBackend>,
     {
         let inner = model.valid();
@@ -320,13 +320,13 @@ fn frozen_prefix_len(trainable_keys: &[String], blocks: &[String]) -> Option<usi
 }
 
 /// The training and validation features of a frozen backbone.
-struct FeatureCaches<B: Backend> {
+struct FeatureCaches<B: ConvBackend> {
     train: FeatureCache<B>,
     val: FeatureCache<B>,
 }
 
 /// How an epoch's batches reach the trainable part of the network.
-enum StepInput<'a, B: AutodiffBackend, M: AutodiffModule<B>> {
+enum StepInput<'a, B: AutodiffConvBackend, M: AutodiffModule<B>> {
     /// Cached backbone features: only the head runs.
     Cached(&'a FeatureCache<B::InnerBackend>),
     /// Images through the frozen prefix, then the rest of the network.
@@ -345,7 +345,7 @@ fn train_epoch<B, M>(
     observer: &mut dyn FitObserver,
 ) -> Result<(M, Accumulator), TrainError>
 where
-    B: AutodiffBackend,
+    B: AutodiffConvBackend,
     M: ImageClassifier<B> + AutodiffModule<B>,
     M::InnerModule: ImageClassifier<B::InnerBackend>,
 {
@@ -410,7 +410,7 @@ fn validate<B, M>(
     device: &B::Device,
 ) -> Result<super::EvalReport, TrainError>
 where
-    B: AutodiffBackend,
+    B: AutodiffConvBackend,
     M: ImageClassifier<B> + AutodiffModule<B>,
     M::InnerModule: ImageClassifier<B::InnerBackend>,
 {

@@ -5,9 +5,9 @@
 //! (and never updates) its running statistics, as `model.eval()` on frozen layers does in
 //! PyTorch recipes. Trainable BatchNorms normalise with batch statistics while training.
 
+use crate::kernels::ConvBackend;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
@@ -31,7 +31,7 @@ pub enum Trainable {
 
 impl Trainable {
     /// The path prefixes that train for `model` (without trailing dots).
-    pub fn prefixes<B: Backend, M: ImageClassifier<B>>(
+    pub fn prefixes<B: ConvBackend, M: ImageClassifier<B>>(
         &self,
         model: &M,
     ) -> Result<Vec<String>, TrainError> {
@@ -104,7 +104,7 @@ struct Freezer<'a> {
     frozen_modules: Vec<String>,
 }
 
-impl<B: Backend> ModuleMapper<B> for Freezer<'_> {
+impl<B: ConvBackend> ModuleMapper<B> for Freezer<'_> {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
         self.path.push(name.to_string());
     }
@@ -124,7 +124,7 @@ impl<B: Backend> ModuleMapper<B> for Freezer<'_> {
 
 /// Sets which parameters of `model` train; every other parameter is frozen. BatchNorm layers
 /// in the trainable blocks train too when they hold statistics ([`BatchNormPolicy::Auto`]).
-pub fn set_trainable<B: Backend, M: ImageClassifier<B>>(
+pub fn set_trainable<B: ConvBackend, M: ImageClassifier<B>>(
     model: M,
     trainable: &Trainable,
 ) -> Result<M, TrainError> {
@@ -132,7 +132,7 @@ pub fn set_trainable<B: Backend, M: ImageClassifier<B>>(
 }
 
 /// [`set_trainable`] with a choice for the BatchNorm layers of the trainable blocks.
-pub fn set_trainable_with<B: Backend, M: ImageClassifier<B>>(
+pub fn set_trainable_with<B: ConvBackend, M: ImageClassifier<B>>(
     model: M,
     trainable: &Trainable,
     batch_norm: BatchNormPolicy,
@@ -177,7 +177,7 @@ pub fn set_trainable_with<B: Backend, M: ImageClassifier<B>>(
 }
 
 /// Keys of the parameters that currently train (on an autodiff backend).
-pub fn trainable_keys<B: Backend, M: Module<B>>(model: &M) -> Vec<String> {
+pub fn trainable_keys<B: ConvBackend, M: Module<B>>(model: &M) -> Vec<String> {
     state_dict(model)
         .into_iter()
         .filter(|e| e.trainable)

@@ -1,10 +1,10 @@
 //! One optimisation step at a time: what `fit` drives, and what benchmarks and parity tests
 //! drive directly.
 
+use crate::kernels::AutodiffConvBackend;
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
-use burn::tensor::backend::AutodiffBackend;
 
 use super::TrainError;
 use super::evaluate::{argmax_rows, labels_tensor, scalar};
@@ -13,7 +13,7 @@ use super::optim::{Optim, OptimizerConfig};
 use crate::models::ImageClassifier;
 
 /// The optimizer and its state, the loss settings, and the per-group learning rates.
-pub struct Learner<B: AutodiffBackend, M: AutodiffModule<B>> {
+pub struct Learner<B: AutodiffConvBackend, M: AutodiffModule<B>> {
     pub(crate) optim: Optim<B, M>,
     config: OptimizerConfig,
     label_smoothing: f64,
@@ -30,7 +30,7 @@ pub struct StepOutput {
 
 impl<B, M> Learner<B, M>
 where
-    B: AutodiffBackend,
+    B: AutodiffConvBackend,
     M: ImageClassifier<B> + AutodiffModule<B>,
     M::InnerModule: ImageClassifier<B::InnerBackend>,
 {

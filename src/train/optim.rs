@@ -1,5 +1,6 @@
 //! Optimizers (burn's Adam, AdamW and SGD with PyTorch's defaults) and learning-rate schedules.
 
+use crate::kernels::AutodiffConvBackend;
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
@@ -8,7 +9,6 @@ use burn::optim::{
     Adam, AdamConfig, AdamW, AdamWConfig, GradientsParams, Optimizer, Sgd, SgdConfig,
 };
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
-use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
@@ -135,7 +135,7 @@ impl OptimizerConfig {
         (head, backbone)
     }
 
-    pub(crate) fn init<B: AutodiffBackend, M: AutodiffModule<B>>(&self) -> Optim<B, M> {
+    pub(crate) fn init<B: AutodiffConvBackend, M: AutodiffModule<B>>(&self) -> Optim<B, M> {
         let decay =
             (self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay as f32));
         match self.kind {
@@ -170,7 +170,7 @@ impl OptimizerConfig {
 }
 
 /// One of burn's optimizers behind a single type.
-pub(crate) enum Optim<B: AutodiffBackend, M: AutodiffModule<B>> {
+pub(crate) enum Optim<B: AutodiffConvBackend, M: AutodiffModule<B>> {
     Adam(OptimizerAdaptor<Adam, M, B>),
     AdamW(OptimizerAdaptor<AdamW, M, B>),
     Sgd(OptimizerAdaptor<Sgd<B::InnerBackend>, M, B>),
@@ -180,7 +180,7 @@ fn recorder() -> NamedMpkBytesRecorder<FullPrecisionSettings> {
     NamedMpkBytesRecorder::default()
 }
 
-impl<B: AutodiffBackend, M: AutodiffModule<B>> Optim<B, M> {
+impl<B: AutodiffConvBackend, M: AutodiffModule<B>> Optim<B, M> {
     pub(crate) fn step(&mut self, lr: f64, model: M, grads: GradientsParams) -> M {
         match self {
             Optim::Adam(o) => o.step(lr, model, grads),

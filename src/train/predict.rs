@@ -1,8 +1,8 @@
 //! Class probabilities and names for images.
 
+use crate::kernels::ConvBackend;
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
-use burn::tensor::backend::Backend;
 
 use crate::models::ImageClassifier;
 
@@ -31,7 +31,7 @@ impl Prediction {
 /// Predicts the class of each image of `images` `[N, 3, H, W]`, in inference mode whatever
 /// model it is given (a copy without gradients runs, as `model.valid()` would: the training
 /// model `fit` returns can be passed as is, its BatchNorm statistics and dropout untouched).
-pub fn predict<B: Backend, M: ImageClassifier<B>>(
+pub fn predict<B: ConvBackend, M: ImageClassifier<B>>(
     model: &M,
     images: Tensor<B, 4>,
     class_names: &[String],
@@ -55,7 +55,7 @@ pub fn predict<B: Backend, M: ImageClassifier<B>>(
 }
 
 /// The rows of a `[N, C]` tensor, copied to the host.
-pub(crate) fn host_rows<B: Backend>(t: Tensor<B, 2>) -> Vec<Vec<f32>> {
+pub(crate) fn host_rows<B: ConvBackend>(t: Tensor<B, 2>) -> Vec<Vec<f32>> {
     let [_, c] = t.dims();
     let values = t
         .into_data()

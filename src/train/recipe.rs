@@ -2,10 +2,10 @@
 //! head), then fine-tuning of the last blocks at a lower rate. The examples' recipes (the
 //! PyTorch tutorial's, the Keras exercise's) are constructors here.
 
+use crate::kernels::AutodiffConvBackend;
 use std::path::Path;
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
@@ -156,7 +156,7 @@ impl TransferRecipe {
         device: &B::Device,
     ) -> Result<TransferRun<M>, TrainError>
     where
-        B: AutodiffBackend,
+        B: AutodiffConvBackend,
         M: Architecture<B> + AutodiffModule<B>,
         M::InnerModule: ImageClassifier<B::InnerBackend>,
     {

@@ -17,9 +17,8 @@
 //!
 //! [`BatchNorm2d::has_statistics`]: crate::models::layers::BatchNorm2d::has_statistics
 
+use crate::kernels::ConvBackend;
 use std::path::Path;
-
-use burn::tensor::backend::Backend;
 
 use super::WeightsError;
 use super::onnx::{
@@ -245,7 +244,7 @@ fn batch_norm_state(state: &mut StateMap, bn_path: &str, found: BackboneConv<'_>
 
 /// The weights of the file as the model's state map, how they were matched, and for each of the
 /// model's (conv, BatchNorm) pairs whether the file kept that BatchNorm.
-fn build_state<B: Backend, M: ImageClassifier<B>>(
+fn build_state<B: ConvBackend, M: ImageClassifier<B>>(
     backbone: &OnnxBackbone<'_>,
     model: &M,
 ) -> Result<(StateMap, MappedBy, Vec<bool>), WeightsError> {
@@ -339,7 +338,7 @@ fn preprocessing_of(onnx: &OnnxModel, backbone: &OnnxBackbone<'_>) -> Preprocess
 
 /// Loads the weights of an already parsed ONNX model into `model` (whose configuration must
 /// match the file: same architecture, width, classes).
-pub fn load_onnx_into<B: Backend, M: Architecture<B>>(
+pub fn load_onnx_into<B: ConvBackend, M: Architecture<B>>(
     onnx: &OnnxModel,
     model: M,
 ) -> Result<(M, ImportReport), WeightsError> {
@@ -349,7 +348,7 @@ pub fn load_onnx_into<B: Backend, M: Architecture<B>>(
 }
 
 /// [`load_onnx_into`] once the graph's architecture is known.
-fn load_recognised<B: Backend, M: Architecture<B>>(
+fn load_recognised<B: ConvBackend, M: Architecture<B>>(
     onnx: &OnnxModel,
     backbone: &OnnxBackbone<'_>,
     spec: ModelSpec,
@@ -382,7 +381,7 @@ fn load_recognised<B: Backend, M: Architecture<B>>(
 
 /// Reads `path` and builds the model of type `M` it describes (`AnyModel` for whatever the file
 /// holds), loaded with its weights. Usually called as [`Architecture::from_onnx`].
-pub fn load_onnx_model<B: Backend, M: Architecture<B>>(
+pub fn load_onnx_model<B: ConvBackend, M: Architecture<B>>(
     path: &Path,
     device: &B::Device,
 ) -> Result<(M, ImportReport), WeightsError> {
@@ -392,7 +391,7 @@ pub fn load_onnx_model<B: Backend, M: Architecture<B>>(
 /// Builds the model of type `M` an already parsed ONNX graph describes, loaded with its
 /// weights, after checking that it is the architecture `wanted` names (a preset such as
 /// `resnet18` or a family such as `resnet`) when one is given. The graph is recognised once.
-pub fn load_onnx_as<B: Backend, M: Architecture<B>>(
+pub fn load_onnx_as<B: ConvBackend, M: Architecture<B>>(
     onnx: &OnnxModel,
     wanted: Option<&str>,
     device: &B::Device,

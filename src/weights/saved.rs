@@ -3,10 +3,10 @@
 //! section, burn's named MessagePack record at full precision). Writes are atomic; torn or
 //! altered files are refused.
 
+use crate::kernels::ConvBackend;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use super::WeightsError;
@@ -44,7 +44,7 @@ struct ModelHeader {
 }
 
 /// The weights of `model` as bytes, an error naming `path` when they cannot be encoded.
-pub(crate) fn record_bytes<B: Backend, M: Architecture<B>>(
+pub(crate) fn record_bytes<B: ConvBackend, M: Architecture<B>>(
     model: &M,
     path: &Path,
 ) -> Result<Vec<u8>, WeightsError> {
@@ -55,7 +55,7 @@ pub(crate) fn record_bytes<B: Backend, M: Architecture<B>>(
 }
 
 /// Loads weights written by [`record_bytes`] into `model`, an error naming `path`.
-pub(crate) fn load_record_bytes<B: Backend, M: Architecture<B>>(
+pub(crate) fn load_record_bytes<B: ConvBackend, M: Architecture<B>>(
     model: M,
     bytes: Vec<u8>,
     path: &Path,
@@ -76,7 +76,7 @@ pub(crate) fn load_record_bytes<B: Backend, M: Architecture<B>>(
 /// (`fuse_for_inference`: the record of a fused convolution cannot be loaded back into the
 /// architecture's bias-free one; save the model before folding), [`WeightsError::Unsavable`]
 /// for preprocessing that a loader would refuse, I/O errors naming `path`.
-pub fn save_model<B: Backend, M: Architecture<B>>(
+pub fn save_model<B: ConvBackend, M: Architecture<B>>(
     model: &M,
     info: &ModelInfo,
     path: &Path,
@@ -103,7 +103,7 @@ pub fn save_model<B: Backend, M: Architecture<B>>(
 
 /// Loads a model saved by [`save_model`], rebuilding its architecture from the file (`AnyModel`
 /// for whatever the file holds).
-pub fn load_model<B: Backend, M: Architecture<B>>(
+pub fn load_model<B: ConvBackend, M: Architecture<B>>(
     path: &Path,
     device: &B::Device,
 ) -> Result<(M, ModelInfo), WeightsError> {
@@ -112,7 +112,7 @@ pub fn load_model<B: Backend, M: Architecture<B>>(
 
 /// Loads a model saved by [`save_model`] from memory (e.g. `include_bytes!`); `label` names it in
 /// errors.
-pub fn load_model_bytes<B: Backend, M: Architecture<B>>(
+pub fn load_model_bytes<B: ConvBackend, M: Architecture<B>>(
     bytes: &[u8],
     label: &Path,
     device: &B::Device,

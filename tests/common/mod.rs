@@ -59,13 +59,13 @@ pub fn synthetic_folder(root: &std::path::Path, classes: &[&str], per_class: usi
 }
 
 /// Every tensor of a module by key, as raw bits (for bit-for-bit comparisons).
-pub fn snapshot<B: burn::tensor::backend::Backend, M: burn::module::Module<B>>(
+pub fn snapshot<B: transfer_vision::kernels::ConvBackend, M: burn::module::Module<B>>(
     model: &M,
 ) -> Vec<(String, Vec<u32>)> {
     use burn::module::{ModuleVisitor, Param};
     use burn::tensor::Tensor;
     struct V(Vec<String>, Vec<(String, Vec<u32>)>);
-    impl<B: burn::tensor::backend::Backend> ModuleVisitor<B> for V {
+    impl<B: transfer_vision::kernels::ConvBackend> ModuleVisitor<B> for V {
         fn enter_module(&mut self, name: &str, _: &str) {
             self.0.push(name.into());
         }

@@ -1,10 +1,10 @@
 //! Batch normalisation with torchvision's names and semantics, running statistics with value
 //! semantics, and a flag for BatchNorms that hold no statistics (imported from folded weights).
 
+use crate::kernels::ConvBackend;
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 
 use super::{per_channel_rows, trains};
 use crate::models::buffer::Buffer;
@@ -25,7 +25,7 @@ pub struct BatchNorm2dConfig {
 
 impl BatchNorm2dConfig {
     /// An identity BatchNorm (γ = 1, β = 0, mean 0, var 1).
-    pub fn init<B: Backend>(&self, device: &B::Device) -> BatchNorm2d<B> {
+    pub fn init<B: ConvBackend>(&self, device: &B::Device) -> BatchNorm2d<B> {
         let c = self.num_features;
         BatchNorm2d {
             weight: Param::from_tensor(Tensor::ones([c], device)),
@@ -48,7 +48,7 @@ impl BatchNorm2dConfig {
 /// are trainable); a frozen BatchNorm always uses its running statistics, what the PyTorch
 /// recipes get from `model.eval()` on frozen layers.
 #[derive(Module, Debug)]
-pub struct BatchNorm2d<B: Backend> {
+pub struct BatchNorm2d<B: ConvBackend> {
     /// Scale γ `[C]`.
     pub weight: Param<Tensor<B, 1>>,
     /// Shift β `[C]`.
@@ -71,7 +71,7 @@ pub struct BatchNorm2d<B: Backend> {
     pub has_statistics: bool,
 }
 
-impl<B: Backend> BatchNorm2d<B> {
+impl<B: ConvBackend> BatchNorm2d<B> {
     /// Number of channels.
     pub fn channels(&self) -> usize {
         self.weight.shape()[0]

@@ -3,12 +3,11 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::tensor::backend::Backend;
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::PaddedConvOptions;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::ops::{ConvOptions, PadMode};
+use burn::tensor::{Distribution, Tensor, TensorPrimitive};
 
 use super::{Padding, per_channel_rows};
+use crate::kernels::ConvBackend;
 use crate::models::summary;
 
 /// Configuration of a [`Conv2d`], named like `torch.nn.Conv2d(in, out, kernel, stride, groups,
@@ -36,7 +35,7 @@ pub struct Conv2dConfig {
 impl Conv2dConfig {
     /// A convolution with Kaiming-normal (fan-out) weights, torchvision's init for its CNNs, and
     /// a zero bias.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Conv2d<B> {
+    pub fn init<B: ConvBackend>(&self, device: &B::Device) -> Conv2d<B> {
         let [in_channels, out_channels] = self.channels;
         let k = self.kernel_size;
         let fan_out = (out_channels * k * k / self.groups).max(1) as f64;
@@ -60,7 +59,7 @@ impl Conv2dConfig {
 /// 2-D convolution with torchvision's tensor layout: `weight` `[out, in / groups, k, k]`, optional
 /// `bias` `[out]`.
 #[derive(Module, Debug)]
-pub struct Conv2d<B: Backend> {
+pub struct Conv2d<B: ConvBackend> {
     /// Kernel `[out_channels, in_channels / groups, kernel, kernel]`.
     pub weight: Param<Tensor<B, 4>>,
     /// Optional bias `[out_channels]`.
@@ -73,7 +72,7 @@ pub struct Conv2d<B: Backend> {
     pub padding: Padding,
 }
 
-impl<B: Backend> Conv2d<B> {
+impl<B: ConvBackend> Conv2d<B> {
     /// Kernel size (square kernels only).
     pub fn kernel_size(&self) -> usize {
         self.weight.shape()[2]
@@ -114,18 +113,13 @@ impl<B: Backend> Conv2d<B> {
                 .reshape([n, self.out_channels(), h, w])
         } else {
             let [t, l, b, r] = self.padding.amounts(k, self.stride, h, w);
-            let options = PaddedConvOptions::asymmetric(
-                [self.stride, self.stride],
-                [t, l],
-                [b, r],
-                [1, 1],
-                self.groups,
-            );
-            conv2d(
+            conv2d_padded(
                 x,
                 self.weight.val(),
                 self.bias.as_ref().map(|b| b.val()),
-                options,
+                [t, l, b, r],
+                self.stride,
+                self.groups,
             )
         };
         summary::record_layer(self.weight.id, "Conv2d", &y.dims(), self.num_params());
@@ -147,4 +141,32 @@ impl<B: Backend> Conv2d<B> {
             None => y,
         }
     }
+}
+
+/// A 2-D convolution through [`ConvBackend`] with padding `[top, left, bottom, right]`: symmetric
+/// padding goes to the kernel, asymmetric padding (TensorFlow's "SAME" at stride 2) is applied
+/// to the input first, as burn's own `conv2d` does.
+fn conv2d_padded<B: ConvBackend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    [top, left, bottom, right]: [usize; 4],
+    stride: usize,
+    groups: usize,
+) -> Tensor<B, 4> {
+    let (x, padding) = if top == bottom && left == right {
+        (x, [top, left])
+    } else {
+        (
+            x.pad((left, right, top, bottom), PadMode::Constant(0.0)),
+            [0, 0],
+        )
+    };
+    let options = ConvOptions::new([stride, stride], padding, [1, 1], groups);
+    Tensor::new(TensorPrimitive::Float(B::conv2d_forward(
+        x.into_primitive().tensor(),
+        weight.into_primitive().tensor(),
+        bias.map(|b| b.into_primitive().tensor()),
+        options,
+    )))
 }

@@ -4,9 +4,9 @@
 
 use burn::module::Param;
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 
 use super::{BatchNorm2d, BatchNorm2dConfig, Conv2d, Conv2dConfig};
+use crate::kernels::ConvBackend;
 use crate::models::torch_paths::numbered_module;
 
 numbered_module! {
@@ -20,7 +20,7 @@ numbered_module! {
     }
 }
 
-impl<B: Backend> ConvNormActivation<B> {
+impl<B: ConvBackend> ConvNormActivation<B> {
     /// A bias-free convolution built from `conv` (its `bias` is ignored) and a BatchNorm over its
     /// output channels.
     pub fn new(conv: Conv2dConfig, device: &B::Device) -> Self {
@@ -51,7 +51,7 @@ impl<B: Backend> ConvNormActivation<B> {
 /// Each model lists its pairs once, in execution order (`ImageClassifier::conv_bn_pairs_mut`);
 /// import, folding, summaries and checks all use that one list.
 #[derive(Debug)]
-pub struct ConvBnMut<'a, B: Backend> {
+pub struct ConvBnMut<'a, B: ConvBackend> {
     /// Path of the convolution (e.g. `features.2.conv.0.0`).
     pub conv_path: String,
     /// The convolution.
@@ -62,7 +62,7 @@ pub struct ConvBnMut<'a, B: Backend> {
     pub bn: &'a mut BatchNorm2d<B>,
 }
 
-impl<'a, B: Backend> ConvBnMut<'a, B> {
+impl<'a, B: ConvBackend> ConvBnMut<'a, B> {
     /// A pair at explicit paths.
     pub fn new(
         conv_path: String,
@@ -132,7 +132,7 @@ pub struct ConvBnInfo {
 /// per output channel and the shift becomes the conv's bias, so inference runs one operation
 /// where it ran three. `bn` keeps its tensors (and its trainability) but passes its input through
 /// in eval mode. Meant for frozen layers and inference (`ImageClassifier::fuse_for_inference`).
-pub fn fuse_conv_bn<B: Backend>(conv: &mut Conv2d<B>, bn: &mut BatchNorm2d<B>) {
+pub fn fuse_conv_bn<B: ConvBackend>(conv: &mut Conv2d<B>, bn: &mut BatchNorm2d<B>) {
     if bn.folded {
         return;
     }

@@ -1,8 +1,8 @@
 //! Fully connected layer in torchvision's layout (`weight` `[out, in]`): the classifier heads.
 
+use crate::kernels::ConvBackend;
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 
 use crate::models::summary;
@@ -18,7 +18,7 @@ pub struct LinearConfig {
 
 impl LinearConfig {
     /// A layer initialised like PyTorch's `nn.Linear` (uniform ±1/√in for weight and bias).
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Linear<B> {
+    pub fn init<B: ConvBackend>(&self, device: &B::Device) -> Linear<B> {
         let bound = 1.0 / (self.in_features as f64).sqrt();
         let uniform = Distribution::Uniform(-bound, bound);
         Linear {
@@ -34,14 +34,14 @@ impl LinearConfig {
 
 /// Fully connected layer with torchvision's layout: `weight` `[out, in]`, `bias` `[out]`.
 #[derive(Module, Debug)]
-pub struct Linear<B: Backend> {
+pub struct Linear<B: ConvBackend> {
     /// Weight `[out_features, in_features]`.
     pub weight: Param<Tensor<B, 2>>,
     /// Bias `[out_features]`.
     pub bias: Param<Tensor<B, 1>>,
 }
 
-impl<B: Backend> Linear<B> {
+impl<B: ConvBackend> Linear<B> {
     /// Input features.
     pub fn in_features(&self) -> usize {
         self.weight.shape()[1]

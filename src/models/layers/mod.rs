@@ -24,19 +24,19 @@ pub use conv_norm::{ConvBnInfo, ConvBnMut, ConvNormActivation, fuse_conv_bn};
 pub use linear::{Linear, LinearConfig};
 pub use padding::Padding;
 
+use crate::kernels::ConvBackend;
 use burn::module::Param;
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
 
 /// Whether a layer owning `param` is in training mode: the backend records gradients and the
 /// parameter is trainable. Frozen layers and inference copies (`.valid()`, `.no_grad()`) are not.
-pub fn trains<B: Backend, const D: usize>(param: &Param<Tensor<B, D>>) -> bool {
+pub fn trains<B: ConvBackend, const D: usize>(param: &Param<Tensor<B, D>>) -> bool {
     let value = param.val();
     B::ad_enabled(&value.device()) && value.is_require_grad()
 }
 
 /// ReLU6, `min(max(x, 0), 6)` (MobileNetV2's activation).
-pub fn relu6<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+pub fn relu6<B: ConvBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     x.clamp(0.0, 6.0)
 }
 
@@ -44,7 +44,7 @@ pub fn relu6<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 /// `[N, C, H·W]`: each broadcast (and its gradient) is then a per-row scalar, which CPU backends
 /// vectorise, where a `[1, C, 1, 1]` operand broadcast over N and H, W makes burn-flex walk the
 /// activation element by element. The copy costs N·C elements.
-pub(crate) fn per_channel_rows<B: Backend>(t: Tensor<B, 1>, n: usize) -> Tensor<B, 3> {
+pub(crate) fn per_channel_rows<B: ConvBackend>(t: Tensor<B, 1>, n: usize) -> Tensor<B, 3> {
     let [c] = t.dims();
     t.reshape([1, c, 1]).repeat_dim(0, n)
 }

@@ -1,0 +1,208 @@
+//! The crate's own CPU convolution kernels on contiguous `f32` NCHW slices: forward, input
+//! gradient and weight gradient.
+//!
+//! - Dense and grouped convolutions (3×3 stride 1 and 2, the 7×7 stem, 1×1) lower each image to
+//!   one matrix product per group through a reused im2col scratch buffer ([`dense`]); a 1×1,
+//!   stride-1 convolution multiplies the activation in place. The products run on the `gemm`
+//!   crate (the one burn-flex uses), whose micro-kernels pick AVX-512, AVX2+FMA or a portable
+//!   path at run time. The weight gradient sums per-thread partial products over fixed chunks of
+//!   the batch, so a run with a given thread count is repeatable bit for bit.
+//! - Depthwise convolutions (`groups == C_in == C_out`, MobileNetV2's 3×3 stride 1 and 2) run
+//!   plane by plane as row-wise multiply-adds ([`depthwise`]), compiled three times (AVX-512,
+//!   AVX2+FMA, portable) and chosen at run time ([`SimdLevel`]).
+//!
+//! Work is split over images (and over planes for depthwise layers); a batch smaller than the
+//! thread count lets `gemm` split each product instead, so batch 1 uses every core.
+
+pub mod dense;
+pub mod depthwise;
+mod simd;
+
+pub use simd::SimdLevel;
+
+use burn::tensor::ops::ConvOptions;
+
+/// Sizes of one 2-D convolution: input `[n, c_in, h, w]`, weight `[c_out, c_in / groups, kh, kw]`,
+/// output `[n, c_out, oh, ow]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    /// Batch size.
+    pub n: usize,
+    /// Input channels.
+    pub c_in: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// Groups.
+    pub groups: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Strides `[vertical, horizontal]`.
+    pub stride: [usize; 2],
+    /// Zero padding on each side `[vertical, horizontal]`.
+    pub padding: [usize; 2],
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+}
+
+impl ConvGeometry {
+    /// The geometry of `x ⋆ weight` under `options`, or `None` for what these kernels do not
+    /// cover (dilation other than 1, channels not divisible by the groups, an empty output).
+    pub fn new(x: [usize; 4], weight: [usize; 4], options: &ConvOptions<2>) -> Option<Self> {
+        let [n, c_in, h, w] = x;
+        let [c_out, c_in_group, kh, kw] = weight;
+        let groups = options.groups;
+        if options.dilation != [1, 1]
+            || groups == 0
+            || c_in != c_in_group * groups
+            || c_out % groups != 0
+            || options.stride.contains(&0)
+        {
+            return None;
+        }
+        let [sh, sw] = options.stride;
+        let [ph, pw] = options.padding;
+        if h + 2 * ph < kh || w + 2 * pw < kw {
+            return None;
+        }
+        let geometry = Self {
+            n,
+            c_in,
+            h,
+            w,
+            c_out,
+            groups,
+            kh,
+            kw,
+            stride: [sh, sw],
+            padding: [ph, pw],
+            oh: (h + 2 * ph - kh) / sh + 1,
+            ow: (w + 2 * pw - kw) / sw + 1,
+        };
+        (geometry.n * geometry.c_in * geometry.c_out * kh * kw > 0).then_some(geometry)
+    }
+
+    /// Whether every output channel sees exactly one input channel (`groups == c_in == c_out`).
+    pub fn is_depthwise(&self) -> bool {
+        self.groups == self.c_in && self.c_in == self.c_out && self.groups > 1
+    }
+
+    /// Input, weight and output element counts.
+    pub fn lens(&self) -> (usize, usize, usize) {
+        (
+            self.n * self.c_in * self.h * self.w,
+            self.c_out * (self.c_in / self.groups) * self.kh * self.kw,
+            self.n * self.c_out * self.oh * self.ow,
+        )
+    }
+
+    /// The valid output columns `[lo, hi)` of kernel column `kj`: those whose input column
+    /// `ow * stride + kj - padding` lies inside the image (the rest read the zero border).
+    #[inline]
+    pub(crate) fn valid_cols(&self, kj: usize) -> (usize, usize) {
+        valid_range(self.ow, self.stride[1], kj, self.padding[1], self.w)
+    }
+
+    /// The input row read by output row `oh` through kernel row `ki`, if inside the image.
+    #[inline]
+    pub(crate) fn input_row(&self, oh: usize, ki: usize) -> Option<usize> {
+        (oh * self.stride[0] + ki)
+            .checked_sub(self.padding[0])
+            .filter(|&r| r < self.h)
+    }
+}
+
+/// Output positions `o` in `[0, out)` with `0 <= o * stride + k - pad < size`, as `[lo, hi)`.
+#[inline]
+fn valid_range(out: usize, stride: usize, k: usize, pad: usize, size: usize) -> (usize, usize) {
+    // o * stride >= pad - k
+    let lo = if pad > k {
+        (pad - k).div_ceil(stride)
+    } else {
+        0
+    };
+    // o * stride + k - pad <= size - 1  <=>  o <= (size - 1 + pad - k) / stride
+    let hi = if size + pad > k {
+        ((size - 1 + pad - k) / stride + 1).min(out)
+    } else {
+        0
+    };
+    (lo.min(hi), hi)
+}
+
+/// The convolution `x ⋆ weight + bias` as `[n, c_out, oh, ow]`, row-major.
+pub fn conv2d_forward(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    level: SimdLevel,
+) -> Vec<f32> {
+    if g.is_depthwise() {
+        depthwise::forward(g, x, weight, bias, level)
+    } else {
+        dense::forward(g, x, weight, bias)
+    }
+}
+
+/// The input gradient `[n, c_in, h, w]` of a convolution with output gradient `dy`.
+pub fn conv2d_input_grad(
+    g: &ConvGeometry,
+    weight: &[f32],
+    dy: &[f32],
+    level: SimdLevel,
+) -> Vec<f32> {
+    if g.is_depthwise() {
+        depthwise::input_grad(g, weight, dy, level)
+    } else {
+        dense::input_grad(g, weight, dy)
+    }
+}
+
+/// The weight gradient `[c_out, c_in / groups, kh, kw]` of a convolution with output gradient
+/// `dy`.
+pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], level: SimdLevel) -> Vec<f32> {
+    if g.is_depthwise() {
+        depthwise::weight_grad(g, x, dy, level)
+    } else {
+        dense::weight_grad(g, x, dy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_range;
+
+    #[test]
+    fn valid_range_matches_a_scan() {
+        for out in 1..9 {
+            for stride in 1..4 {
+                for k in 0..5 {
+                    for pad in 0..4 {
+                        for size in 1..12 {
+                            let inside: Vec<usize> = (0..out)
+                                .filter(|o| {
+                                    let i = (o * stride + k) as isize - pad as isize;
+                                    i >= 0 && i < size as isize
+                                })
+                                .collect();
+                            let (lo, hi) = valid_range(out, stride, k, pad, size);
+                            let expected = (lo..hi).collect::<Vec<_>>();
+                            assert_eq!(
+                                inside, expected,
+                                "out {out} s {stride} k {k} p {pad} n {size}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

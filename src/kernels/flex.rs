@@ -1,0 +1,123 @@
+//! [`ConvBackend`] for burn-flex: `f32` convolutions run the crate's kernels ([`super::cpu`]),
+//! anything else (other dtypes, dilation) falls back to burn-flex's own, as does everything when
+//! the environment variable `TRANSFER_VISION_KERNELS=burn` is set (read once per process: to
+//! measure both in one binary, or to rule the kernels out when chasing a numerical question).
+
+use std::sync::OnceLock;
+
+use burn::backend::Flex;
+use burn::tensor::ops::{ConvOptions, FloatTensor};
+use burn::tensor::{Bytes, DType, Shape};
+use burn_flex::{FlexTensor, Layout};
+
+use super::ConvBackend;
+use super::cpu::{self, ConvGeometry, SimdLevel};
+
+/// The tensor's dims as `[usize; 4]`, if it has four.
+fn dims4(t: &FlexTensor) -> Option<[usize; 4]> {
+    t.layout().shape().as_slice().try_into().ok()
+}
+
+/// Whether `TRANSFER_VISION_KERNELS=burn` asks for burn-flex's own convolutions.
+fn burn_kernels_asked() -> bool {
+    static ASKED: OnceLock<bool> = OnceLock::new();
+    *ASKED.get_or_init(|| {
+        std::env::var("TRANSFER_VISION_KERNELS")
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("burn"))
+    })
+}
+
+/// The geometry of this call, when every operand is a 4-D `f32` tensor the kernels cover.
+fn geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option<ConvGeometry> {
+    if x.dtype() != DType::F32 || weight.dtype() != DType::F32 || burn_kernels_asked() {
+        return None;
+    }
+    ConvGeometry::new(dims4(x)?, dims4(weight)?, options)
+}
+
+/// A contiguous, offset-free copy (or the tensor itself when it already is one), whose
+/// `storage` is exactly its elements.
+fn dense(t: &FlexTensor) -> FlexTensor {
+    t.to_contiguous()
+}
+
+fn from_vec(values: Vec<f32>, dims: [usize; 4]) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(values),
+        Layout::contiguous(Shape::new(dims)),
+        DType::F32,
+    )
+}
+
+impl ConvBackend for Flex {
+    fn conv2d_forward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        let bias_is_f32 = bias.as_ref().is_none_or(|b| b.dtype() == DType::F32);
+        let Some(g) = geometry(&x, &weight, &options).filter(|_| bias_is_f32) else {
+            return <Self as burn::tensor::ops::ModuleOps<Self>>::conv2d(x, weight, bias, options);
+        };
+        let (x, weight, bias) = (dense(&x), dense(&weight), bias.as_ref().map(dense));
+        let y = cpu::conv2d_forward(
+            &g,
+            x.storage::<f32>(),
+            weight.storage::<f32>(),
+            bias.as_ref().map(|b| b.storage::<f32>()),
+            SimdLevel::current(),
+        );
+        from_vec(y, [g.n, g.c_out, g.oh, g.ow])
+    }
+
+    fn conv2d_input_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        let Some(g) = geometry(&x, &weight, &options).filter(|_| output_grad.dtype() == DType::F32)
+        else {
+            return <Self as burn::tensor::ops::ModuleOps<Self>>::conv2d_x_backward(
+                x,
+                weight,
+                output_grad,
+                options,
+            );
+        };
+        let (weight, dy) = (dense(&weight), dense(&output_grad));
+        let dx = cpu::conv2d_input_grad(
+            &g,
+            weight.storage::<f32>(),
+            dy.storage::<f32>(),
+            SimdLevel::current(),
+        );
+        from_vec(dx, [g.n, g.c_in, g.h, g.w])
+    }
+
+    fn conv2d_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        let Some(g) = geometry(&x, &weight, &options).filter(|_| output_grad.dtype() == DType::F32)
+        else {
+            return <Self as burn::tensor::ops::ModuleOps<Self>>::conv2d_weight_backward(
+                x,
+                weight,
+                output_grad,
+                options,
+            );
+        };
+        let (x, dy) = (dense(&x), dense(&output_grad));
+        let dw = cpu::conv2d_weight_grad(
+            &g,
+            x.storage::<f32>(),
+            dy.storage::<f32>(),
+            SimdLevel::current(),
+        );
+        from_vec(dw, [g.c_out, g.c_in / g.groups, g.kh, g.kw])
+    }
+}

@@ -1,0 +1,77 @@
+//! The convolution seam: one backend extension through which every convolution of the native
+//! models runs, forward and backward.
+//!
+//! [`ConvBackend`] has three operations: the forward convolution, the gradient with respect to
+//! its input and the gradient with respect to its weight. Their default bodies are the backend's
+//! own (`B::conv2d`, `B::conv2d_x_backward`, `B::conv2d_weight_backward`), which is what NdArray
+//! and CUDA use. burn-flex, the default CPU backend, overrides all three with the crate's own
+//! kernels ([`cpu`]), and the [`Autodiff`](burn::backend::Autodiff) implementation records a backward step that calls
+//! the inner backend's gradients, so training on `Autodiff<Flex>` runs the crate's kernels both
+//! ways. A new backend (wgpu, say) joins with one line, `impl ConvBackend for Wgpu {}`, and gets
+//! its own implementation where it has one.
+//!
+//! burn's book calls this pattern a backend extension: burn's `ModuleOps` cannot be implemented
+//! again for a backend the crate does not own, so the models are generic over this trait instead
+//! of `Backend` alone.
+
+mod autodiff;
+#[cfg(feature = "flex")]
+pub mod cpu;
+#[cfg(feature = "flex")]
+mod flex;
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::ops::{ConvOptions, FloatTensor};
+
+/// A backend whose 2-D convolutions the native models call: forward, input gradient and weight
+/// gradient. Every method has the backend's own implementation as its default.
+///
+/// Shapes, as in burn's `ModuleOps::conv2d`: `x` `[N, C_in, H, W]`, `weight`
+/// `[C_out, C_in / groups, kH, kW]`, `bias` `[C_out]`, output gradient `[N, C_out, oH, oW]`.
+pub trait ConvBackend: Backend {
+    /// The convolution `y = x ⋆ weight + bias`.
+    fn conv2d_forward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, bias, options)
+    }
+
+    /// The gradient of the loss with respect to `x`, given the output gradient.
+    fn conv2d_input_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_x_backward(x, weight, output_grad, options)
+    }
+
+    /// The gradient of the loss with respect to `weight`, given the output gradient.
+    fn conv2d_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_weight_backward(x, weight, output_grad, options)
+    }
+}
+
+/// An autodiff backend whose inner backend is a [`ConvBackend`] too: what training needs, so
+/// that the inference copy of a trained model (`.valid()`) runs the same kernels.
+pub trait AutodiffConvBackend: AutodiffBackend<InnerBackend: ConvBackend> + ConvBackend {}
+
+impl<B> AutodiffConvBackend for B where B: AutodiffBackend<InnerBackend: ConvBackend> + ConvBackend {}
+
+#[cfg(feature = "ndarray")]
+impl ConvBackend for burn::backend::NdArray<f32> {}
+
+#[cfg(feature = "cuda")]
+impl ConvBackend for crate::backend::Cuda {}
+#[cfg(feature = "cuda")]
+impl ConvBackend for crate::backend::CudaF16 {}
+#[cfg(feature = "cuda")]
+impl ConvBackend for crate::backend::CudaBf16 {}

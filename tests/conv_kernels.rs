@@ -1,0 +1,309 @@
+//! The crate's CPU convolution kernels against burn's own implementation (burn-flex's forward,
+//! burn's generic input and weight gradients): every convolution shape of MobileNetV2 and
+//! ResNet18/34 at 224 px, and random shapes around them (strides, paddings, groups, odd sizes,
+//! batch 1), at every SIMD level this processor runs. Then the same through `Autodiff<Flex>`:
+//! the gradients a training step sees.
+#![cfg(feature = "flex")]
+
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::ops::{ConvOptions, ModuleOps};
+use burn::tensor::{Distribution, Tensor, TensorPrimitive};
+use rand::{Rng, SeedableRng};
+use transfer_vision::kernels::ConvBackend;
+use transfer_vision::kernels::cpu::{self, ConvGeometry, SimdLevel};
+
+/// `[batch, c_in, c_out, kernel, stride, padding, groups, size]`.
+type Case = [usize; 8];
+
+/// Every convolution of torchvision's MobileNetV2 and ResNet18/34 at 224 px, batch 2.
+fn network_cases() -> Vec<Case> {
+    let mut cases = vec![
+        // MobileNetV2: stem, then (expand 1×1, depthwise 3×3, project 1×1) per block shape.
+        [2, 3, 32, 3, 2, 1, 1, 224],
+        [2, 32, 32, 3, 1, 1, 32, 112],
+        [2, 32, 16, 1, 1, 0, 1, 112],
+        [2, 320, 1280, 1, 1, 0, 1, 7],
+    ];
+    // (input channels, expanded channels, output channels, stride of the depthwise, size)
+    for (c_in, hidden, c_out, stride, size) in [
+        (16, 96, 24, 2, 112usize),
+        (24, 144, 24, 1, 56),
+        (24, 144, 32, 2, 56),
+        (32, 192, 32, 1, 28),
+        (32, 192, 64, 2, 28),
+        (64, 384, 64, 1, 14),
+        (64, 384, 96, 1, 14),
+        (96, 576, 96, 1, 14),
+        (96, 576, 160, 2, 14),
+        (160, 960, 160, 1, 7),
+        (160, 960, 320, 1, 7),
+    ] {
+        cases.push([2, c_in, hidden, 1, 1, 0, 1, size]);
+        cases.push([2, hidden, hidden, 3, stride, 1, hidden, size]);
+        cases.push([2, hidden, c_out, 1, 1, 0, 1, size.div_ceil(stride)]);
+    }
+    // ResNet18/34: stem, basic blocks, 1×1 stride-2 downsamples.
+    cases.push([2, 3, 64, 7, 2, 3, 1, 224]);
+    cases.push([2, 64, 64, 3, 1, 1, 1, 56]);
+    for (c_in, c_out, size) in [(64, 128, 56), (128, 256, 28), (256, 512, 14)] {
+        cases.push([2, c_in, c_out, 3, 2, 1, 1, size]);
+        cases.push([2, c_out, c_out, 3, 1, 1, 1, size / 2]);
+        cases.push([2, c_in, c_out, 1, 2, 0, 1, size]);
+    }
+    cases
+}
+
+/// Random shapes around those: kernels 1–7, strides 1–3, paddings up to the kernel, dense,
+/// grouped and depthwise, sizes down to 1 and odd, batches of 1–3.
+fn random_cases(count: usize) -> Vec<Case> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+    let mut cases = Vec::new();
+    while cases.len() < count {
+        let kernel = [1, 2, 3, 3, 5, 7][rng.random_range(0..6)];
+        let stride = rng.random_range(1..=3);
+        let padding = rng.random_range(0..=kernel / 2 + 1);
+        let size = rng.random_range(1..=19);
+        let base = rng.random_range(1..=9);
+        let (c_in, c_out, groups) = match rng.random_range(0..3) {
+            0 => (base, rng.random_range(1..=17), 1),
+            1 => (base, base, base),
+            _ => (2 * base, 2 * rng.random_range(1..=5), 2),
+        };
+        let case = [
+            rng.random_range(1..=3),
+            c_in,
+            c_out,
+            kernel,
+            stride,
+            padding,
+            groups,
+            size,
+        ];
+        if geometry(&case).is_some() {
+            cases.push(case);
+        }
+    }
+    cases
+}
+
+fn options(case: &Case) -> ConvOptions<2> {
+    let [_, _, _, _, stride, padding, groups, _] = *case;
+    ConvOptions::new([stride, stride], [padding, padding], [1, 1], groups)
+}
+
+fn geometry(case: &Case) -> Option<ConvGeometry> {
+    let [n, c_in, c_out, k, _, _, groups, size] = *case;
+    ConvGeometry::new(
+        [n, c_in, size, size],
+        [c_out, c_in / groups.max(1), k, k],
+        &options(case),
+    )
+}
+
+fn values<const D: usize>(t: &Tensor<Flex, D>) -> Vec<f32> {
+    t.to_data().to_vec::<f32>().expect("f32 tensor")
+}
+
+/// Largest absolute difference, relative to the reference's largest magnitude.
+fn relative_error(ours: &[f32], reference: &[f32]) -> f32 {
+    assert_eq!(ours.len(), reference.len(), "lengths");
+    let scale = reference.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let worst = ours
+        .iter()
+        .zip(reference)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    worst / scale
+}
+
+fn check_case(case: &Case, levels: &[SimdLevel]) {
+    let device = Default::default();
+    let g = geometry(case).expect("valid case");
+    let [n, c_in, c_out, k, _, _, groups, size] = *case;
+    let x = Tensor::<Flex, 4>::random(
+        [n, c_in, size, size],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let w = Tensor::<Flex, 4>::random(
+        [c_out, c_in / groups, k, k],
+        Distribution::Normal(0.0, 0.3),
+        &device,
+    );
+    let b = Tensor::<Flex, 1>::random([c_out], Distribution::Normal(0.0, 1.0), &device);
+    let dy = Tensor::<Flex, 4>::random(
+        [n, c_out, g.oh, g.ow],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let prim = |t: &Tensor<Flex, 4>| t.clone().into_primitive().tensor();
+
+    let y_ref = Tensor::<Flex, 4>::new(TensorPrimitive::Float(<Flex as ModuleOps<Flex>>::conv2d(
+        prim(&x),
+        prim(&w),
+        Some(b.clone().into_primitive().tensor()),
+        options(case),
+    )));
+    let dx_ref = Tensor::<Flex, 4>::new(TensorPrimitive::Float(
+        <Flex as ModuleOps<Flex>>::conv2d_x_backward(prim(&x), prim(&w), prim(&dy), options(case)),
+    ));
+    let dw_ref = Tensor::<Flex, 4>::new(TensorPrimitive::Float(
+        <Flex as ModuleOps<Flex>>::conv2d_weight_backward(
+            prim(&x),
+            prim(&w),
+            prim(&dy),
+            options(case),
+        ),
+    ));
+    let (xs, ws, bs, dys) = (values(&x), values(&w), values(&b), values(&dy));
+    for &level in levels {
+        let what = format!("{case:?} at {level:?}");
+        let y = cpu::conv2d_forward(&g, &xs, &ws, Some(&bs), level);
+        let e = relative_error(&y, &values(&y_ref));
+        assert!(e <= 1e-4, "forward {what}: relative error {e:e}");
+        let dx = cpu::conv2d_input_grad(&g, &ws, &dys, level);
+        let e = relative_error(&dx, &values(&dx_ref));
+        assert!(e <= 1e-4, "input gradient {what}: relative error {e:e}");
+        let dw = cpu::conv2d_weight_grad(&g, &xs, &dys, level);
+        let e = relative_error(&dw, &values(&dw_ref));
+        assert!(e <= 1e-4, "weight gradient {what}: relative error {e:e}");
+    }
+}
+
+#[test]
+fn network_shapes_equal_burns_convolution_at_every_simd_level() {
+    let levels = SimdLevel::supported();
+    for case in network_cases() {
+        check_case(&case, &levels);
+    }
+}
+
+#[test]
+fn random_shapes_equal_burns_convolution_at_every_simd_level() {
+    let levels = SimdLevel::supported();
+    for case in random_cases(300) {
+        check_case(&case, &levels);
+    }
+}
+
+#[test]
+fn batch_one_splits_the_products_and_stays_exact() {
+    // Batch 1 with more threads than images takes the split-product path.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("pool");
+    pool.install(|| {
+        for case in [
+            [1, 64, 64, 3, 1, 1, 1, 28],
+            [1, 3, 64, 7, 2, 3, 1, 64],
+            [1, 96, 96, 3, 2, 1, 96, 29],
+        ] {
+            check_case(&case, &[SimdLevel::current()]);
+        }
+    });
+}
+
+#[test]
+fn unsupported_shapes_are_left_to_burn() {
+    let dilated = ConvOptions::new([1, 1], [1, 1], [2, 2], 1);
+    assert!(ConvGeometry::new([1, 3, 8, 8], [4, 3, 3, 3], &dilated).is_none());
+    let too_small = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+    assert!(ConvGeometry::new([1, 3, 2, 2], [4, 3, 3, 3], &too_small).is_none());
+    // Through the backend they still compute, by burn-flex's own code.
+    let device = Default::default();
+    let x = Tensor::<Flex, 4>::random([1, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+    let w = Tensor::<Flex, 4>::random([4, 3, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+    let reference = burn::tensor::module::conv2d(x.clone(), w.clone(), None, dilated.clone());
+    let y = Flex::conv2d_forward(
+        x.into_primitive().tensor(),
+        w.into_primitive().tensor(),
+        None,
+        dilated,
+    );
+    let y = Tensor::<Flex, 4>::new(TensorPrimitive::Float(y));
+    assert_eq!(y.dims(), [1, 4, 6, 6]);
+    assert_eq!(y.to_data(), reference.to_data());
+}
+
+/// Gradients of `sum(conv(x, w, b) * r)` through `Autodiff<Flex>`: the crate's seam against
+/// burn's `conv2d`, for input, weight and bias.
+#[test]
+fn autodiff_gradients_through_the_seam_equal_burns() {
+    type A = Autodiff<Flex>;
+    let device = Default::default();
+    for case in [
+        [2, 8, 12, 3, 1, 1, 1, 9],
+        [2, 16, 16, 3, 2, 1, 16, 11],
+        [1, 6, 4, 1, 1, 0, 2, 5],
+    ] {
+        let g = geometry(&case).expect("valid");
+        let [n, c_in, c_out, k, _, _, groups, size] = case;
+        let x0 = Tensor::<A, 4>::random(
+            [n, c_in, size, size],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let w0 = Tensor::<A, 4>::random(
+            [c_out, c_in / groups, k, k],
+            Distribution::Normal(0.0, 0.3),
+            &device,
+        );
+        let b0 = Tensor::<A, 1>::random([c_out], Distribution::Normal(0.0, 1.0), &device);
+        let r = Tensor::<A, 4>::random(
+            [n, c_out, g.oh, g.ow],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let grads_of = |ours: bool| {
+            let (x, w, b) = (
+                x0.clone().require_grad(),
+                w0.clone().require_grad(),
+                b0.clone().require_grad(),
+            );
+            let y = if ours {
+                Tensor::<A, 4>::new(TensorPrimitive::Float(A::conv2d_forward(
+                    x.clone().into_primitive().tensor(),
+                    w.clone().into_primitive().tensor(),
+                    Some(b.clone().into_primitive().tensor()),
+                    options(&case),
+                )))
+            } else {
+                burn::tensor::module::conv2d(x.clone(), w.clone(), Some(b.clone()), options(&case))
+            };
+            let grads = (y * r.clone()).sum().backward();
+            let get = |t: Vec<f32>| t;
+            (
+                get(x
+                    .grad(&grads)
+                    .expect("x grad")
+                    .to_data()
+                    .to_vec::<f32>()
+                    .expect("f32")),
+                get(w
+                    .grad(&grads)
+                    .expect("w grad")
+                    .to_data()
+                    .to_vec::<f32>()
+                    .expect("f32")),
+                get(b
+                    .grad(&grads)
+                    .expect("b grad")
+                    .to_data()
+                    .to_vec::<f32>()
+                    .expect("f32")),
+            )
+        };
+        let (ours, reference) = (grads_of(true), grads_of(false));
+        for (name, a, b) in [
+            ("x", &ours.0, &reference.0),
+            ("weight", &ours.1, &reference.1),
+            ("bias", &ours.2, &reference.2),
+        ] {
+            let e = relative_error(a, b);
+            assert!(
+                e <= 1e-4,
+                "{name} gradient of {case:?}: relative error {e:e}"
+            );
+        }
+    }
+}
