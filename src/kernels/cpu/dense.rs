@@ -9,12 +9,10 @@
 //! zero-filled pages were about 15 % of a training step); a 1×1, stride-1, unpadded convolution
 //! uses the activation itself as that matrix.
 
-use std::cell::RefCell;
-
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::ConvGeometry;
+use super::{ConvGeometry, with_scratch};
 
 /// A row-major or strided view of a matrix inside a slice: element `(i, j)` at
 /// `i * row_stride + j * col_stride`.
@@ -93,25 +91,6 @@ fn matmul(
             parallelism,
         );
     }
-}
-
-thread_local! {
-    /// This thread's im2col scratch, reused across calls.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with this thread's scratch buffer of at least `len` elements (contents unspecified).
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buffer) => {
-            if buffer.len() < len {
-                buffer.resize(len, 0.0);
-            }
-            f(&mut buffer[..len])
-        }
-        // Re-entered on the same thread (a nested parallel call stole work here): a fresh one.
-        Err(_) => f(&mut vec![0.0; len]),
-    })
 }
 
 impl ConvGeometry {

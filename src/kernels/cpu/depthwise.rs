@@ -1,13 +1,125 @@
 //! Depthwise convolutions (`groups == C_in == C_out`): each channel convolved with its own
-//! `kh × kw` kernel, plane by plane, as multiply-adds over output rows.
+//! `kh × kw` kernel, plane by plane.
 //!
-//! Every loop runs over a range of output columns whose input columns are inside the image
-//! ([`ConvGeometry::valid_cols`]), so the zero border costs nothing and no element is tested.
+//! Each input plane is first copied into its zero-padded form, split by stride phase: for
+//! strides `(sh, sw)` the padded plane becomes `sh · sw` phase planes of width `wq = ⌈wp / sw⌉`,
+//! phase `(a, b)` holding padded rows `a, a + sh, ...` and columns `b, b + sw, ...`. Output pixel
+//! `(oh, ow)` then reads, for kernel tap `(ki, kj)`, phase `(ki % sh, kj % sw)` at
+//! `(oh + ki / sh, ow + kj / sw)`: with the output laid out at the phase width `wq` ("wide", the
+//! columns past `ow` are never kept), every tap is one multiply-add between two long contiguous
+//! runs at a constant offset. No border test, no strided access, and the loops are as long as
+//! the plane (blocked to stay in L1), where row-by-row loops over 7- or 14-pixel rows spent most
+//! of their time in scalar tails.
 
 use rayon::prelude::*;
 
 use super::simd::{madd, simd_dispatch};
-use super::{ConvGeometry, SimdLevel};
+use super::{ConvGeometry, SimdLevel, with_scratch};
+
+/// Elements of the wide output processed per pass over the taps: keeps the run of outputs and
+/// the inputs it reads in L1.
+const BLOCK: usize = 1024;
+
+/// Lanes of independent partial sums: the compiler vectorises a dot product only when the
+/// additions are spread over lanes this way (float addition is not reassociated for it).
+const LANES: usize = 16;
+
+/// The stride-phase layout of one padded plane.
+#[derive(Debug, Clone, Copy)]
+struct Phases {
+    /// Rows of each phase plane.
+    hq: usize,
+    /// Columns of each phase plane (also the width of the wide output).
+    wq: usize,
+    /// Elements of the wide output: `(oh − 1) · wq + ow`.
+    wide: usize,
+}
+
+impl Phases {
+    fn of(g: &ConvGeometry) -> Self {
+        let [sh, sw] = g.stride;
+        let hq = (g.h + 2 * g.padding[0]).div_ceil(sh);
+        let wq = (g.w + 2 * g.padding[1]).div_ceil(sw);
+        Self {
+            hq,
+            wq,
+            wide: (g.oh - 1) * wq + g.ow,
+        }
+    }
+
+    fn plane(&self) -> usize {
+        self.hq * self.wq
+    }
+
+    fn planes_len(&self, g: &ConvGeometry) -> usize {
+        self.plane() * g.stride[0] * g.stride[1]
+    }
+
+    /// The phase plane and offset into it that tap `(ki, kj)` reads.
+    fn tap(&self, g: &ConvGeometry, ki: usize, kj: usize) -> (usize, usize) {
+        let [sh, sw] = g.stride;
+        let phase = (ki % sh) * sw + kj % sw;
+        (phase * self.plane(), (ki / sh) * self.wq + kj / sw)
+    }
+
+    /// For padded row `r` of the image: per column phase, where its run starts in the phase
+    /// planes, the first image column in it, and the step between image columns (`sw`).
+    fn column_runs(
+        &self,
+        g: &ConvGeometry,
+        r: usize,
+    ) -> impl Iterator<Item = (usize, usize, usize)> {
+        let [sh, sw] = g.stride;
+        let pad_w = g.padding[1];
+        let (plane, wq) = (self.plane(), self.wq);
+        (0..sw).filter_map(move |b| {
+            // The first image column c with (c + pad_w) % sw == b.
+            let first = (b + sw - pad_w % sw) % sw;
+            (first < g.w).then(|| {
+                let start = ((r % sh) * sw + b) * plane + (r / sh) * wq + (first + pad_w) / sw;
+                (start, first, sw)
+            })
+        })
+    }
+}
+
+/// Copies one input plane `[h, w]` into its padded phase planes (zeros everywhere else).
+fn scatter_phases(g: &ConvGeometry, ph: &Phases, x: &[f32], planes: &mut [f32]) {
+    planes.fill(0.0);
+    let [pad_h, pad_w] = g.padding;
+    if g.stride == [1, 1] {
+        for (r, row) in x.chunks_exact(g.w).enumerate() {
+            let start = (r + pad_h) * ph.wq + pad_w;
+            planes[start..start + g.w].copy_from_slice(row);
+        }
+        return;
+    }
+    for (r, row) in x.chunks_exact(g.w).enumerate() {
+        for (start, first, step) in ph.column_runs(g, r + pad_h) {
+            for (i, &v) in row[first..].iter().step_by(step).enumerate() {
+                planes[start + i] = v;
+            }
+        }
+    }
+}
+
+/// Adds the padded phase planes' interior back onto one plane `[h, w]` (the transpose of
+/// [`scatter_phases`]; the border, which only padding read, is dropped).
+fn gather_phases(g: &ConvGeometry, ph: &Phases, planes: &[f32], dx: &mut [f32]) {
+    let [pad_h, pad_w] = g.padding;
+    for (r, row) in dx.chunks_exact_mut(g.w).enumerate() {
+        if g.stride == [1, 1] {
+            let start = (r + pad_h) * ph.wq + pad_w;
+            row.copy_from_slice(&planes[start..start + g.w]);
+        } else {
+            for (start, first, step) in ph.column_runs(g, r + pad_h) {
+                for (i, v) in row[first..].iter_mut().step_by(step).enumerate() {
+                    *v = planes[start + i];
+                }
+            }
+        }
+    }
+}
 
 /// Forward: `y[n, c] = bias[c] + Σ w[c, ki, kj] · x[n, c, oh·s + ki − p, ow·s + kj − p]`.
 pub fn forward(
@@ -18,191 +130,135 @@ pub fn forward(
     level: SimdLevel,
 ) -> Vec<f32> {
     let (plane_in, plane_out, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+    let ph = Phases::of(g);
     let mut y = vec![0.0f32; g.n * g.c_out * plane_out];
     y.par_chunks_mut(plane_out)
         .enumerate()
         .for_each(|(plane, out)| {
             let c = plane % g.c_in;
-            let start = bias.map_or(0.0, |b| b[c]);
-            out.fill(start);
-            forward_plane(
-                level,
-                g,
-                &x[plane * plane_in..][..plane_in],
-                &weight[c * taps..][..taps],
-                out,
-            );
+            with_scratch(ph.planes_len(g) + ph.wide, |scratch| {
+                let (planes, wide) = scratch.split_at_mut(ph.planes_len(g));
+                scatter_phases(g, &ph, &x[plane * plane_in..][..plane_in], planes);
+                wide.fill(bias.map_or(0.0, |b| b[c]));
+                let w = &weight[c * taps..][..taps];
+                for start in (0..ph.wide).step_by(BLOCK) {
+                    let end = (start + BLOCK).min(ph.wide);
+                    for ki in 0..g.kh {
+                        for kj in 0..g.kw {
+                            let (base, offset) = ph.tap(g, ki, kj);
+                            let src = &planes[base + offset + start..base + offset + end];
+                            axpy(level, w[ki * g.kw + kj], src, &mut wide[start..end]);
+                        }
+                    }
+                }
+                for (oh, row) in out.chunks_exact_mut(g.ow).enumerate() {
+                    row.copy_from_slice(&wide[oh * ph.wq..][..g.ow]);
+                }
+            });
         });
     y
-}
-
-simd_dispatch! {
-    /// One output plane of a depthwise convolution, accumulated into `out`.
-    fn forward_plane => forward_plane_body(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32])
-}
-
-#[inline(always)]
-fn forward_plane_body<const FMA: bool>(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32]) {
-    let sw = g.stride[1];
-    let pw = g.padding[1];
-    for (oh, row) in out.chunks_exact_mut(g.ow).enumerate() {
-        for ki in 0..g.kh {
-            let Some(ih) = g.input_row(oh, ki) else {
-                continue;
-            };
-            let x_row = &x[ih * g.w..][..g.w];
-            for kj in 0..g.kw {
-                let (lo, hi) = g.valid_cols(kj);
-                if lo >= hi {
-                    continue;
-                }
-                let wv = w[ki * g.kw + kj];
-                let first = lo * sw + kj - pw;
-                if sw == 1 {
-                    let src = &x_row[first..first + (hi - lo)];
-                    for (o, &v) in row[lo..hi].iter_mut().zip(src) {
-                        *o = madd::<FMA>(wv, v, *o);
-                    }
-                } else {
-                    for (i, o) in row[lo..hi].iter_mut().enumerate() {
-                        *o = madd::<FMA>(wv, x_row[first + i * sw], *o);
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Input gradient: each output gradient spread back over the inputs it read,
 /// `dx[n, c, oh·s + ki − p, ow·s + kj − p] += w[c, ki, kj] · dy[n, c, oh, ow]`.
 pub fn input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32], level: SimdLevel) -> Vec<f32> {
     let (plane_in, plane_out, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+    let ph = Phases::of(g);
     let mut dx = vec![0.0f32; g.n * g.c_in * plane_in];
     dx.par_chunks_mut(plane_in)
         .enumerate()
         .for_each(|(plane, out)| {
             let c = plane % g.c_in;
-            input_grad_plane(
-                level,
-                g,
-                &dy[plane * plane_out..][..plane_out],
-                &weight[c * taps..][..taps],
-                out,
-            );
+            with_scratch(ph.planes_len(g) + ph.wide, |scratch| {
+                let (planes, wide) = scratch.split_at_mut(ph.planes_len(g));
+                widen(g, &ph, &dy[plane * plane_out..][..plane_out], wide);
+                planes.fill(0.0);
+                let w = &weight[c * taps..][..taps];
+                for start in (0..ph.wide).step_by(BLOCK) {
+                    let end = (start + BLOCK).min(ph.wide);
+                    for ki in 0..g.kh {
+                        for kj in 0..g.kw {
+                            let (base, offset) = ph.tap(g, ki, kj);
+                            let dst = &mut planes[base + offset + start..base + offset + end];
+                            axpy(level, w[ki * g.kw + kj], &wide[start..end], dst);
+                        }
+                    }
+                }
+                gather_phases(g, &ph, planes, out);
+            });
         });
     dx
-}
-
-simd_dispatch! {
-    /// One input-gradient plane of a depthwise convolution, accumulated into `dx`.
-    fn input_grad_plane => input_grad_plane_body(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32])
-}
-
-#[inline(always)]
-fn input_grad_plane_body<const FMA: bool>(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
-    let sw = g.stride[1];
-    let pw = g.padding[1];
-    for (oh, dy_row) in dy.chunks_exact(g.ow).enumerate() {
-        for ki in 0..g.kh {
-            let Some(ih) = g.input_row(oh, ki) else {
-                continue;
-            };
-            let dx_row = &mut dx[ih * g.w..][..g.w];
-            for kj in 0..g.kw {
-                let (lo, hi) = g.valid_cols(kj);
-                if lo >= hi {
-                    continue;
-                }
-                let wv = w[ki * g.kw + kj];
-                let first = lo * sw + kj - pw;
-                if sw == 1 {
-                    let dst = &mut dx_row[first..first + (hi - lo)];
-                    for (d, &v) in dst.iter_mut().zip(&dy_row[lo..hi]) {
-                        *d = madd::<FMA>(wv, v, *d);
-                    }
-                } else {
-                    for (i, &v) in dy_row[lo..hi].iter().enumerate() {
-                        let d = &mut dx_row[first + i * sw];
-                        *d = madd::<FMA>(wv, v, *d);
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Weight gradient: `dw[c, ki, kj] = Σ_n Σ_oh,ow dy[n, c, oh, ow] · x[n, c, oh·s + ki − p, ow·s + kj − p]`,
 /// channel by channel (each channel's sum runs over the batch in order: repeatable).
 pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], level: SimdLevel) -> Vec<f32> {
     let (plane_in, plane_out, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+    let ph = Phases::of(g);
     let mut dw = vec![0.0f32; g.c_out * taps];
     dw.par_chunks_mut(taps).enumerate().for_each(|(c, out)| {
-        for image in 0..g.n {
-            let plane = image * g.c_in + c;
-            weight_grad_plane(
-                level,
-                g,
-                &x[plane * plane_in..][..plane_in],
-                &dy[plane * plane_out..][..plane_out],
-                out,
-            );
-        }
+        with_scratch(ph.planes_len(g) + ph.wide, |scratch| {
+            let (planes, wide) = scratch.split_at_mut(ph.planes_len(g));
+            for image in 0..g.n {
+                let plane = image * g.c_in + c;
+                scatter_phases(g, &ph, &x[plane * plane_in..][..plane_in], planes);
+                widen(g, &ph, &dy[plane * plane_out..][..plane_out], wide);
+                for ki in 0..g.kh {
+                    for kj in 0..g.kw {
+                        let (base, offset) = ph.tap(g, ki, kj);
+                        let src = &planes[base + offset..base + offset + ph.wide];
+                        out[ki * g.kw + kj] += dot(level, wide, src);
+                    }
+                }
+            }
+        });
     });
     dw
 }
 
-simd_dispatch! {
-    /// One plane's contribution to a depthwise kernel's gradient, added to `dw`.
-    fn weight_grad_plane => weight_grad_plane_body(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32])
+/// Lays an output-gradient plane `[oh, ow]` out at the phase width, zeros in the extra columns
+/// (so that they add nothing where they are multiplied).
+fn widen(g: &ConvGeometry, ph: &Phases, dy: &[f32], wide: &mut [f32]) {
+    wide.fill(0.0);
+    for (oh, row) in dy.chunks_exact(g.ow).enumerate() {
+        wide[oh * ph.wq..][..g.ow].copy_from_slice(row);
+    }
 }
 
-/// Lanes of independent partial sums: the compiler vectorises a dot product only when the
-/// additions are spread over lanes this way (float addition is not reassociated for it).
-const LANES: usize = 16;
+simd_dispatch! {
+    /// `y += a · x` over two runs of equal length.
+    fn axpy => axpy_body(a: f32, x: &[f32], y: &mut [f32])
+}
 
 #[inline(always)]
-fn weight_grad_plane_body<const FMA: bool>(
-    g: &ConvGeometry,
-    x: &[f32],
-    dy: &[f32],
-    dw: &mut [f32],
-) {
-    let sw = g.stride[1];
-    let pw = g.padding[1];
-    for ki in 0..g.kh {
-        for kj in 0..g.kw {
-            let (lo, hi) = g.valid_cols(kj);
-            let first = (lo * sw + kj).wrapping_sub(pw);
-            let mut acc = [0.0f32; LANES];
-            let mut tail = 0.0f32;
-            for oh in 0..g.oh {
-                let Some(ih) = g.input_row(oh, ki) else {
-                    continue;
-                };
-                if lo >= hi {
-                    continue;
-                }
-                let x_row = &x[ih * g.w..][..g.w];
-                let dy_row = &dy[oh * g.ow + lo..oh * g.ow + hi];
-                if sw == 1 {
-                    let src = &x_row[first..first + (hi - lo)];
-                    let mut a = dy_row.chunks_exact(LANES);
-                    let mut b = src.chunks_exact(LANES);
-                    for (ca, cb) in (&mut a).zip(&mut b) {
-                        for l in 0..LANES {
-                            acc[l] = madd::<FMA>(ca[l], cb[l], acc[l]);
-                        }
-                    }
-                    for (&u, &v) in a.remainder().iter().zip(b.remainder()) {
-                        tail = madd::<FMA>(u, v, tail);
-                    }
-                } else {
-                    for (i, &u) in dy_row.iter().enumerate() {
-                        tail = madd::<FMA>(u, x_row[first + i * sw], tail);
-                    }
-                }
-            }
-            dw[ki * g.kw + kj] += acc.iter().sum::<f32>() + tail;
+fn axpy_body<const FMA: bool>(a: f32, x: &[f32], y: &mut [f32]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = madd::<FMA>(a, v, *o);
+    }
+}
+
+/// `Σ a[i] · b[i]`, summed in [`LANES`] interleaved partial sums, then in order.
+fn dot(level: SimdLevel, a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    dot_lanes(level, a, b, &mut acc);
+    acc.iter().sum()
+}
+
+simd_dispatch! {
+    /// Adds `a[i] · b[i]` into `acc[i % LANES]`.
+    fn dot_lanes => dot_lanes_body(a: &[f32], b: &[f32], acc: &mut [f32; LANES])
+}
+
+#[inline(always)]
+fn dot_lanes_body<const FMA: bool>(a: &[f32], b: &[f32], acc: &mut [f32; LANES]) {
+    let mut xs = a.chunks_exact(LANES);
+    let mut ys = b.chunks_exact(LANES);
+    for (x, y) in (&mut xs).zip(&mut ys) {
+        for l in 0..LANES {
+            acc[l] = madd::<FMA>(x[l], y[l], acc[l]);
         }
+    }
+    for (l, (&x, &y)) in xs.remainder().iter().zip(ys.remainder()).enumerate() {
+        acc[l] = madd::<FMA>(x, y, acc[l]);
     }
 }

@@ -20,6 +20,8 @@ mod simd;
 
 pub use simd::SimdLevel;
 
+use std::cell::RefCell;
+
 use burn::tensor::ops::ConvOptions;
 
 /// Sizes of one 2-D convolution: input `[n, c_in, h, w]`, weight `[c_out, c_in / groups, kh, kw]`,
@@ -117,6 +119,25 @@ impl ConvGeometry {
             .checked_sub(self.padding[0])
             .filter(|&r| r < self.h)
     }
+}
+
+thread_local! {
+    /// This thread's im2col scratch, reused across calls.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer of at least `len` elements (contents unspecified).
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffer) => {
+            if buffer.len() < len {
+                buffer.resize(len, 0.0);
+            }
+            f(&mut buffer[..len])
+        }
+        // Re-entered on the same thread (a nested parallel call stole work here): a fresh one.
+        Err(_) => f(&mut vec![0.0; len]),
+    })
 }
 
 /// Output positions `o` in `[0, out)` with `0 <= o * stride + k - pad < size`, as `[lo, hi)`.
