@@ -176,6 +176,9 @@ def ort_session(path, threads):
 def bench_forward(args, log):
     rows = []
     with tempfile.TemporaryDirectory(prefix="tv_onnx_") as tmp:
+        if args.keep_onnx:  # the exported files outlive the run (benches/compare.py feeds tract)
+            os.makedirs(args.keep_onnx, exist_ok=True)
+            tmp = args.keep_onnx
         for name in MODELS:
             torch.manual_seed(0)
             model = build(name).eval()
@@ -455,6 +458,8 @@ def main():
     ap.add_argument("--epoch-warmup", type=int, default=1,
                     help="untimed epochs first per epoch case (default 1)")
     ap.add_argument("--no-onnx", action="store_true", help="skip onnxruntime")
+    ap.add_argument("--keep-onnx", metavar="DIR",
+                    help="write the exported ONNX files (NAME_SIZE.onnx) to DIR and keep them")
     ap.add_argument("--json", metavar="PATH", help="write all results to this JSON file")
     ap.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
     args = ap.parse_args()
