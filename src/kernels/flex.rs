@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use burn::backend::Flex;
-use burn::tensor::ops::{ConvOptions, FloatTensor};
+use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
 use burn::tensor::{Bytes, DType, Shape};
 use burn_flex::{FlexTensor, Layout};
 
@@ -27,9 +27,20 @@ fn burn_kernels_asked() -> bool {
     })
 }
 
-/// The geometry of this call, when every operand is a 4-D `f32` tensor the kernels cover.
-fn geometry(x: &FlexTensor, weight: &FlexTensor, options: &ConvOptions<2>) -> Option<ConvGeometry> {
-    if x.dtype() != DType::F32 || weight.dtype() != DType::F32 || burn_kernels_asked() {
+/// The geometry of this call, when `x` and `weight` are 4-D, every operand is `f32` and the
+/// kernels cover the options.
+fn geometry(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    others: &[Option<&FlexTensor>],
+    options: &ConvOptions<2>,
+) -> Option<ConvGeometry> {
+    let all_f32 = [Some(x), Some(weight)]
+        .iter()
+        .chain(others)
+        .flatten()
+        .all(|t| t.dtype() == DType::F32);
+    if !all_f32 || burn_kernels_asked() {
         return None;
     }
     ConvGeometry::new(dims4(x)?, dims4(weight)?, options)
@@ -56,9 +67,8 @@ impl ConvBackend for Flex {
         bias: Option<FloatTensor<Self>>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        let bias_is_f32 = bias.as_ref().is_none_or(|b| b.dtype() == DType::F32);
-        let Some(g) = geometry(&x, &weight, &options).filter(|_| bias_is_f32) else {
-            return <Self as burn::tensor::ops::ModuleOps<Self>>::conv2d(x, weight, bias, options);
+        let Some(g) = geometry(&x, &weight, &[bias.as_ref()], &options) else {
+            return <Self as ModuleOps<Self>>::conv2d(x, weight, bias, options);
         };
         let (x, weight, bias) = (dense(&x), dense(&weight), bias.as_ref().map(dense));
         let y = cpu::conv2d_forward(
@@ -77,22 +87,12 @@ impl ConvBackend for Flex {
         output_grad: FloatTensor<Self>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        let Some(g) = geometry(&x, &weight, &options).filter(|_| output_grad.dtype() == DType::F32)
-        else {
-            return <Self as burn::tensor::ops::ModuleOps<Self>>::conv2d_x_backward(
-                x,
-                weight,
-                output_grad,
-                options,
-            );
+        let Some(g) = geometry(&x, &weight, &[Some(&output_grad)], &options) else {
+            return <Self as ModuleOps<Self>>::conv2d_x_backward(x, weight, output_grad, options);
         };
         let (weight, dy) = (dense(&weight), dense(&output_grad));
-        let dx = cpu::conv2d_input_grad(
-            &g,
-            weight.storage::<f32>(),
-            dy.storage::<f32>(),
-            SimdLevel::current(),
-        );
+        let (weight, dy) = (weight.storage::<f32>(), dy.storage::<f32>());
+        let dx = cpu::conv2d_input_grad(&g, weight, dy, SimdLevel::current());
         from_vec(dx, [g.n, g.c_in, g.h, g.w])
     }
 
@@ -102,9 +102,8 @@ impl ConvBackend for Flex {
         output_grad: FloatTensor<Self>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        let Some(g) = geometry(&x, &weight, &options).filter(|_| output_grad.dtype() == DType::F32)
-        else {
-            return <Self as burn::tensor::ops::ModuleOps<Self>>::conv2d_weight_backward(
+        let Some(g) = geometry(&x, &weight, &[Some(&output_grad)], &options) else {
+            return <Self as ModuleOps<Self>>::conv2d_weight_backward(
                 x,
                 weight,
                 output_grad,

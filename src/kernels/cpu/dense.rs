@@ -156,6 +156,18 @@ fn im2col(g: &ConvGeometry, x: &[f32], channels: usize, col: &mut [f32]) {
     }
 }
 
+/// Runs `f` with the im2col matrix `[channels · kh · kw, oh · ow]` of one group's input planes:
+/// the planes themselves for a pointwise convolution, else this thread's scratch buffer.
+fn with_im2col<R>(g: &ConvGeometry, x: &[f32], channels: usize, f: impl FnOnce(&[f32]) -> R) -> R {
+    if g.is_pointwise() {
+        return f(x);
+    }
+    with_scratch(channels * g.kh * g.kw * g.oh * g.ow, |col| {
+        im2col(g, x, channels, col);
+        f(col)
+    })
+}
+
 /// Adds the im2col-shaped gradient `col` back onto one group's input planes `dx` (`[c, h, w]`).
 fn col2im(g: &ConvGeometry, col: &[f32], channels: usize, dx: &mut [f32]) {
     let p = g.oh * g.ow;
@@ -191,6 +203,24 @@ fn col2im(g: &ConvGeometry, col: &[f32], channels: usize, dx: &mut [f32]) {
     }
 }
 
+/// Runs `one_image(i, out)` on each image's `per_image` outputs, in parallel or in turn.
+fn for_each_image(
+    out: &mut [f32],
+    per_image: usize,
+    parallel: bool,
+    one_image: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    if parallel {
+        out.par_chunks_mut(per_image)
+            .enumerate()
+            .for_each(|(i, chunk)| one_image(i, chunk));
+    } else {
+        out.chunks_mut(per_image)
+            .enumerate()
+            .for_each(|(i, chunk)| one_image(i, chunk));
+    }
+}
+
 /// Forward convolution `[n, c_out, oh, ow]`.
 pub fn forward(g: &ConvGeometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (c_in_group, c_out_group, k, p) = g.group_sizes();
@@ -203,8 +233,8 @@ pub fn forward(g: &ConvGeometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>
             let w_group =
                 MatRef::row_major(&weight[group * c_out_group * k..][..c_out_group * k], k);
             let out_group = &mut out[group * c_out_group * p..][..c_out_group * p];
-            if g.is_pointwise() {
-                let rhs = MatRef::row_major(x_group, p);
+            with_im2col(g, x_group, c_in_group, |col| {
+                let rhs = MatRef::row_major(col, p);
                 matmul(
                     [c_out_group, p, k],
                     out_group,
@@ -213,20 +243,7 @@ pub fn forward(g: &ConvGeometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>
                     false,
                     parallelism,
                 );
-            } else {
-                with_scratch(k * p, |col| {
-                    im2col(g, x_group, c_in_group, col);
-                    let rhs = MatRef::row_major(col, p);
-                    matmul(
-                        [c_out_group, p, k],
-                        out_group,
-                        w_group,
-                        rhs,
-                        false,
-                        parallelism,
-                    );
-                });
-            }
+            });
         }
         if let Some(bias) = bias {
             for (row, &b) in out.chunks_exact_mut(p).zip(bias) {
@@ -234,16 +251,7 @@ pub fn forward(g: &ConvGeometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>
             }
         }
     };
-    let per_image = g.c_out * p;
-    if by_image {
-        y.par_chunks_mut(per_image)
-            .enumerate()
-            .for_each(|(i, out)| one_image(i, out));
-    } else {
-        y.chunks_mut(per_image)
-            .enumerate()
-            .for_each(|(i, out)| one_image(i, out));
-    }
+    for_each_image(&mut y, g.c_out * p, by_image, one_image);
     y
 }
 
@@ -277,16 +285,7 @@ pub fn input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
             }
         }
     };
-    let per_image = g.c_in * plane;
-    if by_image {
-        dx.par_chunks_mut(per_image)
-            .enumerate()
-            .for_each(|(i, out)| one_image(i, out));
-    } else {
-        dx.chunks_mut(per_image)
-            .enumerate()
-            .for_each(|(i, out)| one_image(i, out));
-    }
+    for_each_image(&mut dx, g.c_in * plane, by_image, one_image);
     dx
 }
 
@@ -313,8 +312,8 @@ pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 let dy_group =
                     MatRef::row_major(&dy_image[group * c_out_group * p..][..c_out_group * p], p);
                 let dw_group = &mut dw[group * c_out_group * k..][..c_out_group * k];
-                if g.is_pointwise() {
-                    let col_t = MatRef::transposed(x_group, p);
+                with_im2col(g, x_group, c_in_group, |col| {
+                    let col_t = MatRef::transposed(col, p);
                     matmul(
                         [c_out_group, k, p],
                         dw_group,
@@ -323,20 +322,7 @@ pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
                         true,
                         parallelism,
                     );
-                } else {
-                    with_scratch(k * p, |col| {
-                        im2col(g, x_group, c_in_group, col);
-                        let col_t = MatRef::transposed(col, p);
-                        matmul(
-                            [c_out_group, k, p],
-                            dw_group,
-                            dy_group,
-                            col_t,
-                            true,
-                            parallelism,
-                        );
-                    });
-                }
+                });
             }
         }
         dw

@@ -11,6 +11,8 @@
 //! the plane (blocked to stay in L1), where row-by-row loops over 7- or 14-pixel rows spent most
 //! of their time in scalar tails.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::simd::{madd, simd_dispatch};
@@ -60,6 +62,31 @@ impl Phases {
         let [sh, sw] = g.stride;
         let phase = (ki % sh) * sw + kj % sw;
         (phase * self.plane(), (ki / sh) * self.wq + kj / sw)
+    }
+
+    /// Calls `f(weight, wide_range, planes_range)` for each block of the wide output and each
+    /// kernel tap, with the tap's weight and the run of phase-plane elements it pairs with that
+    /// block: the forward pass reads that run, the input gradient adds into it.
+    fn for_each_tap_block(
+        &self,
+        g: &ConvGeometry,
+        weight: &[f32],
+        mut f: impl FnMut(f32, Range<usize>, Range<usize>),
+    ) {
+        for start in (0..self.wide).step_by(BLOCK) {
+            let end = (start + BLOCK).min(self.wide);
+            for ki in 0..g.kh {
+                for kj in 0..g.kw {
+                    let (base, offset) = self.tap(g, ki, kj);
+                    let from = base + offset + start;
+                    f(
+                        weight[ki * g.kw + kj],
+                        start..end,
+                        from..from + (end - start),
+                    );
+                }
+            }
+        }
     }
 
     /// For padded row `r` of the image: per column phase, where its run starts in the phase
@@ -140,17 +167,9 @@ pub fn forward(
                 let (planes, wide) = scratch.split_at_mut(ph.planes_len(g));
                 scatter_phases(g, &ph, &x[plane * plane_in..][..plane_in], planes);
                 wide.fill(bias.map_or(0.0, |b| b[c]));
-                let w = &weight[c * taps..][..taps];
-                for start in (0..ph.wide).step_by(BLOCK) {
-                    let end = (start + BLOCK).min(ph.wide);
-                    for ki in 0..g.kh {
-                        for kj in 0..g.kw {
-                            let (base, offset) = ph.tap(g, ki, kj);
-                            let src = &planes[base + offset + start..base + offset + end];
-                            axpy(level, w[ki * g.kw + kj], src, &mut wide[start..end]);
-                        }
-                    }
-                }
+                ph.for_each_tap_block(g, &weight[c * taps..][..taps], |w, out, input| {
+                    axpy(level, w, &planes[input], &mut wide[out]);
+                });
                 for (oh, row) in out.chunks_exact_mut(g.ow).enumerate() {
                     row.copy_from_slice(&wide[oh * ph.wq..][..g.ow]);
                 }
@@ -173,17 +192,9 @@ pub fn input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32], level: SimdLevel
                 let (planes, wide) = scratch.split_at_mut(ph.planes_len(g));
                 widen(g, &ph, &dy[plane * plane_out..][..plane_out], wide);
                 planes.fill(0.0);
-                let w = &weight[c * taps..][..taps];
-                for start in (0..ph.wide).step_by(BLOCK) {
-                    let end = (start + BLOCK).min(ph.wide);
-                    for ki in 0..g.kh {
-                        for kj in 0..g.kw {
-                            let (base, offset) = ph.tap(g, ki, kj);
-                            let dst = &mut planes[base + offset + start..base + offset + end];
-                            axpy(level, w[ki * g.kw + kj], &wide[start..end], dst);
-                        }
-                    }
-                }
+                ph.for_each_tap_block(g, &weight[c * taps..][..taps], |w, out, input| {
+                    axpy(level, w, &wide[out], &mut planes[input]);
+                });
                 gather_phases(g, &ph, planes, out);
             });
         });
