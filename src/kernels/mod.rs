@@ -7,8 +7,9 @@
 //! and CUDA use. burn-flex, the default CPU backend, overrides all three with the crate's own
 //! kernels ([`cpu`]), and the [`Autodiff`](burn::backend::Autodiff) implementation records a backward step that calls
 //! the inner backend's gradients, so training on `Autodiff<Flex>` runs the crate's kernels both
-//! ways. A new backend (wgpu, say) joins with one line, `impl ConvBackend for Wgpu {}`, and gets
-//! its own implementation where it has one.
+//! ways. Another burn backend (wgpu, say) joins here with one line, `impl ConvBackend for Wgpu {}`
+//! (the orphan rule keeps that line in this crate); a backend type of a user's own joins in the
+//! user's crate the same way.
 //!
 //! burn's book calls this pattern a backend extension: burn's `ModuleOps` cannot be implemented
 //! again for a backend the crate does not own, so the models are generic over this trait instead
