@@ -6,9 +6,9 @@
 //! produces and exists to document that contract in one place. The one torchvision key burn has
 //! no tensor for is BatchNorm's `num_batches_tracked` counter, which no recipe here reads.
 
-use crate::kernels::ConvBackend;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 
 /// One tensor of a module's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +43,7 @@ struct Collector {
     entries: Vec<StateEntry>,
 }
 
-impl<B: ConvBackend> ModuleVisitor<B> for Collector {
+impl<B: Backend> ModuleVisitor<B> for Collector {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
         self.path.push(name.to_string());
     }
@@ -71,7 +71,7 @@ impl<B: ConvBackend> ModuleVisitor<B> for Collector {
 ///
 /// On a backend without autodiff nothing can train, but a parameter is reported trainable
 /// unless it is a buffer, as PyTorch reports `requires_grad` of a fresh model.
-pub fn state_dict<B: ConvBackend, M: Module<B>>(module: &M) -> Vec<StateEntry> {
+pub fn state_dict<B: Backend, M: Module<B>>(module: &M) -> Vec<StateEntry> {
     let mut collector = Collector {
         path: Vec::new(),
         entries: Vec::new(),
@@ -90,7 +90,7 @@ pub struct ParamCount {
 }
 
 /// Counts `module`'s parameters (not its BatchNorm buffers), as `sum(p.numel())` in PyTorch.
-pub fn param_count<B: ConvBackend, M: Module<B>>(module: &M) -> ParamCount {
+pub fn param_count<B: Backend, M: Module<B>>(module: &M) -> ParamCount {
     let mut count = ParamCount {
         total: 0,
         trainable: 0,

@@ -2,6 +2,7 @@
 //! mode.
 
 use crate::kernels::ConvBackend;
+use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::TrainError;
@@ -37,7 +38,7 @@ pub(crate) fn inference_copy<B: ConvBackend, M: ImageClassifier<B>>(model: &M) -
 }
 
 /// Adds the loss and predictions of `logits` against `labels` to `acc`.
-pub(crate) fn add_logits<B: ConvBackend>(
+pub(crate) fn add_logits<B: Backend>(
     acc: &mut Accumulator,
     logits: Tensor<B, 2>,
     labels: &[i64],
@@ -62,15 +63,12 @@ pub(crate) fn check_labels(labels: &[i64], classes: usize) -> Result<(), TrainEr
 }
 
 /// Labels as an integer tensor.
-pub(crate) fn labels_tensor<B: ConvBackend>(
-    labels: &[i64],
-    device: &B::Device,
-) -> Tensor<B, 1, Int> {
+pub(crate) fn labels_tensor<B: Backend>(labels: &[i64], device: &B::Device) -> Tensor<B, 1, Int> {
     Tensor::from_data(TensorData::new(labels.to_vec(), [labels.len()]), device)
 }
 
 /// Predicted class of each row of `logits`.
-pub(crate) fn argmax_rows<B: ConvBackend>(logits: Tensor<B, 2>) -> Vec<i64> {
+pub(crate) fn argmax_rows<B: Backend>(logits: Tensor<B, 2>) -> Vec<i64> {
     host_rows(logits)
         .iter()
         .map(|row| argmax(row) as i64)
@@ -78,7 +76,7 @@ pub(crate) fn argmax_rows<B: ConvBackend>(logits: Tensor<B, 2>) -> Vec<i64> {
 }
 
 /// The value of a one-element tensor (NaN if it cannot be read).
-pub(crate) fn scalar<B: ConvBackend>(t: Tensor<B, 1>) -> f64 {
+pub(crate) fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
     t.into_data()
         .convert::<f64>()
         .to_vec::<f64>()

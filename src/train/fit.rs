@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 
 use super::TrainError;
 use super::checkpoint;
@@ -264,7 +265,7 @@ fn check_setup<B: ConvBackend, M: ImageClassifier<B>>(
 /// Dropout draws from the backend's one global RNG. Seeding it from `(seed, epoch)` as each
 /// epoch starts makes the epoch's masks independent of what ran before, so a run resumed at any
 /// epoch repeats the uninterrupted one exactly.
-fn seed_epoch<B: ConvBackend>(device: &B::Device, seed: u64, epoch: usize) {
+fn seed_epoch<B: Backend>(device: &B::Device, seed: u64, epoch: usize) {
     B::seed(
         device,
         seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64),

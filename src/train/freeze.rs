@@ -8,6 +8,7 @@
 use crate::kernels::ConvBackend;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
@@ -104,7 +105,7 @@ struct Freezer<'a> {
     frozen_modules: Vec<String>,
 }
 
-impl<B: ConvBackend> ModuleMapper<B> for Freezer<'_> {
+impl<B: Backend> ModuleMapper<B> for Freezer<'_> {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
         self.path.push(name.to_string());
     }
@@ -177,7 +178,7 @@ pub fn set_trainable_with<B: ConvBackend, M: ImageClassifier<B>>(
 }
 
 /// Keys of the parameters that currently train (on an autodiff backend).
-pub fn trainable_keys<B: ConvBackend, M: Module<B>>(model: &M) -> Vec<String> {
+pub fn trainable_keys<B: Backend, M: Module<B>>(model: &M) -> Vec<String> {
     state_dict(model)
         .into_iter()
         .filter(|e| e.trainable)

@@ -1,12 +1,12 @@
 //! Cross-entropy, as `torch.nn.CrossEntropyLoss(label_smoothing=…)` computes it.
 
-use crate::kernels::ConvBackend;
 use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 /// Mean cross-entropy of `logits` `[N, C]` against class indices `targets` `[N]`, with label
 /// smoothing `smoothing` in [0, 1) (0 = plain cross-entropy).
-pub fn cross_entropy<B: ConvBackend>(
+pub fn cross_entropy<B: Backend>(
     logits: Tensor<B, 2>,
     targets: Tensor<B, 1, Int>,
     smoothing: f64,

@@ -3,6 +3,7 @@
 use crate::kernels::ConvBackend;
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
 
 use crate::models::ImageClassifier;
 
@@ -55,7 +56,7 @@ pub fn predict<B: ConvBackend, M: ImageClassifier<B>>(
 }
 
 /// The rows of a `[N, C]` tensor, copied to the host.
-pub(crate) fn host_rows<B: ConvBackend>(t: Tensor<B, 2>) -> Vec<Vec<f32>> {
+pub(crate) fn host_rows<B: Backend>(t: Tensor<B, 2>) -> Vec<Vec<f32>> {
     let [_, c] = t.dims();
     let values = t
         .into_data()

@@ -1,6 +1,6 @@
 //! Named host tensors and their transfer into a module, checked key by key and shape by shape.
 
-use crate::kernels::ConvBackend;
+use burn::tensor::backend::Backend;
 use std::collections::{BTreeMap, BTreeSet};
 
 use burn::module::{Module, ModuleMapper, Param};
@@ -80,7 +80,7 @@ struct Loader<'a> {
     problems: Vec<StateMismatch>,
 }
 
-impl<B: ConvBackend> ModuleMapper<B> for Loader<'_> {
+impl<B: Backend> ModuleMapper<B> for Loader<'_> {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
         self.path.push(name.to_string());
     }
@@ -121,7 +121,7 @@ impl<B: ConvBackend> ModuleMapper<B> for Loader<'_> {
 ///
 /// All keys must match both ways and every shape must agree; otherwise the list of mismatches
 /// is returned and the module is dropped (it would be half loaded).
-pub fn load_state<B: ConvBackend, M: Module<B>>(
+pub fn load_state<B: Backend, M: Module<B>>(
     module: M,
     state: &StateMap,
 ) -> Result<M, Vec<StateMismatch>> {
