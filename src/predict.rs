@@ -264,7 +264,9 @@ impl<B: ConvBackend> Predictor<B> {
     /// Reads the ONNX file at `path`, detects its architecture, checks it against
     /// `options.model`, loads the weights and sets up the preprocessing.
     ///
-    /// Class names are the ImageNet ones when the file has 1000 classes, the indices otherwise.
+    /// Class names are the file's `class_names` metadata when it names every class (files
+    /// written by [`export_onnx`](crate::weights::export_onnx)), else the ImageNet ones when the
+    /// file has 1000 classes, the indices otherwise.
     /// The network is loaded for inference only: its BatchNorms are folded into the
     /// convolutions (`fuse_for_inference`, same outputs within float rounding, ~4× faster on the
     /// CPU backend).
@@ -280,7 +282,9 @@ impl<B: ConvBackend> Predictor<B> {
         let onnx = read_onnx(path.as_ref()).map_err(WeightsError::from)?;
         let (network, report) =
             load_onnx_as::<B, AnyModel<B>>(&onnx, options.model.as_deref(), device)?;
-        let class_names = default_class_names(network.num_classes());
+        let class_names = report
+            .class_names
+            .unwrap_or_else(|| default_class_names(network.num_classes()));
         Ok(Self::new(
             network,
             report.preprocessing,

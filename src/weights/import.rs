@@ -24,6 +24,7 @@ use super::WeightsError;
 use super::onnx::{
     AutoPad, BatchNormLayer, ConvLayer, LayerKind, OnnxModel, OnnxTensor, read_onnx,
 };
+use super::onnx_metadata;
 use super::state::{HostTensor, StateMap, load_state};
 use crate::data::Preprocessing;
 use crate::models::layers::Padding;
@@ -49,9 +50,16 @@ pub struct ImportReport {
     /// How tensors were matched.
     pub mapped_by: MappedBy,
     /// How images must be prepared for this network (from the file's `preprocessing` metadata,
-    /// or TensorFlow's `[-1, 1]` scaling for TF-SAME padded graphs), at 224 pixels; like
-    /// torchvision's `weights.transforms()`.
+    /// or TensorFlow's `[-1, 1]` scaling for TF-SAME padded graphs), at 224 pixels unless the
+    /// metadata gives sizes; like torchvision's `weights.transforms()`. A file exported by this
+    /// crate ([`export_onnx`](super::export_onnx)) gives back exactly the preprocessing it was
+    /// exported with.
     pub preprocessing: Preprocessing,
+    /// The class names of the file's `class_names` metadata (a JSON array, as
+    /// [`export_onnx`](super::export_onnx) writes), when it holds one name per class; `None`
+    /// otherwise (e.g. ImageNet weights, whose names are
+    /// [`imagenet_classes`](crate::imagenet::imagenet_classes)).
+    pub class_names: Option<Vec<String>>,
 }
 
 /// A convolution of an ONNX backbone with the BatchNorm that reads its output, if any.
@@ -321,18 +329,15 @@ fn build_state<B: ConvBackend, M: ImageClassifier<B>>(
     Ok((state, mapped_by, kept_batch_norm))
 }
 
-/// How a graph wants its inputs prepared: its `preprocessing` metadata when present (TF-style
-/// `[-1, 1]` scaling or ImageNet mean/std), else TF scaling for TF-SAME padded graphs (weights
-/// trained in TensorFlow) and ImageNet mean/std for the rest.
+/// How a graph wants its inputs prepared: its `preprocessing` metadata when present (read
+/// exactly when it is in the form this crate's export writes: TF-style `[-1, 1]` scaling or
+/// ImageNet mean/std, resize and crop sizes), else TF scaling for TF-SAME padded graphs (weights
+/// trained in TensorFlow) and ImageNet mean/std for the rest, at 224 pixels.
 fn preprocessing_of(onnx: &OnnxModel, backbone: &OnnxBackbone<'_>) -> Preprocessing {
-    let tf = match onnx.metadata.get("preprocessing") {
-        Some(p) => p.contains("127.5") || p.contains("[-1, 1]"),
-        None => backbone.padding().is_ok_and(|p| p == Padding::TfSame),
-    };
-    if tf {
-        Preprocessing::tf(224)
-    } else {
-        Preprocessing::imagenet(224)
+    match onnx.metadata.get(onnx_metadata::PREPROCESSING) {
+        Some(text) => onnx_metadata::parse_preprocessing(text),
+        None if backbone.padding().is_ok_and(|p| p == Padding::TfSame) => Preprocessing::tf(224),
+        None => Preprocessing::imagenet(224),
     }
 }
 
@@ -375,6 +380,7 @@ fn load_recognised<B: ConvBackend, M: Architecture<B>>(
         batch_norm_folded: folded,
         mapped_by,
         preprocessing: preprocessing_of(onnx, backbone),
+        class_names: onnx_metadata::class_names_of(&onnx.metadata, model.num_classes()),
     };
     Ok((model, report))
 }

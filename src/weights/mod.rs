@@ -1,11 +1,14 @@
 //! Weights in and out of the native models: ImageNet weights from ONNX files (through
-//! burn-import's ONNX stack, onnx-ir), and saving / reloading fine-tuned models.
+//! burn-import's ONNX stack, onnx-ir), saving / reloading fine-tuned models, and exporting them
+//! to ONNX ([`export_onnx`]) for onnxruntime and other runtimes.
 
 pub(crate) mod container;
 #[cfg(feature = "download")]
 pub mod download;
+pub mod export;
 pub mod import;
 pub mod onnx;
+mod onnx_metadata;
 mod saved;
 pub mod state;
 
@@ -13,6 +16,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+pub use export::{ExportReport, export_onnx, onnx_bytes};
 pub use import::{
     ImportReport, MappedBy, detect_spec, load_onnx_as, load_onnx_into, load_onnx_model,
 };
