@@ -23,6 +23,7 @@
 mod checkpoint;
 mod config;
 mod evaluate;
+pub mod explain;
 mod feature_cache;
 mod fit;
 pub mod freeze;
@@ -41,12 +42,16 @@ use thiserror::Error;
 pub use checkpoint::{CheckpointSummary, read_checkpoint};
 pub use config::FitConfig;
 pub use evaluate::evaluate;
+pub use explain::{
+    ExplainError, Explanation, Heatmap, ImageResult, explain_file, explain_image, grad_cam,
+    image_results, model_view, top_losses,
+};
 pub use fit::{FitOutcome, fit, fit_with};
 pub use freeze::{BatchNormPolicy, Trainable, set_trainable, set_trainable_with, trainable_keys};
 pub use history::{EpochStats, History};
 pub use learner::{Learner, StepOutput};
 pub use loss::cross_entropy;
-pub use metrics::{Accumulator, EvalReport};
+pub use metrics::{Accumulator, ClassMetrics, ClassificationReport, EvalReport};
 pub use observer::{BatchProgress, ConsoleReporter, Control, FitObserver, Silent, StopAfter};
 pub use optim::{OptimizerConfig, OptimizerKind, Schedule};
 pub use predict::{Prediction, predict};

@@ -20,9 +20,9 @@ pub const GRID_CAPTION_HEIGHT: u32 = 28;
 pub const GRID_PADDING: u32 = 10;
 
 /// Colour of the caption of a right prediction.
-const RIGHT_COLOR: [u8; 3] = [0, 120, 0];
+pub(super) const RIGHT_COLOR: [u8; 3] = [0, 120, 0];
 /// Colour of the caption and frame of a wrong prediction.
-const WRONG_COLOR: [u8; 3] = [215, 0, 0];
+pub(super) const WRONG_COLOR: [u8; 3] = [215, 0, 0];
 /// Width in pixels of the frame drawn on the border of a wrongly predicted image.
 const FRAME_WIDTH: u32 = 3;
 /// Caption font sizes tried, largest first, until every caption fits its cell.
@@ -149,7 +149,7 @@ fn cell_origin(k: usize, columns: usize) -> (u32, u32) {
 
 /// `image` scaled to fit a [`GRID_CELL_SIZE`] square keeping its aspect ratio; `None` when it
 /// has no pixel.
-fn fit(image: &RgbImage) -> Option<RgbImage> {
+pub(super) fn fit(image: &RgbImage) -> Option<RgbImage> {
     let (w, h) = image.dimensions();
     if w == 0 || h == 0 {
         return None;
@@ -170,7 +170,7 @@ fn fit(image: &RgbImage) -> Option<RgbImage> {
 }
 
 /// Paints a red frame on the border of the `w` × `h` rectangle at (`x`, `y`) of `canvas`.
-fn frame(canvas: &mut RgbImage, x: u32, y: u32, w: u32, h: u32) {
+pub(super) fn frame(canvas: &mut RgbImage, x: u32, y: u32, w: u32, h: u32) {
     let red = Rgb(WRONG_COLOR);
     let t = FRAME_WIDTH.min(w).min(h);
     for py in y..y + h {
@@ -185,16 +185,28 @@ fn frame(canvas: &mut RgbImage, x: u32, y: u32, w: u32, h: u32) {
 
 /// `caption` as it is if it `fits`, else its longest beginning that fits once ended with "…".
 fn shorten(caption: String, fits: impl Fn(&str) -> bool) -> String {
-    if fits(&caption) {
-        return caption;
-    }
     // Captions are at most a cell wide, a few dozen glyphs: longer beginnings cannot fit.
-    let mut chars: Vec<char> = caption.chars().take(cell_width() as usize / 2).collect();
+    shorten_keeping(caption, "", cell_width() as usize / 2, fits)
+}
+
+/// `head + tail` as it is if it `fits`, else the longest beginning of `head` (at most `max_chars`
+/// characters) that fits once followed by "…" and `tail`; `tail` alone after "…" if none does.
+pub(super) fn shorten_keeping(
+    head: String,
+    tail: &str,
+    max_chars: usize,
+    fits: impl Fn(&str) -> bool,
+) -> String {
+    let whole = format!("{head}{tail}");
+    if fits(&whole) {
+        return whole;
+    }
+    let mut chars: Vec<char> = head.chars().take(max_chars).collect();
     while chars.pop().is_some() {
-        let text: String = chars.iter().collect::<String>() + "…";
+        let text: String = chars.iter().collect::<String>() + "…" + tail;
         if fits(&text) {
             return text;
         }
     }
-    "…".to_string()
+    format!("…{tail}")
 }

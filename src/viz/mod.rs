@@ -1,5 +1,8 @@
-//! Pictures of a training run: the accuracy and loss curves of a [`History`] and a grid of
-//! images captioned with their true and predicted labels.
+//! Pictures of a training run: the accuracy and loss curves of a [`History`], a grid of
+//! images captioned with their true and predicted labels, and pictures that explain the model's
+//! errors: the confusion matrix ([`confusion_matrix_png`]), the images it is most confidently
+//! wrong about ([`top_losses_grid`]) and Grad-CAM heatmaps over photos ([`grad_cam_grid`],
+//! [`heatmap_overlay`]).
 //!
 //! Both are rendered in memory with [plotters](https://docs.rs/plotters) and a font embedded in
 //! the crate (DejaVu Sans), so they work on a headless machine without any system font, then
@@ -28,6 +31,9 @@
 //!
 //! [`History`]: crate::train::History
 
+mod colormap;
+mod confusion;
+mod explain;
 mod grid;
 mod history;
 mod text;
@@ -44,6 +50,13 @@ pub use grid::{
     prediction_grid, prediction_grid_size,
 };
 pub use history::{HISTORY_HEIGHT, HISTORY_WIDTH, plot_history};
+
+pub use colormap::{CAM_ALPHA, Colormap, heatmap_overlay};
+pub use confusion::{ConfusionLayout, MAX_CONFUSION_CLASSES, confusion_matrix_png};
+pub use explain::{
+    CamItem, LossItem, MAX_EXPLAIN_ITEMS, grad_cam_grid, grad_cam_grid_size, top_losses_grid,
+    top_losses_grid_size,
+};
 
 /// The font every picture is drawn with, embedded so that no system font is needed.
 static FONT: &[u8] = include_bytes!(concat!(
@@ -77,6 +90,35 @@ pub enum VizError {
         /// The number of columns requested.
         columns: usize,
         /// The largest number of columns allowed ([`MAX_GRID`]).
+        max: usize,
+    },
+    /// A picture was given nothing to draw (no item, an empty matrix).
+    #[error("cannot draw the {what} {}: nothing to draw (no items were given)", path.display())]
+    NothingToDraw {
+        /// The output file.
+        path: PathBuf,
+        /// The picture (`confusion matrix`, `top-losses grid`, ...).
+        what: String,
+    },
+    /// The confusion matrix is not square.
+    #[error("cannot draw the confusion matrix {}: {message}", path.display())]
+    BadConfusion {
+        /// The output file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The confusion matrix has more classes than can be drawn.
+    #[error(
+        "cannot draw the confusion matrix {}: {classes} classes, at most {max} can be drawn",
+        path.display()
+    )]
+    TooManyClasses {
+        /// The output file.
+        path: PathBuf,
+        /// The number of classes.
+        classes: usize,
+        /// The largest number drawn ([`MAX_CONFUSION_CLASSES`]).
         max: usize,
     },
     /// The embedded font could not be loaded.
