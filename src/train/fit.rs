@@ -49,6 +49,22 @@ pub struct FitOutcome<M> {
     pub seconds: f64,
 }
 
+impl<M> FitOutcome<M> {
+    /// The outcome of a phase that did not run (0 epochs): `model` as it was, no history.
+    pub fn skipped(model: M) -> Self {
+        Self {
+            model,
+            history: History::default(),
+            best_epoch: None,
+            resumed_epochs: 0,
+            stopped_early: false,
+            interrupted: false,
+            used_feature_cache: false,
+            seconds: 0.0,
+        }
+    }
+}
+
 /// The best validation accuracy so far, its epoch and weights.
 pub(crate) struct Best<M> {
     pub(crate) accuracy: f64,

@@ -147,7 +147,8 @@ impl<M> TransferRun<M> {
 impl TransferRecipe {
     /// Feature extraction, then fine-tuning of `model` (which carries its new head): two
     /// [`fit`] calls, the second from the first's best weights, its epochs counted on. The
-    /// unfreeze point is checked before anything trains.
+    /// unfreeze point is checked before anything trains. A phase set to 0 epochs is skipped
+    /// (both at 0: the model comes back as it was given).
     pub fn run<B, M>(
         &self,
         model: M,
@@ -161,14 +162,22 @@ impl TransferRecipe {
         M::InnerModule: ImageClassifier<B::InnerBackend>,
     {
         self.fine_tuning.trainable.prefixes(&model)?;
-        let head = fit(model, train, val, &self.feature_extraction, device)?;
-        let tuned = fit(
-            head.model.clone(),
-            train,
-            val,
-            &self.fine_tuning_after(&head),
-            device,
-        )?;
+        // A phase of 0 epochs is skipped (feature extraction only, or fine-tuning straight
+        // away): its outcome is the model it was given, with an empty history.
+        let head = match self.feature_extraction.epochs {
+            0 => FitOutcome::skipped(model),
+            _ => fit(model, train, val, &self.feature_extraction, device)?,
+        };
+        let tuned = match self.fine_tuning.epochs {
+            0 => FitOutcome::skipped(head.model.clone()),
+            _ => fit(
+                head.model.clone(),
+                train,
+                val,
+                &self.fine_tuning_after(&head),
+                device,
+            )?,
+        };
         Ok(TransferRun {
             feature_extraction: head,
             fine_tuning: tuned,
