@@ -25,9 +25,10 @@ struct Args {
     /// Folder with `alpaca/` and `not alpaca/` sub-folders.
     #[arg(long, default_value = "data/alpaca")]
     data: PathBuf,
-    /// ImageNet MobileNetV2 as ONNX.
-    #[arg(long, default_value = "weights/mobilenet_v2_tf_imagenet.onnx")]
-    weights: PathBuf,
+    /// ImageNet MobileNetV2 as ONNX [default: weights/mobilenet_v2_tf_imagenet.onnx, else the
+    /// ONNX model zoo's MobileNetV2, downloaded (verified, cached)].
+    #[arg(long)]
+    weights: Option<PathBuf>,
     /// Epochs of feature extraction (backbone frozen).
     #[arg(long, default_value_t = 5)]
     epochs_head: usize,
@@ -67,7 +68,9 @@ fn run<B: AutodiffConvBackend>(
 
     // 2. MobileNetV2 pretrained on ImageNet; the file says how its images must be prepared
     // (TensorFlow's [-1, 1] scaling here), resized whole to the input size as Keras does.
-    let weights = common::find_weights(&args.weights, "mobilenet_v2");
+    let default_weights = PathBuf::from("weights/mobilenet_v2_tf_imagenet.onnx");
+    let weights = args.weights.as_ref().unwrap_or(&default_weights);
+    let weights = common::find_weights(weights, "mobilenet_v2", args.weights.is_some());
     let (base, import) = MobileNetV2::<B>::from_onnx(&weights, &device)?;
     let size = args.image_size;
     let pre = import

@@ -24,10 +24,11 @@ use transfer_vision::prelude::*;
 #[derive(Parser, Debug)]
 struct Args {
     /// Folder with `train/` and `val/`, each with `ants/` and `bees/` (or one folder of class
-    /// folders, split 80/20).
-    #[arg(long, default_value = "data/hymenoptera_data")]
-    data: PathBuf,
-    /// ImageNet weights as ONNX (default: weights/<model>.onnx).
+    /// folders, split 80/20) [default: data/hymenoptera_data, downloaded there if missing].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// ImageNet weights as ONNX [default: weights/<model>.onnx; for mobilenet_v2 and resnet18,
+    /// the ONNX model zoo's file is downloaded (verified, cached) when it is missing].
     #[arg(long)]
     weights: Option<PathBuf>,
     /// Architecture the weights hold.
@@ -64,7 +65,10 @@ fn run<B: AutodiffConvBackend>(
     let run = Run::start("ants_bees", common, device_spec);
 
     // 1. The data: train/ and val/ folders of ants and bees (244 / 153 images).
-    let sets = common.open_data(&common::find_hymenoptera(&args.data), 0.2)?;
+    let data = args.data.clone();
+    let default_data = PathBuf::from("data/hymenoptera_data");
+    let data = common::find_hymenoptera(data.as_ref().unwrap_or(&default_data), data.is_some());
+    let sets = common.open_data(&data, 0.2)?;
     let classes = sets.train.classes().to_vec();
 
     // 2. The network pretrained on ImageNet; the file says how its images must be prepared.
@@ -72,6 +76,7 @@ fn run<B: AutodiffConvBackend>(
     let weights = common::find_weights(
         args.weights.as_ref().unwrap_or(&default_weights),
         &args.model,
+        args.weights.is_some(),
     );
     let (model, import) = AnyModel::<B>::from_onnx(&weights, &device)?;
     import.spec.expect(&args.model, &weights)?;

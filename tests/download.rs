@@ -631,3 +631,110 @@ fn offline_instructions_for_the_zoo_entries() {
         }
     }
 }
+
+/// `target/<profile>/examples/<name>`, found from this test binary's own path (built by
+/// `cargo test`, which builds the examples).
+fn example_binary(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("examples").join(name);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{} not built: run `cargo test --release` (it builds the examples)",
+        path.display()
+    );
+    eprintln!("skipping: {} not built", path.display());
+    None
+}
+
+/// A small PNG.
+fn png(shade: u8) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    image::RgbImage::from_pixel(16, 16, image::Rgb([shade, 90, 200]))
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    bytes
+}
+
+#[test]
+fn ants_bees_without_flags_fetches_its_data_and_verifies_its_weights() {
+    use transfer_vision::weights::download::{HOME_ENV, HYMENOPTERA_URL_ENV, ZOO_BASE_ENV};
+    let Some(bin) = example_binary("ants_bees") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("hymenoptera_data.zip");
+    let (ant, bee) = (png(10), png(240));
+    make_zip(
+        &archive,
+        &[
+            ("hymenoptera_data/train/ants/1.png", &ant),
+            ("hymenoptera_data/train/bees/2.png", &bee),
+            ("hymenoptera_data/val/ants/3.png", &ant),
+            ("hymenoptera_data/val/bees/4.png", &bee),
+        ],
+    );
+    let data_server = Server::start(fs::read(&archive).unwrap(), Mode::Full);
+    // A "mirror" whose ResNet18 is not the zoo's file: it must be refused.
+    let zoo_server = Server::start(body(4_096, 3), Mode::Full);
+    let run = dir.path().join("cwd");
+    fs::create_dir_all(&run).unwrap();
+    let out = std::process::Command::new(&bin)
+        .current_dir(&run)
+        .env(HYMENOPTERA_URL_ENV, data_server.url("hymenoptera_data.zip"))
+        .env(ZOO_BASE_ENV, zoo_server.url(""))
+        .env(HOME_ENV, dir.path().join("cache"))
+        .args(["--quiet"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The data was fetched and extracted where the example looks for it...
+    for file in [
+        "train/ants/1.png",
+        "train/bees/2.png",
+        "val/ants/3.png",
+        "val/bees/4.png",
+    ] {
+        assert!(
+            run.join("data/hymenoptera_data").join(file).is_file(),
+            "{file}"
+        );
+    }
+    assert_eq!(data_server.hits(), 1);
+    // ...and the weights were downloaded from the mirror, checked, and refused.
+    assert!(zoo_server.hits() >= 1);
+    assert!(
+        stderr.contains("resnet18-v1-7.onnx") && stderr.contains("discarded"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("cache/resnet18-v1-7.onnx").exists());
+
+    // Offline: the same clear message as before, saying how to get the files by hand.
+    let offline = dir.path().join("offline");
+    fs::create_dir_all(&offline).unwrap();
+    let port = closed_port();
+    let out = std::process::Command::new(&bin)
+        .current_dir(&offline)
+        .env(
+            HYMENOPTERA_URL_ENV,
+            format!("http://127.0.0.1:{port}/hymenoptera_data.zip"),
+        )
+        .env(HOME_ENV, dir.path().join("cache"))
+        .args(["--quiet"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("cannot reach") && stderr.contains("hymenoptera_data"),
+        "{stderr}"
+    );
+    assert!(!offline.join("data/hymenoptera_data").exists());
+}

@@ -182,40 +182,49 @@ pub const WEIGHTS_HELP: &str = "\
     project's shared data: ../shared/weights/mobilenet_v2_tf_imagenet.onnx), or
   - torchvision's ImageNet weights exported to ONNX: python weights/export_torchvision.py
     (writes weights/mobilenet_v2.onnx and weights/resnet18.onnx; needs torch and torchvision), or
-  - the ONNX model zoo files (see weights/README.md for URLs and checksums; building with
-    `--features download` fetches them).
+  - the ONNX model zoo files (see weights/README.md for URLs and checksums; the examples fetch
+    them when run without --weights).
 Then pass --weights FILE.onnx.";
 
-/// The hymenoptera data at `data` when it exists; with the `download` feature, fetched
-/// (verified, cached) into `data/` when it does not; else the message says how to get it.
-pub fn find_hymenoptera(data: &Path) -> PathBuf {
-    #[cfg(feature = "download")]
-    if !data.exists() {
+/// The hymenoptera data at `data` when it exists. When it does not and `data` is the example's
+/// default (not a `--data` the user gave), the PyTorch tutorial's archive is fetched into
+/// `data/` and extracted (as torchvision's datasets do with `download=True`); offline, the
+/// message says how to get it by hand.
+pub fn find_hymenoptera(data: &Path, user_given: bool) -> PathBuf {
+    if !data.exists() && !user_given {
         use transfer_vision::weights::download::fetch_hymenoptera_in;
         return or_exit(
             fetch_hymenoptera_in(Path::new("data")),
-            "downloading the hymenoptera dataset",
+            "the hymenoptera dataset is not in data/ and could not be downloaded",
         );
     }
     require(
         data,
         "the hymenoptera dataset",
-        "  download https://download.pytorch.org/tutorial/hymenoptera_data.zip and unzip it into data/\n  (or build with --features download to fetch it), or pass --data ../shared/datasets/hymenoptera_data",
+        "  download https://download.pytorch.org/tutorial/hymenoptera_data.zip and unzip it into data/\n  (run without --data to fetch it), or pass --data ../shared/datasets/hymenoptera_data",
     );
     data.to_path_buf()
 }
 
-/// `weights` when it exists; with the `download` feature, the ONNX model zoo's file for `model`
-/// fetched (verified, cached) when it does not; else the message says how to get it.
-pub fn find_weights(weights: &Path, model: &str) -> PathBuf {
-    #[cfg(feature = "download")]
-    if !weights.exists() {
-        use transfer_vision::weights::download::{Pretrained, fetch};
-        let entry = match model {
-            "mobilenet_v2" => Pretrained::MobileNetV2,
-            _ => Pretrained::ResNet18V1,
-        };
-        return or_exit(fetch(entry), "downloading the weights");
+/// `weights` when it exists. When it does not, `weights` is the example's default (not a
+/// `--weights` the user gave) and the ONNX model zoo has `model`, the zoo's file is fetched
+/// (verified against its sha256, cached; see `weights::download`); offline, the message says how
+/// to get it by hand.
+pub fn find_weights(weights: &Path, model: &str, user_given: bool) -> PathBuf {
+    use transfer_vision::weights::download::{Pretrained, fetch};
+    let zoo = match model {
+        "mobilenet_v2" => Some(Pretrained::MobileNetV2),
+        "resnet18" => Some(Pretrained::ResNet18V1),
+        _ => None,
+    };
+    if let Some(entry) = zoo.filter(|_| !weights.exists() && !user_given) {
+        return or_exit(
+            fetch(entry),
+            &format!(
+                "{} is missing and could not be downloaded",
+                weights.display()
+            ),
+        );
     }
     require(weights, &format!("ImageNet {model} weights"), WEIGHTS_HELP);
     weights.to_path_buf()

@@ -51,6 +51,21 @@ pub const HYMENOPTERA_DIR: &str = "hymenoptera_data";
 /// Environment variable naming the cache folder; it overrides every default.
 pub const HOME_ENV: &str = "TRANSFER_VISION_HOME";
 
+/// Environment variable replacing [`ONNX_ZOO_BASE`] (a mirror of the zoo, e.g. behind a proxy);
+/// files are still checked against their pinned size and sha256.
+pub const ZOO_BASE_ENV: &str = "TRANSFER_VISION_ONNX_ZOO_BASE";
+
+/// Environment variable replacing [`HYMENOPTERA_URL`] (a mirror of the archive).
+pub const HYMENOPTERA_URL_ENV: &str = "TRANSFER_VISION_HYMENOPTERA_URL";
+
+/// `$name` when set and not empty, else `default`.
+fn url_from_env(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
 /// Pretrained ImageNet weights that [`fetch`] can download, from the ONNX model zoo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Pretrained {
@@ -83,9 +98,12 @@ impl Pretrained {
         path.rsplit('/').next().unwrap_or(path)
     }
 
-    /// The full download URL.
+    /// The full download URL: under [`ONNX_ZOO_BASE`], or under `$TRANSFER_VISION_ONNX_ZOO_BASE`
+    /// ([`ZOO_BASE_ENV`]) when set.
     pub fn url(self) -> String {
-        format!("{ONNX_ZOO_BASE}{}", self.zoo_path())
+        let base = url_from_env(ZOO_BASE_ENV, ONNX_ZOO_BASE);
+        let slash = if base.ends_with('/') { "" } else { "/" };
+        format!("{base}{slash}{}", self.zoo_path())
     }
 
     /// The file's size in bytes.
@@ -439,9 +457,11 @@ pub fn fetch_hymenoptera() -> Result<PathBuf, DownloadError> {
     fetch_hymenoptera_in(&cache_dir()?)
 }
 
-/// [`fetch_hymenoptera`] into the folder `dir` instead of [`cache_dir`].
+/// [`fetch_hymenoptera`] into the folder `dir` instead of [`cache_dir`]. The archive comes from
+/// [`HYMENOPTERA_URL`], or `$TRANSFER_VISION_HYMENOPTERA_URL` ([`HYMENOPTERA_URL_ENV`]) when set.
 pub fn fetch_hymenoptera_in(dir: &Path) -> Result<PathBuf, DownloadError> {
-    fetch_zip_folder(HYMENOPTERA_URL, dir, HYMENOPTERA_DIR)
+    let url = url_from_env(HYMENOPTERA_URL_ENV, HYMENOPTERA_URL);
+    fetch_zip_folder(&url, dir, HYMENOPTERA_DIR)
 }
 
 /// Returns `dir/folder`, first fetching the zip archive at `url` and extracting it unless that
