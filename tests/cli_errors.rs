@@ -8,29 +8,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-/// `target/<profile>/examples/<name>`, found from this test binary's own path.
-fn example(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("examples").join(name);
-    if path.exists() {
-        Some(path)
-    } else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{} not built: run `cargo test --release` (it builds the examples)",
-            path.display()
-        );
-        eprintln!("skipping: {} not built", path.display());
-        None
-    }
-}
 
 /// Runs `name` with `args`; asserts a non-zero exit (1 or 2), no panic, and `expected` in stderr.
 fn assert_refused(name: &str, args: &[&str], expected: &str) {
-    let Some(bin) = example(name) else { return };
+    let Some(bin) = common::example_binary(name) else {
+        return;
+    };
     let out = Command::new(&bin).args(args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let code = out.status.code();

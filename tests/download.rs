@@ -5,6 +5,8 @@
 //!
 //! `cargo test --release --features download --test download`
 
+mod common;
+
 use std::ffi::OsString;
 use std::fs;
 use std::io::{Read, Write};
@@ -632,23 +634,6 @@ fn offline_instructions_for_the_zoo_entries() {
     }
 }
 
-/// `target/<profile>/examples/<name>`, found from this test binary's own path (built by
-/// `cargo test`, which builds the examples).
-fn example_binary(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("examples").join(name);
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{} not built: run `cargo test --release` (it builds the examples)",
-        path.display()
-    );
-    eprintln!("skipping: {} not built", path.display());
-    None
-}
-
 /// A small PNG.
 fn png(shade: u8) -> Vec<u8> {
     let mut bytes = Vec::new();
@@ -664,7 +649,7 @@ fn png(shade: u8) -> Vec<u8> {
 #[test]
 fn ants_bees_without_flags_fetches_its_data_and_verifies_its_weights() {
     use transfer_vision::weights::download::{HOME_ENV, HYMENOPTERA_URL_ENV, ZOO_BASE_ENV};
-    let Some(bin) = example_binary("ants_bees") else {
+    let Some(bin) = common::example_binary("ants_bees") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

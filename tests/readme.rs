@@ -42,21 +42,6 @@ fn the_readme_code_is_the_readme_example() {
     );
 }
 
-/// `target/<profile>/examples/readme`, found from this test binary's path.
-fn example_binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("examples").join("readme");
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{} not built: run `cargo test --release` (it builds the examples)",
-        path.display()
-    );
-    None
-}
-
 /// The first `n` images (by name) of `from/class` copied to `to/class`, for each class.
 fn copy_subset(from: &Path, to: &Path, n: usize) {
     for class in ["ants", "bees"] {
@@ -81,7 +66,7 @@ fn shared_the_readme_code_fine_tunes_folded_weights_without_breaking_them() {
     ) else {
         return;
     };
-    let Some(binary) = example_binary() else {
+    let Some(binary) = common::example_binary("readme") else {
         return;
     };
     // A new user's folder: the data and weights where the README's code looks for them.

@@ -23,6 +23,24 @@ pub fn shared(rel: &str) -> Option<PathBuf> {
 
 pub use transfer_vision::verify::Npy;
 
+/// `target/<profile>/examples/<name>`, found from the test binary's own path: `cargo test`
+/// builds the examples beside the tests. `None` (skip) when it is not built, a failure under
+/// `CI=true`.
+pub fn example_binary(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let path = exe.parent()?.parent()?.join("examples").join(name);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{} not built: run `cargo test --release` (it builds the examples)",
+        path.display()
+    );
+    eprintln!("skipping: {} not built", path.display());
+    None
+}
+
 /// Reads a little-endian float32 `.npy` file (panics with the file's name on error).
 pub fn npy_f32(path: &std::path::Path) -> Npy<f32> {
     transfer_vision::verify::read_npy_f32(path).unwrap_or_else(|e| panic!("{e}"))
