@@ -211,6 +211,7 @@ pub struct Predictor<B: ConvBackend> {
     batch_size: usize,
     decode: DecodeOptions,
     device: B::Device,
+    metadata: BTreeMap<String, String>,
 }
 
 /// The first bytes of a saved model (see `weights::save_model`).
@@ -252,13 +253,10 @@ impl<B: ConvBackend> Predictor<B> {
         if class_names.len() != network.num_classes() {
             class_names = default_class_names(network.num_classes());
         }
-        Ok(Self::new(
-            network,
-            info.preprocessing,
-            class_names,
-            options,
-            device,
-        ))
+        Ok(Self {
+            metadata: info.metadata,
+            ..Self::new(network, info.preprocessing, class_names, options, device)
+        })
     }
 
     /// Reads the ONNX file at `path`, detects its architecture, checks it against
@@ -333,7 +331,14 @@ impl<B: ConvBackend> Predictor<B> {
             batch_size: options.batch_size.max(1),
             decode: DecodeOptions::default(),
             device: device.clone(),
+            metadata: BTreeMap::new(),
         }
+    }
+
+    /// The free metadata of a saved model ([`ModelInfo::metadata`](crate::weights::ModelInfo):
+    /// what trained it, on which data); empty for an ONNX file.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
     }
 
     /// The architecture and configuration of the network.

@@ -2,7 +2,7 @@
 //! `predictions.png` (validation images captioned with label and prediction), `metrics.json`
 //! and the fine-tuned `model.tvm`, every file written atomically.
 
-use crate::kernels::ConvBackend;
+use crate::kernels::{AutodiffConvBackend, ConvBackend};
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData};
@@ -10,9 +10,11 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::data::{ImageFolder, decode_rgb};
+use burn::module::AutodiffModule;
+
+use crate::data::{DataLoader, ImageFolder, TrainVal, WarningKind, decode_rgb};
 use crate::models::Architecture;
-use crate::train::{EvalReport, History, predict};
+use crate::train::{EvalReport, History, TrainError, TransferRun, evaluate, predict};
 use crate::viz::{DEFAULT_GRID, GridItem, VizError, plot_history, prediction_grid};
 use crate::weights::{ModelInfo, WeightsError, save_model};
 
@@ -115,6 +117,51 @@ impl std::fmt::Display for RunSummary {
             )?;
         }
         write!(f, "total time {:.1}s", self.total_seconds)
+    }
+}
+
+impl RunSummary {
+    /// The figures of a finished [`TransferRun`] on `sets`: the fine-tuned model evaluated on
+    /// `val`, both phases' history and times, the damaged images left out of either set. What
+    /// ran and where (`run`, `backend`, `device`, `precision`, `quick`) is left empty for the
+    /// caller to fill in (struct update syntax); `total_seconds` is the phases' sum until then.
+    pub fn of_transfer<B, M>(
+        outcome: &TransferRun<M>,
+        sets: &TrainVal,
+        val: &DataLoader,
+        classes: &[String],
+        device: &B::Device,
+    ) -> Result<Self, TrainError>
+    where
+        B: AutodiffConvBackend,
+        M: Architecture<B> + AutodiffModule<B>,
+    {
+        let (head, tuned) = (&outcome.feature_extraction, &outcome.fine_tuning);
+        Ok(RunSummary {
+            run: String::new(),
+            model: tuned.model.spec().name(),
+            backend: String::new(),
+            device: String::new(),
+            precision: String::new(),
+            classes: classes.to_vec(),
+            train_images: sets.train.len(),
+            val_images: sets.val.len(),
+            skipped_images: sets
+                .warnings()
+                .into_iter()
+                .chain(val.warnings())
+                .filter(|w| matches!(w.kind, WarningKind::Undecodable(_)))
+                .map(|w| w.to_string())
+                .collect(),
+            history: outcome.history(),
+            final_evaluation: evaluate(&tuned.model, val, device)?,
+            seconds_per_phase: vec![
+                ("feature_extraction".into(), head.seconds),
+                ("fine_tuning".into(), tuned.seconds),
+            ],
+            total_seconds: head.seconds + tuned.seconds,
+            quick: false,
+        })
     }
 }
 

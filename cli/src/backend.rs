@@ -29,28 +29,29 @@ impl DeviceArgs {
     }
 }
 
-/// Calls `$run::<B>($args.., device, &spec)` with the autodiff backend `$device` (a
-/// [`DeviceArgs`]) picks: CUDA at the precision asked for, else the CPU backend compiled in.
-macro_rules! with_autodiff_backend {
-    ($device:expr, $run:ident($($arg:expr),*)) => {{
+/// Calls `$run::<B>($args.., device, &spec)` with `B` the backend `$device` (a [`DeviceArgs`])
+/// picks among the four given: CUDA at the precision asked for, else the CPU backend compiled in.
+macro_rules! dispatch {
+    ($device:expr, $run:ident($($arg:expr),*), $cpu:ident, $cuda:ident, $cuda_f16:ident, $cuda_bf16:ident) => {{
+        use transfer_vision::backend::DeviceSpec;
         #[allow(unused_variables)]
         let (spec, precision) = $device.parse()?;
         match (&spec, precision) {
             #[cfg(feature = "cuda")]
-            (transfer_vision::backend::DeviceSpec::Cuda(_), transfer_vision::backend::Precision::F16) => {
-                $run::<transfer_vision::backend::CudaF16Autodiff>($($arg,)* spec.cuda_device().unwrap_or_default(), &spec)
-            }
+            (DeviceSpec::Cuda(_), transfer_vision::backend::Precision::F16) => $run::<transfer_vision::backend::$cuda_f16>(
+                $($arg,)* spec.cuda_device().unwrap_or_default(), &spec,
+            ),
             #[cfg(feature = "cuda")]
-            (transfer_vision::backend::DeviceSpec::Cuda(_), transfer_vision::backend::Precision::Bf16) => {
-                $run::<transfer_vision::backend::CudaBf16Autodiff>($($arg,)* spec.cuda_device().unwrap_or_default(), &spec)
-            }
+            (DeviceSpec::Cuda(_), transfer_vision::backend::Precision::Bf16) => $run::<transfer_vision::backend::$cuda_bf16>(
+                $($arg,)* spec.cuda_device().unwrap_or_default(), &spec,
+            ),
             #[cfg(feature = "cuda")]
-            (transfer_vision::backend::DeviceSpec::Cuda(_), _) => {
-                $run::<transfer_vision::backend::CudaAutodiff>($($arg,)* spec.cuda_device().unwrap_or_default(), &spec)
-            }
+            (DeviceSpec::Cuda(_), _) => $run::<transfer_vision::backend::$cuda>(
+                $($arg,)* spec.cuda_device().unwrap_or_default(), &spec,
+            ),
             #[cfg(any(feature = "flex", feature = "ndarray"))]
-            (transfer_vision::backend::DeviceSpec::Cpu, _) => {
-                $run::<transfer_vision::backend::CpuAutodiff>($($arg,)* Default::default(), &spec)
+            (DeviceSpec::Cpu, _) => {
+                $run::<transfer_vision::backend::$cpu>($($arg,)* Default::default(), &spec)
             }
             #[allow(unreachable_patterns)]
             _ => Err($crate::error::CliError::Usage(format!(
@@ -59,35 +60,22 @@ macro_rules! with_autodiff_backend {
         }
     }};
 }
+pub(crate) use dispatch;
+
+/// [`dispatch`] among the autodiff backends, for training.
+macro_rules! with_autodiff_backend {
+    ($device:expr, $run:ident($($arg:expr),*)) => {
+        $crate::backend::dispatch!(
+            $device, $run($($arg),*), CpuAutodiff, CudaAutodiff, CudaF16Autodiff, CudaBf16Autodiff
+        )
+    };
+}
 pub(crate) use with_autodiff_backend;
 
-/// Calls `$run::<B>($args.., device, &spec)` with the inference backend `$device` picks.
+/// [`dispatch`] among the inference backends.
 macro_rules! with_backend {
-    ($device:expr, $run:ident($($arg:expr),*)) => {{
-        #[allow(unused_variables)]
-        let (spec, precision) = $device.parse()?;
-        match (&spec, precision) {
-            #[cfg(feature = "cuda")]
-            (transfer_vision::backend::DeviceSpec::Cuda(_), transfer_vision::backend::Precision::F16) => {
-                $run::<transfer_vision::backend::CudaF16>($($arg,)* spec.cuda_device().unwrap_or_default(), &spec)
-            }
-            #[cfg(feature = "cuda")]
-            (transfer_vision::backend::DeviceSpec::Cuda(_), transfer_vision::backend::Precision::Bf16) => {
-                $run::<transfer_vision::backend::CudaBf16>($($arg,)* spec.cuda_device().unwrap_or_default(), &spec)
-            }
-            #[cfg(feature = "cuda")]
-            (transfer_vision::backend::DeviceSpec::Cuda(_), _) => {
-                $run::<transfer_vision::backend::Cuda>($($arg,)* spec.cuda_device().unwrap_or_default(), &spec)
-            }
-            #[cfg(any(feature = "flex", feature = "ndarray"))]
-            (transfer_vision::backend::DeviceSpec::Cpu, _) => {
-                $run::<transfer_vision::backend::Cpu>($($arg,)* Default::default(), &spec)
-            }
-            #[allow(unreachable_patterns)]
-            _ => Err($crate::error::CliError::Usage(format!(
-                "--device {spec}: this build has no backend for it"
-            ))),
-        }
-    }};
+    ($device:expr, $run:ident($($arg:expr),*)) => {
+        $crate::backend::dispatch!($device, $run($($arg),*), Cpu, Cuda, CudaF16, CudaBf16)
+    };
 }
 pub(crate) use with_backend;

@@ -1,6 +1,6 @@
 //! What can stop a command, and the exit status it gives.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use transfer_vision::backend::DeviceError;
 use transfer_vision::data::DataError;
@@ -53,6 +53,28 @@ pub enum CliError {
     /// A check that failed (e.g. an exported file that does not give the model's logits).
     #[error("{0}")]
     Check(String),
+}
+
+/// `path`, given as `flag`, must be an existing file (else a usage error naming both).
+pub fn existing_file(flag: &str, path: &Path) -> Result<(), CliError> {
+    match path.is_file() {
+        true => Ok(()),
+        false => Err(CliError::Usage(format!(
+            "{flag} {}: no such file",
+            path.display()
+        ))),
+    }
+}
+
+/// `path`, given as `flag`, must be an existing folder (else a usage error naming both).
+pub fn existing_folder(flag: &str, path: &Path) -> Result<(), CliError> {
+    match path.is_dir() {
+        true => Ok(()),
+        false => Err(CliError::Usage(format!(
+            "{flag} {}: no such folder",
+            path.display()
+        ))),
+    }
 }
 
 impl CliError {

@@ -8,13 +8,11 @@ use clap::{Args, ValueEnum};
 use transfer_vision::backend::DeviceSpec;
 use transfer_vision::data::{DataLoader, FolderOptions, ImageFolder, LoaderConfig};
 use transfer_vision::kernels::ConvBackend;
-use transfer_vision::models::AnyModel;
 use transfer_vision::predict::Predictor;
 use transfer_vision::train::evaluate;
-use transfer_vision::weights::load_model;
 
 use crate::backend::{DeviceArgs, with_backend};
-use crate::error::CliError;
+use crate::error::{CliError, existing_file, existing_folder};
 use crate::explain;
 
 /// Which images of `--data` to evaluate on.
@@ -80,21 +78,10 @@ fn eval<B: ConvBackend>(
     device: B::Device,
     _spec: &DeviceSpec,
 ) -> Result<ExitCode, CliError> {
-    if !args.model.is_file() {
-        return Err(CliError::Usage(format!(
-            "--model {}: no such file",
-            args.model.display()
-        )));
-    }
-    if !args.data.is_dir() {
-        return Err(CliError::Usage(format!(
-            "--data {}: no such folder",
-            args.data.display()
-        )));
-    }
+    existing_file("--model", &args.model)?;
+    existing_folder("--data", &args.data)?;
     let predictor = Predictor::<B>::from_file(&args.model, &device)?;
-    let metadata = saved_metadata::<B>(&args.model, &device);
-    let mut set = select_images(args, &metadata)?;
+    let mut set = select_images(args, predictor.metadata())?;
     check_classes(&set, predictor.class_names())?;
     set.verify(args.workers as usize)?;
     for warning in set.warnings() {
@@ -166,13 +153,6 @@ fn predictor_info<B: ConvBackend>(predictor: &Predictor<B>) -> transfer_vision::
         predictor.class_names().to_vec(),
         *predictor.preprocessing(),
     )
-}
-
-/// The free metadata of a saved model (empty for an ONNX file).
-fn saved_metadata<B: ConvBackend>(path: &Path, device: &B::Device) -> BTreeMap<String, String> {
-    load_model::<B, AnyModel<B>>(path, device)
-        .map(|(_, info)| info.metadata)
-        .unwrap_or_default()
 }
 
 /// The images `--split` asks for.

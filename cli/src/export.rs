@@ -11,7 +11,7 @@ use transfer_vision::models::{AnyModel, Architecture, ImageClassifier};
 use transfer_vision::weights::{export_onnx, load_model};
 
 use crate::backend::{DeviceArgs, with_backend};
-use crate::error::CliError;
+use crate::error::{CliError, existing_file};
 
 /// `transfer-vision export`.
 #[derive(Debug, Args)]
@@ -40,12 +40,7 @@ fn export<B: ConvBackend>(
     device: B::Device,
     _spec: &DeviceSpec,
 ) -> Result<ExitCode, CliError> {
-    if !args.model.is_file() {
-        return Err(CliError::Usage(format!(
-            "--model {}: no such file",
-            args.model.display()
-        )));
-    }
+    existing_file("--model", &args.model)?;
     let (model, info) = load_model::<B, AnyModel<B>>(&args.model, &device)?;
     let report = export_onnx(&model, &info, &args.onnx)?;
     println!(

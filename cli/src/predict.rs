@@ -9,7 +9,7 @@ use transfer_vision::kernels::ConvBackend;
 use transfer_vision::predict::{PredictOptions, Predictor};
 
 use crate::backend::{DeviceArgs, with_backend};
-use crate::error::CliError;
+use crate::error::{CliError, existing_file};
 
 /// `transfer-vision predict`.
 #[derive(Debug, Args)]
@@ -47,12 +47,7 @@ fn predict<B: ConvBackend>(
     device: B::Device,
     _spec: &DeviceSpec,
 ) -> Result<ExitCode, CliError> {
-    if !args.model.is_file() {
-        return Err(CliError::Usage(format!(
-            "--model {}: no such file",
-            args.model.display()
-        )));
-    }
+    existing_file("--model", &args.model)?;
     let options = PredictOptions {
         batch_size: args.batch_size as usize,
         ..PredictOptions::from_model()

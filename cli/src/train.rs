@@ -10,16 +10,16 @@ use clap::builder::PossibleValuesParser;
 use clap::{Args, ValueEnum};
 use transfer_vision::backend::DeviceSpec;
 use transfer_vision::data::{
-    Compose, DataLoader, FolderOptions, LoaderConfig, Preprocessing, TrainVal, WarningKind, presets,
+    Compose, DataLoader, FolderOptions, LoaderConfig, Preprocessing, TrainVal, presets,
 };
 use transfer_vision::kernels::AutodiffConvBackend;
 use transfer_vision::models::{AnyModel, Architecture, ImageClassifier, ModelSpec};
 use transfer_vision::run::{RunOutputs, RunSummary};
-use transfer_vision::train::{TransferRecipe, TransferRun, evaluate};
+use transfer_vision::train::{TransferRecipe, TransferRun};
 use transfer_vision::weights::ModelInfo;
 
 use crate::backend::{DeviceArgs, with_autodiff_backend};
-use crate::error::CliError;
+use crate::error::{CliError, existing_file, existing_folder};
 use crate::explain;
 
 /// The optimisation recipe of both phases.
@@ -175,9 +175,14 @@ fn train<B: AutodiffConvBackend>(
         .unfreeze_from
         .clone()
         .unwrap_or_else(|| import.spec.fine_tune_from().to_string());
-    check_block(&model.block_paths(), &unfreeze, &model_name)?;
     let (recipe, pre, augment, batch) =
         recipe_for(recipe_kind, &import.preprocessing, args, &unfreeze);
+    // The check `TransferRecipe::run` makes, made before the run folder exists.
+    recipe
+        .fine_tuning
+        .trainable
+        .prefixes(&model)
+        .map_err(|e| CliError::Usage(format!("--unfreeze-from {unfreeze}: {model_name}: {e}")))?;
     let out = args
         .out
         .clone()
@@ -242,12 +247,7 @@ fn train<B: AutodiffConvBackend>(
 /// The sets at `--data`, each image decoded once (damaged ones listed, or left out with
 /// `--skip-bad-images`), a fifth of them with `--quick`.
 fn open_data(args: &TrainArgs) -> Result<TrainVal, CliError> {
-    if !args.data.is_dir() {
-        return Err(CliError::Usage(format!(
-            "--data {}: no such folder",
-            args.data.display()
-        )));
-    }
+    existing_folder("--data", &args.data)?;
     let options = FolderOptions::default().lenient(args.skip_bad_images);
     let mut sets = TrainVal::open(&args.data, options, args.val_fraction, args.seed)?;
     if args.quick {
@@ -278,14 +278,7 @@ fn open_data(args: &TrainArgs) -> Result<TrainVal, CliError> {
 /// zoo's file, fetched and verified.
 fn find_weights(args: &TrainArgs) -> Result<PathBuf, CliError> {
     if let Some(path) = &args.weights {
-        return if path.is_file() {
-            Ok(path.clone())
-        } else {
-            Err(CliError::Usage(format!(
-                "--weights {}: no such file",
-                path.display()
-            )))
-        };
+        return existing_file("--weights", path).map(|()| path.clone());
     }
     let model = args.model.as_deref().unwrap_or("mobilenet_v2");
     let local = PathBuf::from(format!("weights/{model}.onnx"));
@@ -295,12 +288,7 @@ fn find_weights(args: &TrainArgs) -> Result<PathBuf, CliError> {
     #[cfg(feature = "download")]
     {
         use transfer_vision::weights::download::{Pretrained, fetch};
-        let entry = match model {
-            "mobilenet_v2" => Some(Pretrained::MobileNetV2),
-            "resnet18" => Some(Pretrained::ResNet18V1),
-            _ => None,
-        };
-        if let Some(entry) = entry {
+        if let Some(entry) = Pretrained::for_model(model) {
             return fetch(entry).map_err(|e| CliError::Check(format!("downloading {model}: {e}")));
         }
     }
@@ -312,11 +300,11 @@ fn find_weights(args: &TrainArgs) -> Result<PathBuf, CliError> {
 }
 
 impl RecipeArg {
-    fn name(self) -> &'static str {
-        match self {
-            RecipeArg::Keras => "keras",
-            RecipeArg::Pytorch => "pytorch",
-        }
+    /// The name `--recipe` takes.
+    fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
     }
 }
 
@@ -365,21 +353,6 @@ fn recipe_for(
     (recipe, pre, augment, batch)
 }
 
-/// `--unfreeze-from` must name a block of the network (or a stage holding blocks).
-fn check_block(blocks: &[String], unfreeze: &str, model: &str) -> Result<(), CliError> {
-    let stage = format!("{unfreeze}.");
-    if blocks
-        .iter()
-        .any(|b| b == unfreeze || b.starts_with(&stage))
-    {
-        return Ok(());
-    }
-    Err(CliError::Usage(format!(
-        "--unfreeze-from {unfreeze}: {model} has no such block (its blocks: {})",
-        blocks.join(", ")
-    )))
-}
-
 /// `runs/<data folder name>-<model>`.
 fn default_out(data: &Path, model: &str) -> PathBuf {
     let name = std::fs::canonicalize(data)
@@ -405,7 +378,7 @@ fn provenance(
     meta.insert("seed".into(), args.seed.to_string());
     meta.insert("quick".into(), args.quick.to_string());
     meta.insert("weights".into(), weights.display().to_string());
-    meta.insert("recipe".into(), recipe.name().into());
+    meta.insert("recipe".into(), recipe.name());
     meta.insert("unfreeze_from".into(), unfreeze.into());
     meta
 }
@@ -425,32 +398,14 @@ where
     B: AutodiffConvBackend,
     M: Architecture<B> + AutodiffModule<B>,
 {
-    let (head, tuned) = (&outcome.feature_extraction, &outcome.fine_tuning);
-    let evaluation = evaluate(&tuned.model, val, device)?;
     Ok(RunSummary {
         run: "train".into(),
-        model: tuned.model.spec().name(),
         backend: spec.backend_name().into(),
         device: spec.to_string(),
         precision: args.device.precision.clone(),
-        classes: info.class_names.clone(),
-        train_images: sets.train.len(),
-        val_images: sets.val.len(),
-        skipped_images: sets
-            .warnings()
-            .into_iter()
-            .chain(val.warnings())
-            .filter(|w| matches!(w.kind, WarningKind::Undecodable(_)))
-            .map(|w| w.to_string())
-            .collect(),
-        history: outcome.history(),
-        final_evaluation: evaluation,
-        seconds_per_phase: vec![
-            ("feature_extraction".into(), head.seconds),
-            ("fine_tuning".into(), tuned.seconds),
-        ],
         total_seconds: started.elapsed().as_secs_f64(),
         quick: args.quick,
+        ..RunSummary::of_transfer(outcome, sets, val, &info.class_names, device)?
     })
 }
 

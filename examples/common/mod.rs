@@ -11,12 +11,12 @@ use burn::module::AutodiffModule;
 use clap::Args;
 use transfer_vision::backend::DeviceSpec;
 use transfer_vision::data::{
-    Compose, DataError, DataLoader, FolderOptions, LoaderConfig, TrainVal, WarningKind,
+    Compose, DataError, DataLoader, FolderOptions, LoaderConfig, TrainVal,
 };
 use transfer_vision::imagenet::imagenet_classes;
 use transfer_vision::models::{Architecture, ImageClassifier};
 use transfer_vision::run::{RunOutputs, RunSummary};
-use transfer_vision::train::{TransferRecipe, TransferRun, evaluate, predict};
+use transfer_vision::train::{TransferRecipe, TransferRun, predict};
 use transfer_vision::weights::ModelInfo;
 
 /// Flags both examples take.
@@ -212,12 +212,7 @@ pub fn find_hymenoptera(data: &Path, user_given: bool) -> PathBuf {
 /// to get it by hand.
 pub fn find_weights(weights: &Path, model: &str, user_given: bool) -> PathBuf {
     use transfer_vision::weights::download::{Pretrained, fetch};
-    let zoo = match model {
-        "mobilenet_v2" => Some(Pretrained::MobileNetV2),
-        "resnet18" => Some(Pretrained::ResNet18V1),
-        _ => None,
-    };
-    if let Some(entry) = zoo.filter(|_| !weights.exists() && !user_given) {
+    if let Some(entry) = Pretrained::for_model(model).filter(|_| !weights.exists() && !user_given) {
         return or_exit(
             fetch(entry),
             &format!(
@@ -290,33 +285,16 @@ impl<'a> Run<'a> {
         M: Architecture<B> + AutodiffModule<B>,
         M::InnerModule: ImageClassifier<B::InnerBackend>,
     {
-        let (head, tuned) = (&outcome.feature_extraction, &outcome.fine_tuning);
-        let evaluation = evaluate(&tuned.model, val, device)?;
         let summary = RunSummary {
             run: self.example.into(),
-            model: tuned.model.spec().name(),
             backend: self.device_spec.backend_name().into(),
             device: self.device_spec.to_string(),
             precision: self.common.precision.clone(),
-            classes: info.class_names.clone(),
-            train_images: sets.train.len(),
-            val_images: sets.val.len(),
-            skipped_images: sets
-                .warnings()
-                .into_iter()
-                .chain(val.warnings())
-                .filter(|w| matches!(w.kind, WarningKind::Undecodable(_)))
-                .map(|w| w.to_string())
-                .collect(),
-            history: outcome.history(),
-            final_evaluation: evaluation,
-            seconds_per_phase: vec![
-                ("feature_extraction".into(), head.seconds),
-                ("fine_tuning".into(), tuned.seconds),
-            ],
             total_seconds: self.started.elapsed().as_secs_f64(),
             quick: self.common.quick,
+            ..RunSummary::of_transfer(outcome, sets, val, &info.class_names, device)?
         };
+        let tuned = &outcome.fine_tuning;
         let outputs = RunOutputs::create(self.out_dir())?;
         let files = outputs.write(&tuned.model, &info, &sets.val, &summary, device)?;
         println!(

@@ -80,6 +80,17 @@ impl Pretrained {
     /// Every known entry.
     pub const ALL: [Pretrained; 2] = [Pretrained::MobileNetV2, Pretrained::ResNet18V1];
 
+    /// The entry holding ImageNet weights for the architecture named `model` (a
+    /// [`ModelSpec`](crate::models::ModelSpec) name: `mobilenet_v2`, `resnet18`), if the zoo has
+    /// one.
+    pub fn for_model(model: &str) -> Option<Self> {
+        match model {
+            "mobilenet_v2" => Some(Pretrained::MobileNetV2),
+            "resnet18" => Some(Pretrained::ResNet18V1),
+            _ => None,
+        }
+    }
+
     /// The file's path in the ONNX model zoo repository, relative to [`ONNX_ZOO_BASE`].
     pub fn zoo_path(self) -> &'static str {
         match self {
