@@ -14,7 +14,7 @@ use std::path::Path;
 
 use burn::module::{AutodiffModule, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Distribution, Tensor, TensorData};
 use protobuf::Message;
 use transfer_vision::backend::{Cpu, CpuAutodiff};
 use transfer_vision::data::Preprocessing;
@@ -73,10 +73,16 @@ where
     model.valid()
 }
 
+/// The input comes from its own seeded generator, not the backend's, which the tests running
+/// beside this one re-seed and draw from: both models must see the same images.
 fn logits<M: ImageClassifier<Cpu>>(model: &M, batch: usize, size: usize, seed: u64) -> Vec<f32> {
-    let device = Device::default();
-    Cpu::seed(&device, seed);
-    let x = Tensor::<Cpu, 4>::random([batch, 3, size, size], Distribution::Default, &device);
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let pixels: Vec<f32> = (0..batch * 3 * size * size)
+        .map(|_| rng.random::<f32>())
+        .collect();
+    let data = TensorData::new(pixels, [batch, 3, size, size]);
+    let x = Tensor::<Cpu, 4>::from_data(data, &Device::default());
     model.forward(x).into_data().to_vec::<f32>().unwrap()
 }
 
