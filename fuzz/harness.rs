@@ -15,7 +15,7 @@ use transfer_vision::data::{
     RandomHorizontalFlip, RandomResizedCrop, RandomRotation, Resize, RgbImage, Transform,
     decode_rgb_bytes, presets,
 };
-use transfer_vision::models::{MobileNetV2, ModelSpec, ResNet};
+use transfer_vision::models::{AnyModel, Architecture, MobileNetV2, ResNet};
 use transfer_vision::weights::onnx::{OnnxError, anonymize_names, read_onnx_bytes};
 use transfer_vision::weights::{detect_spec, load_model_bytes, load_onnx_into};
 
@@ -39,13 +39,8 @@ pub fn onnx_load(data: &[u8]) {
     };
     let device = Default::default();
     // The spec comes from tensors present in the file, so the model is no larger than the input.
-    match &spec {
-        ModelSpec::MobileNetV2(config) => {
-            let _ = load_onnx_into(&onnx, config.init::<Cpu>(&device));
-        }
-        ModelSpec::ResNet(config) => {
-            let _ = load_onnx_into(&onnx, config.init::<Cpu>(&device));
-        }
+    if let Some(model) = AnyModel::<Cpu>::from_spec(&spec, &device) {
+        let _ = load_onnx_into(&onnx, model);
     }
 }
 
@@ -143,4 +138,5 @@ pub fn saved_model(data: &[u8]) {
     let label = Path::new("fuzz.tvm");
     let _ = load_model_bytes::<Cpu, MobileNetV2<Cpu>>(data, label, &device);
     let _ = load_model_bytes::<Cpu, ResNet<Cpu>>(data, label, &device);
+    let _ = load_model_bytes::<Cpu, AnyModel<Cpu>>(data, label, &device);
 }

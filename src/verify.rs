@@ -384,7 +384,10 @@ impl Steps {
     {
         let model = set_trainable(model, &self.trainable)?;
         let keys = trainable_keys::<B, M>(&model);
-        let head_only = keys.iter().all(|k| k.starts_with(model.head_path()));
+        let classifier = model.classifier_paths();
+        let head_only = keys
+            .iter()
+            .all(|k| classifier.iter().any(|p| k.starts_with(&format!("{p}."))));
         let [c, h, w] = match self.inputs.shape[..] {
             [_, _, c, h, w] => [c, h, w],
             _ => {

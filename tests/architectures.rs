@@ -7,7 +7,8 @@ use burn::tensor::Tensor;
 use transfer_vision::backend::Cpu;
 use transfer_vision::models::layers::Padding;
 use transfer_vision::models::{
-    Architecture, ImageClassifier, MobileNetV2Config, ResNetConfig, param_count, state_dict,
+    Architecture, EfficientNetConfig, ImageClassifier, MobileNetV2Config, MobileNetV3Config,
+    ResNetConfig, param_count, state_dict,
 };
 
 fn device() -> burn::tensor::Device<Cpu> {
@@ -48,6 +49,19 @@ fn resnet_parameter_counts_equal_torchvision() {
         param_count(&ResNetConfig::resnet18(2).init::<Cpu>(&d)).total,
         11_177_538
     );
+}
+
+#[test]
+fn mobilenet_v3_and_efficientnet_parameter_counts_equal_torchvision() {
+    let d = device();
+    let v3 = |cfg: MobileNetV3Config| param_count(&cfg.init::<Cpu>(&d)).total;
+    assert_eq!(v3(MobileNetV3Config::small(1000)), 2_542_856);
+    assert_eq!(v3(MobileNetV3Config::small(2)), 1_519_906);
+    assert_eq!(v3(MobileNetV3Config::large(1000)), 5_483_032);
+    assert_eq!(v3(MobileNetV3Config::large(2)), 4_204_594);
+    let efficientnet = |cfg: EfficientNetConfig| param_count(&cfg.init::<Cpu>(&d)).total;
+    assert_eq!(efficientnet(EfficientNetConfig::b0(1000)), 5_288_548);
+    assert_eq!(efficientnet(EfficientNetConfig::b0(2)), 4_010_110);
 }
 
 /// `(key, shape)` rows of a state dict.
@@ -121,6 +135,30 @@ fn state_dict_keys_and_shapes_equal_torchvision_files() {
         (
             "resnet34",
             ours(&ResNetConfig::resnet34(1000).init::<Cpu>(&d)),
+        ),
+        (
+            "mobilenet_v3_small",
+            ours(&MobileNetV3Config::small(1000).init::<Cpu>(&d)),
+        ),
+        (
+            "mobilenet_v3_small_2classes",
+            ours(&MobileNetV3Config::small(2).init::<Cpu>(&d)),
+        ),
+        (
+            "mobilenet_v3_large",
+            ours(&MobileNetV3Config::large(1000).init::<Cpu>(&d)),
+        ),
+        (
+            "mobilenet_v3_large_2classes",
+            ours(&MobileNetV3Config::large(2).init::<Cpu>(&d)),
+        ),
+        (
+            "efficientnet_b0",
+            ours(&EfficientNetConfig::b0(1000).init::<Cpu>(&d)),
+        ),
+        (
+            "efficientnet_b0_2classes",
+            ours(&EfficientNetConfig::b0(2).init::<Cpu>(&d)),
         ),
     ];
     for (name, mine) in cases {
@@ -245,5 +283,84 @@ fn the_configuration_read_back_builds_the_same_network_at_any_width() {
             "width {width} read back as {}",
             read_back.width_mult
         );
+    }
+}
+
+#[test]
+fn mobilenet_v3_and_efficientnet_shapes_heads_and_summaries() {
+    let d = device();
+    // (config, pooled features, blocks, last block's output channels and size at 224)
+    let small = MobileNetV3Config::small(1000).init::<Cpu>(&d);
+    let large = MobileNetV3Config::large(1000).init::<Cpu>(&d);
+    let b0 = EfficientNetConfig::b0(1000).init::<Cpu>(&d);
+    assert_eq!((small.feature_dim(), small.block_paths().len()), (576, 13));
+    assert_eq!((large.feature_dim(), large.block_paths().len()), (960, 17));
+    assert_eq!((b0.feature_dim(), b0.block_paths().len()), (1280, 18));
+    assert_eq!(b0.block_paths()[2], "features.2.0");
+    assert_eq!(
+        small.classifier_paths(),
+        vec!["classifier.0", "classifier.3"]
+    );
+    assert_eq!(b0.classifier_paths(), vec!["classifier.1"]);
+    for size in [160, 224] {
+        let x = Tensor::<Cpu, 4>::zeros([1, 3, size, size], &d);
+        assert_eq!(small.forward(x.clone()).dims(), [1, 1000]);
+        assert_eq!(large.forward(x.clone()).dims(), [1, 1000]);
+        assert_eq!(b0.forward(x).dims(), [1, 1000]);
+    }
+
+    // A new head keeps MobileNetV3's hidden layer (classifier.0: 576 -> 1024).
+    let small = small.with_new_head(2, &d);
+    assert_eq!(small.head().in_features(), 1024);
+    assert_eq!(small.config(), MobileNetV3Config::small(2));
+    assert_eq!(param_count(&small).total, 1_519_906);
+    let b0 = b0.with_new_head(2, &d);
+    assert_eq!(b0.config(), EfficientNetConfig::b0(2));
+
+    // Summaries: every layer with parameters once, totals equal torchvision's.
+    let summary = small.summary([3, 224, 224]);
+    assert_eq!(summary.params.total, 1_519_906);
+    assert_eq!(
+        summary.rows.iter().map(|r| r.params).sum::<usize>(),
+        1_519_906
+    );
+    assert_eq!(
+        summary.rows.iter().filter(|r| r.kind == "Conv2d").count(),
+        52
+    );
+    let last_conv = summary
+        .rows
+        .iter()
+        .rev()
+        .find(|r| r.kind == "Conv2d")
+        .unwrap();
+    assert_eq!(last_conv.output_shape, vec![576, 7, 7]);
+    let summary = b0.summary([3, 224, 224]);
+    assert_eq!(
+        summary.rows.iter().map(|r| r.params).sum::<usize>(),
+        4_010_110
+    );
+    assert_eq!(
+        summary.rows.iter().filter(|r| r.kind == "Conv2d").count(),
+        81
+    );
+}
+
+#[test]
+fn mobilenet_v3_configuration_read_back_at_any_width() {
+    let d = device();
+    for config in [MobileNetV3Config::small(10), MobileNetV3Config::large(3)] {
+        for width in [0.5, 0.75, 1.0, 1.25] {
+            let config = config.clone().with_width_mult(width);
+            let read_back = config.init::<Cpu>(&d).config();
+            assert_eq!(read_back.variant, config.variant);
+            assert_eq!(
+                read_back.conv_out_channels(),
+                config.conv_out_channels(),
+                "{:?} width {width} read back as {}",
+                config.variant,
+                read_back.width_mult
+            );
+        }
     }
 }

@@ -10,7 +10,9 @@ use burn::tensor::{Tensor, TensorData};
 use transfer_vision::backend::Cpu;
 use transfer_vision::data::Normalization;
 use transfer_vision::models::layers::Padding;
-use transfer_vision::models::{Architecture, ImageClassifier, MobileNetV2, ModelSpec, ResNet};
+use transfer_vision::models::{
+    AnyModel, Architecture, ImageClassifier, MobileNetV2, ModelSpec, ResNet,
+};
 use transfer_vision::verify::{compare_logits, onnx_fixture_parity};
 use transfer_vision::weights::onnx::anonymize_names;
 use transfer_vision::weights::{
@@ -369,11 +371,97 @@ fn fixture_parity_check_passes_on_the_cpu() {
         return;
     };
     let device = Device::default();
-    for name in ["mobilenet_v2", "mobilenet_v2_fused", "resnet18"] {
+    for name in [
+        "mobilenet_v2",
+        "mobilenet_v2_fused",
+        "resnet18",
+        "mobilenet_v3_small",
+        "mobilenet_v3_large",
+        "efficientnet_b0",
+    ] {
         let c = onnx_fixture_parity::<Cpu>(&dir, name, &device).unwrap_or_else(|e| panic!("{e}"));
         assert!(c.ratio <= 1e-4, "{name}: {c:?}");
         assert_eq!((c.top1_agree, c.rows), (2, 2), "{name}: {c:?}");
     }
     let missing = onnx_fixture_parity::<Cpu>(&dir, "no_such_fixture", &device).unwrap_err();
     assert!(missing.to_string().contains("no_such_fixture"), "{missing}");
+}
+
+/// MobileNetV3 Small / Large and EfficientNet-B0 (`../shared/fixtures/onnx`, BatchNorm kept,
+/// torchvision names) as exported, anonymised, with BatchNorm folded into the convolutions (what
+/// torch's exporter does by default) and both: each matches onnxruntime's logits, folding the
+/// model's BatchNorms for inference keeps them, and save → load reproduces them bit for bit.
+#[test]
+fn mobilenet_v3_and_efficientnet_match_onnxruntime_in_every_form() {
+    let device = Device::default();
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "mobilenet_v3_small",
+        "mobilenet_v3_large",
+        "efficientnet_b0",
+    ] {
+        let Some(path) = common::shared(&format!("fixtures/onnx/{name}.onnx")) else {
+            return;
+        };
+        let x = input(name, &device).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let folded = common::onnx_edit::fold_batch_norms(&bytes);
+        let forms = [
+            ("exported", bytes.clone(), MappedBy::Name, false),
+            (
+                "anonymous",
+                anonymize_names(&bytes, &path).unwrap(),
+                MappedBy::Structure,
+                false,
+            ),
+            ("folded", folded.clone(), MappedBy::Name, true),
+            (
+                "folded_anonymous",
+                anonymize_names(&folded, &path).unwrap(),
+                MappedBy::Structure,
+                true,
+            ),
+        ];
+        for (form, bytes, mapped_by, batch_norm_folded) in forms {
+            let file = dir.path().join(format!("{name}_{form}.onnx"));
+            std::fs::write(&file, bytes).unwrap();
+            let (model, report) = AnyModel::<Cpu>::from_onnx(&file, &device)
+                .unwrap_or_else(|e| panic!("{name} {form}: {e}"));
+            assert_eq!(report.spec.name(), name, "{form}");
+            assert_eq!(report.mapped_by, mapped_by, "{name} {form}");
+            assert_eq!(report.batch_norm_folded, batch_norm_folded, "{name} {form}");
+            assert_eq!(
+                model.has_batch_norm_statistics(),
+                !batch_norm_folded,
+                "{name} {form}"
+            );
+            eprint!("{form}: ");
+            assert_logits_match(name, model.forward(x.clone()));
+            if form != "exported" {
+                continue;
+            }
+            let fused = model.clone().fuse_for_inference();
+            eprint!("fused for inference: ");
+            assert_logits_match(name, fused.forward(x.clone()));
+
+            let saved = dir.path().join(format!("{name}.tvm"));
+            save_model(&model, &ModelInfo::default(), &saved).unwrap();
+            let (loaded, _) = load_model::<Cpu, AnyModel<Cpu>>(&saved, &device).unwrap();
+            assert_eq!(loaded.spec(), model.spec(), "{name}");
+            let a = model
+                .forward(x.clone())
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap();
+            let b = loaded
+                .forward(x.clone())
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap();
+            assert!(
+                a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                "{name}: saved and loaded logits differ"
+            );
+        }
+    }
 }

@@ -6,11 +6,24 @@ use std::ops::Range;
 use burn::module::Module;
 use burn::tensor::Tensor;
 
-use super::layers::{ConvBnInfo, ConvBnMut, Linear, LinearConfig};
+use super::layers::{Activation, ConvBnInfo, ConvBnMut, ConvMut, Linear, LinearConfig};
 use super::summary::{self, Summary};
 
+/// A linear layer of the classifier before the head, with its path and the activation after it
+/// (MobileNetV3's `classifier.0` and Hardswish).
+#[derive(Debug, Clone, Copy)]
+pub struct HiddenLinear<'a, B: ConvBackend> {
+    /// Path of the layer (`classifier.0`).
+    pub path: &'static str,
+    /// The layer.
+    pub linear: &'a Linear<B>,
+    /// The activation applied to its output.
+    pub activation: Activation,
+}
+
 /// A CNN that maps images `[N, 3, H, W]` to class scores through a backbone of blocks, a global
-/// average pool and a linear head.
+/// average pool and a classifier: a linear head, after hidden linear layers in some networks
+/// ([`hidden_linears`](Self::hidden_linears)).
 ///
 /// A model file implements the required methods: its forward pass block by block, its head, the
 /// list of its blocks and of its (convolution, BatchNorm) pairs. Everything else (features,
@@ -50,13 +63,62 @@ pub trait ImageClassifier<B: ConvBackend>: Module<B> + Sized {
     /// one walk over the layers that weight import, BatchNorm folding and checks share.
     fn conv_bn_pairs_mut(&mut self) -> Vec<ConvBnMut<'_, B>>;
 
+    /// Every convolution in execution order, with the BatchNorm after it where there is one: the
+    /// walk that weight import (by name or by structure) and export share. The default lists
+    /// [`conv_bn_pairs_mut`](Self::conv_bn_pairs_mut); networks with convolutions outside such
+    /// pairs (squeeze-and-excitation) list them all here and derive their pairs from it.
+    fn convs_mut(&mut self) -> Vec<ConvMut<'_, B>> {
+        self.conv_bn_pairs_mut()
+            .into_iter()
+            .map(ConvMut::Normalized)
+            .collect()
+    }
+
+    /// The linear layers between the pooled features and the head, in order (MobileNetV3's
+    /// `classifier.0`); none by default. They are part of the classifier: they train whenever
+    /// the head does, at the head's rate, and [`classify`](Self::classify) applies them.
+    fn hidden_linears(&self) -> Vec<HiddenLinear<'_, B>> {
+        Vec::new()
+    }
+
+    /// Paths of every layer of the classifier: the [hidden linears](Self::hidden_linears) and
+    /// the head. What feature extraction trains.
+    fn classifier_paths(&self) -> Vec<&'static str> {
+        let mut paths: Vec<&'static str> = self.hidden_linears().iter().map(|h| h.path).collect();
+        paths.push(self.head_path());
+        paths
+    }
+
+    /// `∂ logits[class] / ∂ features` `[N, feature_dim]` at pooled features `[N, feature_dim]`
+    /// (inference: no dropout), by the chain rule through the hidden linears: the head's row for
+    /// a pool + linear network. Grad-CAM's channel weights are this gradient.
+    fn logit_gradient(&self, features: Tensor<B, 2>, class: usize) -> Tensor<B, 2> {
+        let [n, _] = features.dims();
+        let hidden = self.hidden_linears();
+        let mut pre_activations = Vec::with_capacity(hidden.len());
+        let mut x = features;
+        for layer in &hidden {
+            let z = layer.linear.forward(x);
+            pre_activations.push(z.clone());
+            x = layer.activation.apply(z);
+        }
+        let weight = self.head().weight.val();
+        let width = weight.dims()[1];
+        let mut gradient = weight.slice([class..class + 1, 0..width]).repeat_dim(0, n);
+        for (layer, z) in hidden.iter().zip(pre_activations).rev() {
+            gradient =
+                (gradient * layer.activation.derivative(z)).matmul(layer.linear.weight.val());
+        }
+        gradient
+    }
+
     /// Class scores (logits) `[N, num_classes]` for images `[N, 3, H, W]` (any H, W ≥ 32).
     fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.classify(self.features(images))
     }
 
-    /// The pooled embedding `[N, feature_dim]` the head sees (1280 for MobileNetV2, 512 for
-    /// ResNet18/34).
+    /// The pooled embedding `[N, feature_dim]` the classifier sees (1280 for MobileNetV2, 512 for
+    /// ResNet18/34, 576 for MobileNetV3-Small).
     fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let blocks = self.block_paths().len();
         self.pool(self.forward_blocks(images, 0..blocks))
@@ -75,15 +137,19 @@ pub trait ImageClassifier<B: ConvBackend>: Module<B> + Sized {
         self.head().out_features()
     }
 
-    /// Width of the pooled embedding.
+    /// Width of the pooled embedding (the input of the first hidden linear, else of the head).
     fn feature_dim(&self) -> usize {
-        self.head().in_features()
+        self.hidden_linears()
+            .first()
+            .map_or_else(|| self.head().in_features(), |h| h.linear.in_features())
     }
 
     /// Replaces the head with a freshly initialised one for `num_classes` classes (PyTorch's
-    /// `nn.Linear` init; call `B::seed` first for a repeatable head).
+    /// `nn.Linear` init; call `B::seed` first for a repeatable head). Hidden linears before it
+    /// are kept, as `model.classifier[3] = nn.Linear(1024, n)` keeps MobileNetV3's.
     fn with_new_head(mut self, num_classes: usize, device: &B::Device) -> Self {
-        *self.head_mut() = LinearConfig::new(self.feature_dim(), num_classes).init(device);
+        let inputs = self.head().in_features();
+        *self.head_mut() = LinearConfig::new(inputs, num_classes).init(device);
         self
     }
 

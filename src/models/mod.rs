@@ -16,7 +16,7 @@ pub mod summary;
 mod torch_paths;
 
 pub use architecture::{Architecture, ArchitectureConfig};
-pub use classifier::ImageClassifier;
+pub use classifier::{HiddenLinear, ImageClassifier};
 
 /// Picks a configuration of one architecture out of a [`ModelSpec`]; generated for every
 /// registered configuration (and for `ModelSpec` itself) by the registry.
@@ -34,7 +34,7 @@ use burn::module::{
 };
 use burn::record::RecorderError;
 use burn::tensor::Tensor;
-use layers::{ConvBnMut, Linear};
+use layers::{ConvBnMut, ConvMut, Linear};
 use std::ops::Range;
 
 use crate::weights::WeightsError;
@@ -46,4 +46,8 @@ registry::architectures! {
     mobilenet_v2::MobileNetV2(MobileNetV2Config),
     /// A ResNet18 or ResNet34.
     resnet::ResNet(ResNetConfig),
+    /// A MobileNetV3, Small or Large, of any width.
+    mobilenet_v3::MobileNetV3(MobileNetV3Config),
+    /// An EfficientNet (B0 by default).
+    efficientnet::EfficientNet(EfficientNetConfig),
 }

@@ -330,6 +330,24 @@ macro_rules! architectures {
                     $( AnyModel::$model(m) => m.conv_bn_pairs_mut(), )+
                 }
             }
+
+            fn convs_mut(&mut self) -> Vec<ConvMut<'_, B>> {
+                match self {
+                    $( AnyModel::$model(m) => m.convs_mut(), )+
+                }
+            }
+
+            fn hidden_linears(&self) -> Vec<HiddenLinear<'_, B>> {
+                match self {
+                    $( AnyModel::$model(m) => m.hidden_linears(), )+
+                }
+            }
+
+            fn feature_dim(&self) -> usize {
+                match self {
+                    $( AnyModel::$model(m) => m.feature_dim(), )+
+                }
+            }
         }
 
         impl<B: $crate::kernels::ConvBackend> Architecture<B> for AnyModel<B> {

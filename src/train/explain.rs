@@ -26,13 +26,15 @@
 //! Grad-CAM (Selvaraju et al., 2017) weighs each channel `k` of the last convolutional block's
 //! output `A` (`K × h × w`) by the spatial mean of the gradient of the class score `y_c`,
 //! `α_k = (1 / hw) Σ_ij ∂y_c / ∂A_k[i, j]`, and keeps `ReLU(Σ_k α_k A_k)`. In the networks of
-//! this crate the last block is followed only by a global average pool and the linear head
-//! (dropout is off at inference): `y_c = b_c + Σ_k W[c, k] · (1 / hw) Σ_ij A_k[i, j]`. So
-//! `∂y_c / ∂A_k[i, j] = W[c, k] / hw` at every position, `α_k = W[c, k] / hw`, and Grad-CAM is
-//! `ReLU(Σ_k W[c, k] A_k) / hw`: the class activation map (CAM, Zhou et al., 2016) times a
-//! positive constant, which normalisation to [0, 1] removes. [`grad_cam`] therefore computes it
-//! from one forward pass and the head's weights, on any backend, without autodiff; the tests
-//! check it against Grad-CAM computed with gradients.
+//! this crate the last block is followed by a global average pool `p_k = (1 / hw) Σ_ij
+//! A_k[i, j]` and the classifier (dropout is off at inference), so `∂y_c / ∂A_k[i, j] =
+//! (∂y_c / ∂p_k) / hw` at every position and `α_k = (∂y_c / ∂p_k) / hw`. For a linear head
+//! `∂y_c / ∂p_k = W[c, k]` and Grad-CAM is the class activation map (CAM, Zhou et al., 2016),
+//! `ReLU(Σ_k W[c, k] A_k)`, up to a positive constant that normalisation to [0, 1] removes;
+//! through a hidden layer (MobileNetV3) the chain rule gives `∂y_c / ∂p` exactly
+//! ([`ImageClassifier::logit_gradient`]). [`grad_cam`] therefore computes it from one forward
+//! pass, on any backend, without autodiff; the tests check it against Grad-CAM computed with
+//! gradients.
 
 use std::path::{Path, PathBuf};
 
@@ -474,20 +476,18 @@ fn last_block<B: ConvBackend, M: ImageClassifier<B>>(model: &M, x: Tensor<B, 4>)
     model.forward_blocks(x, 0..blocks)
 }
 
-/// `ReLU(Σ_k W[class, k] A_k)` for activations `[1, K, h, w]`, normalised to [0, 1]; `class`
-/// must be a class of the model.
+/// Grad-CAM for activations `[1, K, h, w]`: `ReLU(Σ_k α_k A_k)` with `α_k = ∂ logit[class] /
+/// ∂ pooled_k` ([`ImageClassifier::logit_gradient`]; Grad-CAM's spatial mean of the gradient is
+/// the same up to the factor `1 / hw`, which the normalisation to [0, 1] removes). For a pool +
+/// linear head `α` is the head's row `W[class]`. `class` must be a class of the model.
 fn class_map<B: ConvBackend, M: ImageClassifier<B>>(
     model: &M,
     activations: Tensor<B, 4>,
     class: usize,
 ) -> Heatmap {
     let [_, k, h, w] = activations.dims();
-    let weights = model
-        .head()
-        .weight
-        .val()
-        .slice([class..class + 1, 0..k])
-        .reshape([1, k, 1, 1]);
+    let pooled = model.pool(activations.clone());
+    let weights = model.logit_gradient(pooled, class).reshape([1, k, 1, 1]);
     let cam = (activations * weights).sum_dim(1).reshape([h * w]);
     let values: Vec<f32> = cam
         .into_data()

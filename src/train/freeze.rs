@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use super::TrainError;
 use crate::models::{ImageClassifier, state_dict};
 
-/// Which parameters the optimizer updates. The head always trains.
+/// Which parameters the optimizer updates. The classifier (the head, and the hidden linear
+/// layers before it where a network has some: [`ImageClassifier::classifier_paths`]) always
+/// trains.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Trainable {
     /// Feature extraction: the whole backbone is frozen, only the head trains.
@@ -36,7 +38,7 @@ impl Trainable {
         &self,
         model: &M,
     ) -> Result<Vec<String>, TrainError> {
-        let head = model.head_path().to_string();
+        let classifier = model.classifier_paths();
         let blocks = model.block_paths();
         let mut prefixes = match self {
             Trainable::HeadOnly => vec![],
@@ -68,7 +70,7 @@ impl Trainable {
                 .map(|p| p.trim_end_matches('.').to_string())
                 .collect(),
         };
-        prefixes.push(head);
+        prefixes.extend(classifier.into_iter().map(String::from));
         prefixes.dedup();
         Ok(prefixes)
     }

@@ -63,8 +63,8 @@ where
         Ok(self)
     }
 
-    /// Backpropagates the loss of `logits` against `labels` and updates `model` (head at the
-    /// head rate, the trainable backbone at the backbone rate of `epoch_in_phase`).
+    /// Backpropagates the loss of `logits` against `labels` and updates `model` (the classifier
+    /// at the head rate, the trainable backbone at the backbone rate of `epoch_in_phase`).
     pub fn step_logits(
         &mut self,
         model: M,
@@ -84,7 +84,17 @@ where
             predicted: argmax_rows(logits.inner()),
         };
         let mut grads = loss.backward();
-        let head_grads = GradientsParams::from_module(&mut grads, model.head());
+        let mut head_grads = GradientsParams::from_module(&mut grads, model.head());
+        // Hidden linears of the classifier (MobileNetV3's `classifier.0`) train with the head.
+        for hidden in model.hidden_linears() {
+            let mut layer = GradientsParams::from_module(&mut grads, hidden.linear);
+            if let Some(g) = layer.remove::<B::InnerBackend, 2>(hidden.linear.weight.id) {
+                head_grads.register(hidden.linear.weight.id, g);
+            }
+            if let Some(g) = layer.remove::<B::InnerBackend, 1>(hidden.linear.bias.id) {
+                head_grads.register(hidden.linear.bias.id, g);
+            }
+        }
         let rest = GradientsParams::from_grads(grads, &model);
         let model = if rest.is_empty() {
             model

@@ -22,7 +22,7 @@ use std::path::Path;
 
 use super::WeightsError;
 use super::onnx::{
-    AutoPad, BatchNormLayer, ConvLayer, LayerKind, OnnxModel, OnnxTensor, read_onnx,
+    AutoPad, BatchNormLayer, ConvLayer, LayerKind, LinearLayer, OnnxModel, OnnxTensor, read_onnx,
 };
 use super::onnx_metadata;
 use super::state::{HostTensor, StateMap, load_state};
@@ -77,8 +77,10 @@ pub struct BackboneConv<'a> {
 pub struct OnnxBackbone<'a> {
     /// The whole graph.
     pub graph: &'a OnnxModel,
-    /// Backbone convolutions in execution order.
+    /// Backbone convolutions in execution order (squeeze-and-excitation's included).
     pub convs: Vec<BackboneConv<'a>>,
+    /// Linear layers before the classifier, in order (MobileNetV3's `classifier.0`).
+    pub hidden_linears: Vec<&'a LinearLayer>,
     /// Outputs of the classifier.
     pub num_classes: usize,
 }
@@ -120,9 +122,20 @@ impl<'a> OnnxBackbone<'a> {
         if convs.is_empty() {
             return Err(arch_error(path, "a CNN", "no Conv"));
         }
+        let classifier = graph.classifier().map(|l| l.node_name.as_str());
+        let hidden_linears = graph
+            .layers
+            .iter()
+            .filter(|l| Some(l.node_name.as_str()) != classifier)
+            .filter_map(|l| match &l.kind {
+                LayerKind::Linear(linear) => Some(linear),
+                _ => None,
+            })
+            .collect();
         Ok(Self {
             graph,
             convs,
+            hidden_linears,
             num_classes,
         })
     }
@@ -250,6 +263,14 @@ fn batch_norm_state(state: &mut StateMap, bn_path: &str, found: BackboneConv<'_>
     }
 }
 
+/// A convolution of the model as import sees it: its path, weight shape and BatchNorm.
+struct ModelConv {
+    path: String,
+    shape: Vec<usize>,
+    /// The BatchNorm's path and ε, for a normalised convolution.
+    bn: Option<(String, f64)>,
+}
+
 /// The weights of the file as the model's state map, how they were matched, and for each of the
 /// model's (conv, BatchNorm) pairs whether the file kept that BatchNorm.
 fn build_state<B: ConvBackend, M: ImageClassifier<B>>(
@@ -258,31 +279,49 @@ fn build_state<B: ConvBackend, M: ImageClassifier<B>>(
 ) -> Result<(StateMap, MappedBy, Vec<bool>), WeightsError> {
     let path = backbone.graph.path.as_path();
     let convs = &backbone.convs;
-    let pairs = model.conv_bn_pairs();
-    if convs.len() != pairs.len() {
+    // Cloning a module copies tensor handles, not data.
+    let mut copy = model.clone();
+    let model_convs: Vec<ModelConv> = copy
+        .convs_mut()
+        .into_iter()
+        .map(|conv| ModelConv {
+            path: conv.path().to_string(),
+            shape: conv.conv().weight.shape().to_vec(),
+            bn: conv.into_pair().map(|pair| (pair.bn_path, pair.bn.epsilon)),
+        })
+        .collect();
+    if convs.len() != model_convs.len() {
         return Err(arch_error(
             path,
-            &format!("{} convolutions", pairs.len()),
+            &format!("{} convolutions", model_convs.len()),
             format!("{} convolutions", convs.len()),
         ));
     }
-    let by_name = pairs.iter().all(|pair| {
+    let hidden = model.hidden_linears();
+    if backbone.hidden_linears.len() != hidden.len() {
+        return Err(arch_error(
+            path,
+            &format!("{} linear layers before the classifier", hidden.len()),
+            format!("{}", backbone.hidden_linears.len()),
+        ));
+    }
+    let by_name = model_convs.iter().all(|conv| {
         convs
             .iter()
-            .any(|c| c.conv.weight.name == format!("{}.weight", pair.conv_path))
+            .any(|c| c.conv.weight.name == format!("{}.weight", conv.path))
     });
     let mut used = vec![false; convs.len()];
     let mut state = StateMap::new();
-    let mut kept_batch_norm = Vec::with_capacity(pairs.len());
-    for (i, pair) in pairs.iter().enumerate() {
-        let key = format!("{}.weight", pair.conv_path);
+    let mut kept_batch_norm = Vec::with_capacity(model_convs.len());
+    for (i, conv) in model_convs.iter().enumerate() {
+        let key = format!("{}.weight", conv.path);
         let found = if by_name {
             convs.iter().position(|c| c.conv.weight.name == key)
         } else {
             // Next unused conv of the right shape within a window of 3 (a block's shortcut may
             // come before or after its main path).
             (i.saturating_sub(2)..(i + 3).min(convs.len()))
-                .find(|&j| !used[j] && convs[j].conv.weight.shape == pair.conv_shape)
+                .find(|&j| !used[j] && convs[j].conv.weight.shape == conv.shape)
         };
         let Some(j) = found else {
             return Err(WeightsError::Mismatch {
@@ -292,20 +331,38 @@ fn build_state<B: ConvBackend, M: ImageClassifier<B>>(
         };
         used[j] = true;
         state.insert(key, host(&convs[j].conv.weight));
-        batch_norm_state(&mut state, &pair.bn_path, convs[j], pair.epsilon as f32);
-        kept_batch_norm.push(convs[j].bn.is_some());
+        match &conv.bn {
+            Some((bn_path, epsilon)) => {
+                batch_norm_state(&mut state, bn_path, convs[j], *epsilon as f32);
+                kept_batch_norm.push(convs[j].bn.is_some());
+            }
+            None => {
+                // A convolution with its own bias (squeeze-and-excitation): a BatchNorm after
+                // it in the file would have no place in the model.
+                if convs[j].bn.is_some() {
+                    return Err(arch_error(
+                        path,
+                        &format!("no BatchNorm after the convolution for `{}`", conv.path),
+                        "a BatchNormalization",
+                    ));
+                }
+                let out = conv.shape[0];
+                let bias = convs[j]
+                    .conv
+                    .bias
+                    .as_ref()
+                    .map(host)
+                    .unwrap_or_else(|| HostTensor::full(vec![out], 0.0));
+                state.insert(format!("{}.bias", conv.path), bias);
+            }
+        }
+    }
+    for (layer, linear) in hidden.iter().zip(&backbone.hidden_linears) {
+        insert_linear(&mut state, layer.path, linear);
     }
     let head = model.head_path();
     match backbone.graph.classifier().map(|l| &l.kind) {
-        Some(LayerKind::Linear(linear)) => {
-            state.insert(format!("{head}.weight"), host(&linear.weight));
-            let bias = linear
-                .bias
-                .as_ref()
-                .map(host)
-                .unwrap_or_else(|| HostTensor::full(vec![linear.out_features], 0.0));
-            state.insert(format!("{head}.bias"), bias);
-        }
+        Some(LayerKind::Linear(linear)) => insert_linear(&mut state, head, linear),
         Some(LayerKind::Conv(conv)) => {
             let [out, inp] = [conv.out_channels(), conv.in_channels()];
             state.insert(
@@ -327,6 +384,17 @@ fn build_state<B: ConvBackend, M: ImageClassifier<B>>(
         MappedBy::Structure
     };
     Ok((state, mapped_by, kept_batch_norm))
+}
+
+/// A linear layer of the file at `path` of the model (weight `[out, in]`, bias or zeros).
+fn insert_linear(state: &mut StateMap, path: &str, linear: &LinearLayer) {
+    state.insert(format!("{path}.weight"), host(&linear.weight));
+    let bias = linear
+        .bias
+        .as_ref()
+        .map(host)
+        .unwrap_or_else(|| HostTensor::full(vec![linear.out_features], 0.0));
+    state.insert(format!("{path}.bias"), bias);
 }
 
 /// How a graph wants its inputs prepared: its `preprocessing` metadata when present (read

@@ -23,6 +23,8 @@ pub fn shared(rel: &str) -> Option<PathBuf> {
 
 pub use transfer_vision::verify::Npy;
 
+pub mod onnx_edit;
+
 /// `target/<profile>/examples/<name>`, found from the test binary's own path: `cargo test`
 /// builds the examples beside the tests. `None` (skip) when it is not built, a failure under
 /// `CI=true`.

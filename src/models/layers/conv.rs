@@ -126,6 +126,20 @@ impl<B: ConvBackend> Conv2d<B> {
         y
     }
 
+    /// This 1×1 convolution applied to `[N, in]` vectors (a `[N, in, 1, 1]` input flattened),
+    /// as one matrix product: squeeze-and-excitation's layers on pooled features.
+    pub fn forward_flat(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let [n, _] = x.dims();
+        let [out, inp, _, _] = self.weight.dims();
+        let y = x.matmul(self.weight.val().reshape([out, inp]).transpose());
+        let y = match &self.bias {
+            Some(b) => y + b.val().unsqueeze(),
+            None => y,
+        };
+        summary::record_layer(self.weight.id, "Conv2d", &[n, out, 1, 1], self.num_params());
+        y
+    }
+
     /// A 1×1, stride-1 convolution as one batched matrix product `[Cout, Cin] @ [N, Cin, H·W]`.
     ///
     /// The result equals `conv2d`'s, and the backward pass is two strided matrix products as

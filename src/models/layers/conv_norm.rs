@@ -31,6 +31,24 @@ impl<B: ConvBackend> ConvNormActivation<B> {
         }
     }
 
+    /// [`new`](Self::new) with the BatchNorm's settings from `norm` (its channel count is taken
+    /// from `conv`): MobileNetV3's ε 0.001 and momentum 0.01.
+    pub fn with_batch_norm(
+        conv: Conv2dConfig,
+        norm: BatchNorm2dConfig,
+        device: &B::Device,
+    ) -> Self {
+        let channels = conv.channels[1];
+        Self {
+            conv: conv.with_bias(false).init(device),
+            bn: BatchNorm2dConfig {
+                num_features: channels,
+                ..norm
+            }
+            .init(device),
+        }
+    }
+
     /// Convolution then BatchNorm (no activation).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         self.bn.forward(self.conv.forward(x))
@@ -104,6 +122,68 @@ impl<'a, B: ConvBackend> ConvBnMut<'a, B> {
     /// Folds the BatchNorm into the convolution (see [`fuse_conv_bn`]).
     pub fn fuse(self) {
         fuse_conv_bn(self.conv, self.bn);
+    }
+}
+
+/// One convolution of a model with its path, and the BatchNorm after it where there is one:
+/// what [`ImageClassifier::convs_mut`](crate::models::ImageClassifier::convs_mut) lists, every
+/// convolution in execution order, for weight import and export.
+#[derive(Debug)]
+pub enum ConvMut<'a, B: ConvBackend> {
+    /// A convolution normalised by the BatchNorm after it (every backbone convolution).
+    Normalized(ConvBnMut<'a, B>),
+    /// A convolution with a bias of its own and no BatchNorm (squeeze-and-excitation's `fc1`,
+    /// `fc2`).
+    Plain {
+        /// Path of the convolution (e.g. `features.4.block.2.fc1`).
+        path: String,
+        /// The convolution.
+        conv: &'a mut Conv2d<B>,
+    },
+}
+
+impl<'a, B: ConvBackend> ConvMut<'a, B> {
+    /// A convolution without BatchNorm at `path`.
+    pub fn plain(path: impl Into<String>, conv: &'a mut Conv2d<B>) -> Self {
+        ConvMut::Plain {
+            path: path.into(),
+            conv,
+        }
+    }
+
+    /// Path of the convolution.
+    pub fn path(&self) -> &str {
+        match self {
+            ConvMut::Normalized(pair) => &pair.conv_path,
+            ConvMut::Plain { path, .. } => path,
+        }
+    }
+
+    /// The convolution.
+    pub fn conv(&self) -> &Conv2d<B> {
+        match self {
+            ConvMut::Normalized(pair) => pair.conv,
+            ConvMut::Plain { conv, .. } => conv,
+        }
+    }
+
+    /// The (convolution, BatchNorm) pair, for a normalised convolution.
+    pub fn into_pair(self) -> Option<ConvBnMut<'a, B>> {
+        match self {
+            ConvMut::Normalized(pair) => Some(pair),
+            ConvMut::Plain { .. } => None,
+        }
+    }
+
+    /// The same convolution with `prefix.` put in front of its paths.
+    pub fn prefixed(self, prefix: &str) -> Self {
+        match self {
+            ConvMut::Normalized(pair) => ConvMut::Normalized(pair.prefixed(prefix)),
+            ConvMut::Plain { path, conv } => ConvMut::Plain {
+                path: format!("{prefix}.{path}"),
+                conv,
+            },
+        }
     }
 }
 

@@ -12,17 +12,23 @@
 //! backend records gradients *and* its parameters are trainable ([`trains`]). A model made
 //! with `.valid()` or `.no_grad()` is therefore always in inference mode.
 
+mod activation;
 mod batch_norm;
 mod conv;
 mod conv_norm;
 mod linear;
+mod mbconv;
 mod padding;
+mod squeeze_excitation;
 
+pub use activation::{Activation, hardsigmoid, hardswish, relu6};
 pub use batch_norm::{BatchNorm2d, BatchNorm2dConfig};
 pub use conv::{Conv2d, Conv2dConfig};
-pub use conv_norm::{ConvBnInfo, ConvBnMut, ConvNormActivation, fuse_conv_bn};
+pub use conv_norm::{ConvBnInfo, ConvBnMut, ConvMut, ConvNormActivation, fuse_conv_bn};
 pub use linear::{Linear, LinearConfig};
+pub use mbconv::{MBConv, MBConvLayer, MBConvSettings, SqueezeSettings};
 pub use padding::Padding;
+pub use squeeze_excitation::{SqueezeExcitation, stochastic_depth};
 
 use crate::kernels::ConvBackend;
 use burn::module::Param;
@@ -33,11 +39,6 @@ use burn::tensor::Tensor;
 pub fn trains<B: ConvBackend, const D: usize>(param: &Param<Tensor<B, D>>) -> bool {
     let value = param.val();
     B::ad_enabled(&value.device()) && value.is_require_grad()
-}
-
-/// ReLU6, `min(max(x, 0), 6)` (MobileNetV2's activation).
-pub fn relu6<B: ConvBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    x.clamp(0.0, 6.0)
 }
 
 /// A per-channel vector `[C]` laid out as `[N, C, 1]`, to combine with an activation viewed as

@@ -54,7 +54,7 @@ pub enum OnnxError {
     #[error(
         "{}: unsupported ONNX operator `{op_type}` at {node}; \
          only the operators of CNN image classifiers (Conv, BatchNormalization, Gemm, Relu, \
-         Clip, Add, pools, ...) are supported",
+         Clip, HardSwish, Sigmoid, Add, Mul, pools, ...) are supported",
         .path.display()
     )]
     UnsupportedOperator {

@@ -286,6 +286,12 @@ impl<'a> GraphReader<'a> {
                 constant: self.binary_constant(node)?,
             },
             "Relu" => LayerKind::Relu,
+            "HardSwish" => LayerKind::HardSwish,
+            "HardSigmoid" => LayerKind::HardSigmoid {
+                alpha: node.float("alpha", 0.2),
+                beta: node.float("beta", 0.5),
+            },
+            "Sigmoid" => LayerKind::Sigmoid,
             "Clip" => {
                 let (min, max) = if self.opset() < 11 {
                     (node.attr("min").map(|a| a.f), node.attr("max").map(|a| a.f))

@@ -72,6 +72,17 @@ pub enum LayerKind {
     Linear(LinearLayer),
     /// `Relu`.
     Relu,
+    /// `HardSwish` (MobileNetV3).
+    HardSwish,
+    /// `HardSigmoid` with its `alpha` and `beta` (MobileNetV3's gate: 1/6 and 0.5).
+    HardSigmoid {
+        /// Slope.
+        alpha: f32,
+        /// Offset.
+        beta: f32,
+    },
+    /// `Sigmoid` (EfficientNet's gate, and its SiLU as `x · Sigmoid(x)`).
+    Sigmoid,
     /// `Clip` (ReLU6 is `Clip(0, 6)`); `None` for a missing bound.
     Clip {
         /// Lower bound.
@@ -169,6 +180,9 @@ impl LayerKind {
             LayerKind::BatchNorm(_) => "BatchNorm",
             LayerKind::Linear(_) => "Linear",
             LayerKind::Relu => "Relu",
+            LayerKind::HardSwish => "HardSwish",
+            LayerKind::HardSigmoid { .. } => "HardSigmoid",
+            LayerKind::Sigmoid => "Sigmoid",
             LayerKind::Clip { .. } => "Clip",
             LayerKind::Add { .. } => "Add",
             LayerKind::Sub { .. } => "Sub",

@@ -96,7 +96,8 @@ fn node_kind(node: &onnx_ir::Node) -> &'static str {
         };
     }
     by_variant! {
-        Conv2d BatchNormalization Linear Gemm MatMul Constant Relu Clip Add Sub Mul Div
+        Conv2d BatchNormalization Linear Gemm MatMul Constant Relu HardSwish HardSigmoid Sigmoid
+        Clip Add Sub Mul Div
         MaxPool2d AveragePool2d GlobalAveragePool ReduceMean Flatten Reshape Squeeze Unsqueeze
         Transpose Pad Concat Identity Dropout Softmax Shape Gather Cast Slice ConstantOfShape
     }

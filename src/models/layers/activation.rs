@@ -1,0 +1,117 @@
+//! The activations of the supported networks, as one serialisable [`Activation`] that blocks
+//! store (MobileNetV3 mixes ReLU and Hardswish block by block), and as functions.
+//!
+//! Each is burn's own operation where burn has one (`sigmoid`, `hard_sigmoid`: one pass over the
+//! tensor on burn-flex and a fused backward under autodiff), with PyTorch's constants:
+//! `Hardsigmoid(x) = ReLU6(x + 3) / 6`, `Hardswish(x) = x · Hardsigmoid(x)`,
+//! `SiLU(x) = x · σ(x)`.
+
+use burn::empty;
+use burn::tensor::Tensor;
+use burn::tensor::activation;
+use burn::tensor::backend::Backend;
+
+/// An element-wise activation, named as in `torch.nn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Activation {
+    /// `max(x, 0)`.
+    ReLU,
+    /// `min(max(x, 0), 6)` (MobileNetV2).
+    ReLU6,
+    /// `x · ReLU6(x + 3) / 6` (MobileNetV3).
+    Hardswish,
+    /// `ReLU6(x + 3) / 6` (MobileNetV3's squeeze-and-excitation gate).
+    Hardsigmoid,
+    /// `x · σ(x)`, also called swish (EfficientNet).
+    SiLU,
+    /// `σ(x) = 1 / (1 + e^(−x))` (EfficientNet's squeeze-and-excitation gate).
+    Sigmoid,
+}
+
+// A constant of the modules that hold it: no tensors, no record entry.
+empty!(Activation);
+
+impl Activation {
+    /// Applies the activation to a tensor of any rank.
+    pub fn apply<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            Activation::ReLU => activation::relu(x),
+            Activation::ReLU6 => x.clamp(0.0, 6.0),
+            Activation::Hardswish => hardswish(x),
+            Activation::Hardsigmoid => hardsigmoid(x),
+            Activation::SiLU => activation::silu(x),
+            Activation::Sigmoid => activation::sigmoid(x),
+        }
+    }
+
+    /// torch's class name (`ReLU`, `Hardswish`, ...), for summaries.
+    pub fn torch_name(self) -> &'static str {
+        match self {
+            Activation::ReLU => "ReLU",
+            Activation::ReLU6 => "ReLU6",
+            Activation::Hardswish => "Hardswish",
+            Activation::Hardsigmoid => "Hardsigmoid",
+            Activation::SiLU => "SiLU",
+            Activation::Sigmoid => "Sigmoid",
+        }
+    }
+
+    /// The derivative of the activation at `x`, element-wise: what an exact Grad-CAM through a
+    /// hidden layer of the classifier needs (see
+    /// [`ImageClassifier::logit_gradient`](crate::models::ImageClassifier::logit_gradient)).
+    /// At the kinks it takes the values torch's backward takes.
+    pub fn derivative<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            Activation::ReLU => x.greater_elem(0.0).float(),
+            Activation::ReLU6 => x
+                .clone()
+                .greater_elem(0.0)
+                .float()
+                .mul(x.lower_elem(6.0).float()),
+            // torch: 0 for x < -3, 1 for x > 3, (2x + 3) / 6 in between.
+            Activation::Hardswish => {
+                let middle = x.clone().mul_scalar(2.0 / 6.0).add_scalar(0.5);
+                let below = x.clone().lower_elem(-3.0);
+                let above = x.greater_elem(3.0);
+                middle.mask_fill(below, 0.0).mask_fill(above, 1.0)
+            }
+            Activation::Hardsigmoid => {
+                let inside = x
+                    .clone()
+                    .greater_elem(-3.0)
+                    .float()
+                    .mul(x.lower_elem(3.0).float());
+                inside.div_scalar(6.0)
+            }
+            Activation::SiLU => {
+                let s = activation::sigmoid(x.clone());
+                s.clone() * (x * (s.clone().neg().add_scalar(1.0))).add_scalar(1.0)
+            }
+            Activation::Sigmoid => {
+                let s = activation::sigmoid(x);
+                s.clone() * s.neg().add_scalar(1.0)
+            }
+        }
+    }
+}
+
+/// ReLU6, `min(max(x, 0), 6)` (MobileNetV2's activation).
+pub fn relu6<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    x.clamp(0.0, 6.0)
+}
+
+/// Hardsigmoid, `ReLU6(x + 3) / 6` (torch.nn.Hardsigmoid).
+pub fn hardsigmoid<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    activation::hard_sigmoid(x, 1.0 / 6.0, 0.5)
+}
+
+/// Hardswish, `x · ReLU6(x + 3) / 6` (torch.nn.Hardswish).
+pub fn hardswish<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    x.clone() * hardsigmoid(x)
+}
+
+impl std::fmt::Display for Activation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.torch_name())
+    }
+}
