@@ -1,5 +1,6 @@
 //! ONNX export without `../shared` or Python: MobileNetV2 (torchvision's and TF-SAME padded, of
-//! other widths, at even and odd sizes) and ResNet18/34 with seeded random weights, a new 3-class
+//! other widths, at even and odd sizes), ResNet18/34, MobileNetV3 Small/Large and
+//! EfficientNet-B0 with seeded random weights, a new 3-class
 //! head and BatchNorm running statistics measured on random images (so that folding them into
 //! the convolutions is really exercised), exported, re-imported by the crate's own import and
 //! compared logit for logit with the original in inference mode, at batch 2 and batch 1 (the
@@ -20,7 +21,8 @@ use transfer_vision::backend::{Cpu, CpuAutodiff};
 use transfer_vision::data::Preprocessing;
 use transfer_vision::models::layers::Padding;
 use transfer_vision::models::{
-    AnyModel, Architecture, ImageClassifier, MobileNetV2Config, ModelSpec, ResNetConfig,
+    AnyModel, Architecture, EfficientNetConfig, ImageClassifier, MobileNetV2Config,
+    MobileNetV3Config, ModelSpec, ResNetConfig,
 };
 use transfer_vision::predict::Predictor;
 use transfer_vision::weights::onnx::read_onnx_bytes;
@@ -224,6 +226,27 @@ fn resnet34_round_trips_with_folded_batch_norm() {
     let model = with_statistics(model, 160, 8);
     let expected = ResNetConfig::resnet34(3).with_batch_norm_statistics(false);
     round_trip(&model, Preprocessing::imagenet(160), expected.into());
+}
+
+#[test]
+fn mobilenet_v3_and_efficientnet_round_trip_with_folded_batch_norm() {
+    let device = Default::default();
+    let configs: [(ModelSpec, usize); 3] = [
+        (MobileNetV3Config::small(3).into(), 160),
+        (MobileNetV3Config::large(3).into(), 96),
+        (EfficientNetConfig::b0(3).into(), 128),
+    ];
+    for (i, (config, size)) in configs.into_iter().enumerate() {
+        CpuAutodiff::seed(&device, 20 + i as u64);
+        let model = AnyModel::<CpuAutodiff>::from_config(&config, &device);
+        let model = with_statistics(model, size, 30 + i as u64);
+        let expected = match config {
+            ModelSpec::MobileNetV3(c) => c.with_batch_norm_statistics(false).into(),
+            ModelSpec::EfficientNet(c) => c.with_batch_norm_statistics(false).into(),
+            other => other,
+        };
+        round_trip(&model, Preprocessing::imagenet(size as u32), expected);
+    }
 }
 
 #[test]

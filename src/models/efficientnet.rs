@@ -14,7 +14,7 @@ use burn::tensor::{Distribution, Tensor};
 
 use super::layers::{
     Activation, BatchNorm2dConfig, Conv2dConfig, ConvBnMut, ConvMut, ConvNormActivation, Linear,
-    MBConv, MBConvSettings, Padding, SqueezeSettings, trains,
+    MBConv, MBConvNetwork, MBConvSettings, Padding, SqueezeSettings, trains,
 };
 use super::mobilenet_v2::make_divisible;
 use super::summary;
@@ -124,6 +124,25 @@ impl EfficientNetConfig {
     /// Channels of the last 1×1 convolution (4 × the last stage's).
     fn last_channels(&self) -> usize {
         4 * self.adjust(STAGES[STAGES.len() - 1][4])
+    }
+
+    /// The network's layout: stem, blocks (`features.1.0` … `features.7.0`) and last
+    /// convolution.
+    pub fn network(&self) -> MBConvNetwork {
+        let (_, stages) = self.layout();
+        let last = format!("features.{}", stages.len() + 1);
+        let mut blocks = Vec::new();
+        for (i, stage) in stages.into_iter().enumerate() {
+            for (j, block) in stage.into_iter().enumerate() {
+                blocks.push((format!("features.{}.{j}", i + 1), block));
+            }
+        }
+        MBConvNetwork {
+            stem: "features.0".into(),
+            blocks,
+            last,
+            activation: Activation::SiLU,
+        }
     }
 
     /// Output channels of every convolution in execution order (squeeze-and-excitation's

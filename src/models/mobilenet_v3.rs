@@ -15,7 +15,7 @@ use burn::tensor::{Distribution, Tensor};
 use super::classifier::HiddenLinear;
 use super::layers::{
     Activation, BatchNorm2dConfig, Conv2dConfig, ConvBnMut, ConvMut, ConvNormActivation, Linear,
-    MBConv, MBConvSettings, Padding, SqueezeSettings, trains,
+    MBConv, MBConvNetwork, MBConvSettings, Padding, SqueezeSettings, trains,
 };
 use super::mobilenet_v2::make_divisible;
 use super::summary;
@@ -177,6 +177,22 @@ impl MobileNetV3Config {
             blocks,
             last_conv: 6 * last_block,
             hidden,
+        }
+    }
+
+    /// The network's layout: stem, blocks (`features.1..`) and last convolution.
+    pub fn network(&self) -> MBConvNetwork {
+        let blocks = self.layout().blocks;
+        let last = format!("features.{}", blocks.len() + 1);
+        MBConvNetwork {
+            stem: "features.0".into(),
+            blocks: blocks
+                .into_iter()
+                .enumerate()
+                .map(|(i, block)| (format!("features.{}", i + 1), block))
+                .collect(),
+            last,
+            activation: Activation::Hardswish,
         }
     }
 

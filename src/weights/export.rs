@@ -10,9 +10,14 @@
 //!   TensorFlow "SAME" padding is written as the explicit asymmetric pads it amounts to at the
 //!   exported input size, as the shared ImageNet MobileNetV2 does (`auto_pad = SAME_UPPER`
 //!   instead when that size is odd, where explicit pads could not be told from symmetric ones);
-//! - `Relu`, and `Clip` with `min` 0 and `max` 6 as constant inputs (ReLU6);
+//! - `Relu`, and `Clip` with `min` 0 and `max` 6 as constant inputs (ReLU6); `HardSwish`,
+//!   `HardSigmoid` (`alpha` 1/6, `beta` 0.5, PyTorch's), `Sigmoid`, and SiLU as `x · Sigmoid(x)`
+//!   (`Sigmoid`, `Mul`), as torch exports them;
 //! - `Add` for residual connections, `MaxPool` for ResNet's stem;
-//! - `GlobalAveragePool`, `Flatten` and `Gemm` (`transB = 1`) for the head.
+//! - squeeze-and-excitation as `GlobalAveragePool` → `Conv` → activation → `Conv` → gate →
+//!   `Mul` (MobileNetV3, EfficientNet);
+//! - `GlobalAveragePool`, `Flatten` and `Gemm` (`transB = 1`) for the classifier (MobileNetV3's
+//!   hidden `classifier.0` and its Hardswish included).
 //!
 //! Initializers carry torchvision's state-dict names (`features.0.0.weight`,
 //! `features.0.0.bias`, `classifier.1.weight`, `layer1.0.downsample.0.bias`, `fc.bias`), so the
@@ -35,7 +40,7 @@ use protobuf::{EnumOrUnknown, Message};
 use super::{ModelInfo, WeightsError, onnx_metadata};
 use crate::io::atomic_write;
 use crate::kernels::ConvBackend;
-use crate::models::layers::{Conv2d, Padding};
+use crate::models::layers::{Activation, Conv2d, MBConvNetwork, Padding, SqueezeSettings};
 use crate::models::{Architecture, ModelSpec};
 
 /// The version of the default ONNX operator set the exported files use.
@@ -136,8 +141,18 @@ fn encode<B: ConvBackend, M: Architecture<B>>(
     let mut folded = model.clone().fuse_for_inference();
     let blocks = folded.block_paths();
     let mut convs = Vec::new();
-    for pair in folded.conv_bn_pairs_mut() {
-        convs.push(FoldedConv::read(pair.conv_path, pair.conv).map_err(unsavable)?);
+    for conv in folded.convs_mut() {
+        convs.push(FoldedConv::read(conv.path().to_string(), conv.conv()).map_err(unsavable)?);
+    }
+    let mut classifier = Vec::new();
+    for hidden in folded.hidden_linears() {
+        classifier.push(ClassifierLayer {
+            path: hidden.path,
+            weight: host(hidden.linear.weight.val(), hidden.path).map_err(unsavable)?,
+            bias: host(hidden.linear.bias.val(), hidden.path).map_err(unsavable)?,
+            outputs: hidden.linear.out_features(),
+            activation: Some(hidden.activation),
+        });
     }
     let head = folded.head();
     let head_weight = host(head.weight.val(), "head weight").map_err(unsavable)?;
@@ -162,6 +177,8 @@ fn encode<B: ConvBackend, M: Architecture<B>>(
     let features = match &spec {
         ModelSpec::MobileNetV2(_) => graph.mobilenet_v2(input, &blocks, &order),
         ModelSpec::ResNet(_) => graph.resnet(input, &blocks, &order),
+        ModelSpec::MobileNetV3(config) => graph.mbconv_network(input, &config.network()),
+        ModelSpec::EfficientNet(config) => graph.mbconv_network(input, &config.network()),
         #[allow(unreachable_patterns)]
         other => Err(format!(
             "ONNX export does not know the {} architecture",
@@ -174,10 +191,14 @@ fn encode<B: ConvBackend, M: Architecture<B>>(
             "convolution `{unused}` has no place in the exported graph"
         )));
     }
-    let head_path = folded.head_path();
-    graph
-        .head(features, head_path, &head_weight, &head_bias, num_classes)
-        .map_err(unsavable)?;
+    classifier.push(ClassifierLayer {
+        path: folded.head_path(),
+        weight: head_weight,
+        bias: head_bias,
+        outputs: num_classes,
+        activation: None,
+    });
+    graph.classifier(features, &classifier).map_err(unsavable)?;
     graph
         .graph
         .input
@@ -315,12 +336,14 @@ struct Value {
 
 /// An attribute of a node.
 enum Attr {
+    Float(&'static str, f32),
     Int(&'static str, i64),
     Ints(&'static str, Vec<i64>),
     Str(&'static str, &'static str),
 }
 
 /// ONNX `AttributeProto.AttributeType` values.
+const ATTR_FLOAT: i32 = 1;
 const ATTR_INT: i32 = 2;
 const ATTR_STRING: i32 = 3;
 const ATTR_INTS: i32 = 7;
@@ -371,6 +394,11 @@ impl Builder {
         for attr in attrs {
             let a = push_default(&mut node.attribute);
             match attr {
+                Attr::Float(name, v) => {
+                    a.name = name.to_string();
+                    a.type_ = EnumOrUnknown::from_i32(ATTR_FLOAT);
+                    a.f = v;
+                }
                 Attr::Int(name, v) => {
                     a.name = name.to_string();
                     a.type_ = EnumOrUnknown::from_i32(ATTR_INT);
@@ -456,6 +484,100 @@ impl Builder {
             name: name.to_string(),
             ..x
         }
+    }
+
+    /// `activation` of `x`, named `name`: one node, or `Sigmoid` and `Mul` for SiLU.
+    fn apply(&mut self, x: Value, name: &str, activation: Activation) -> Value {
+        let one = |op: &str, attrs: Vec<Attr>, builder: &mut Self| {
+            builder.node(op, name, &[&x.name], name, attrs);
+        };
+        match activation {
+            Activation::ReLU => return self.activation(x, name, false),
+            Activation::ReLU6 => return self.activation(x, name, true),
+            Activation::Hardswish => one("HardSwish", vec![], self),
+            Activation::Hardsigmoid => one(
+                "HardSigmoid",
+                vec![Attr::Float("alpha", 1.0 / 6.0), Attr::Float("beta", 0.5)],
+                self,
+            ),
+            Activation::Sigmoid => one("Sigmoid", vec![], self),
+            Activation::SiLU => {
+                let gate = format!("{name}.sigmoid");
+                self.node("Sigmoid", &gate, &[&x.name], &gate, vec![]);
+                self.node("Mul", name, &[&x.name, &gate], name, vec![]);
+            }
+        }
+        Value {
+            name: name.to_string(),
+            ..x
+        }
+    }
+
+    /// The conv-BN block at `path` (its convolution at `path.0`), then `activation`.
+    fn conv_block(
+        &mut self,
+        x: &Value,
+        path: &str,
+        activation: Option<Activation>,
+    ) -> Result<Value, String> {
+        let conv = format!("{path}.0");
+        let y = self.conv(x, &conv)?;
+        Ok(match activation {
+            Some(a) => self.apply(y, &format!("{path}.act"), a),
+            None => y,
+        })
+    }
+
+    /// A squeeze-and-excitation gate at `path` (`path.fc1`, `path.fc2`) applied to `x`.
+    fn squeeze_excitation(
+        &mut self,
+        x: Value,
+        path: &str,
+        squeeze: SqueezeSettings,
+    ) -> Result<Value, String> {
+        let pooled = format!("{path}.avgpool");
+        self.node("GlobalAveragePool", &pooled, &[&x.name], &pooled, vec![]);
+        let pooled = Value {
+            name: pooled,
+            channels: x.channels,
+            hw: [1, 1],
+        };
+        let h = self.conv(&pooled, &format!("{path}.fc1"))?;
+        let h = self.apply(h, &format!("{path}.act"), squeeze.activation);
+        let gate = self.conv(&h, &format!("{path}.fc2"))?;
+        let gate = self.apply(gate, &format!("{path}.gate"), squeeze.gate);
+        let name = format!("{path}.scale");
+        self.node("Mul", &name, &[&x.name, &gate.name], &name, vec![]);
+        Ok(Value { name, ..x })
+    }
+
+    /// The backbone of a network of MBConv blocks (MobileNetV3, EfficientNet): stem, each
+    /// block's expansion, depthwise convolution, squeeze-and-excitation and projection with the
+    /// residual connection where the block has one, then the last convolution.
+    fn mbconv_network(&mut self, x: Value, network: &MBConvNetwork) -> Result<Value, String> {
+        let mut x = self.conv_block(&x, &network.stem, Some(network.activation))?;
+        for (path, block) in &network.blocks {
+            let input = x.clone();
+            let mut layer = 0;
+            let mut h = x;
+            if block.expanded != block.input {
+                h = self.conv_block(&h, &format!("{path}.block.0"), Some(block.activation))?;
+                layer += 1;
+            }
+            h = self.conv_block(&h, &format!("{path}.block.{layer}"), Some(block.activation))?;
+            layer += 1;
+            if let Some(squeeze) = block.squeeze {
+                h = self.squeeze_excitation(h, &format!("{path}.block.{layer}"), squeeze)?;
+                layer += 1;
+            }
+            h = self.conv_block(&h, &format!("{path}.block.{layer}"), None)?;
+            x = if block.stride == 1 && block.input == block.output {
+                self.add(&h, &input, &format!("{path}.add"))?
+            } else {
+                h
+            };
+        }
+        self.conv_block(&x, &network.last, Some(network.activation))
     }
 
     fn add(&mut self, a: &Value, b: &Value, name: &str) -> Result<Value, String> {
@@ -562,21 +684,9 @@ impl Builder {
         Ok(x)
     }
 
-    /// `GlobalAveragePool` → `Flatten` → `Gemm` (the head at `path`) into [`OUTPUT_NAME`].
-    fn head(
-        &mut self,
-        x: Value,
-        path: &str,
-        weight: &[f32],
-        bias: &[f32],
-        num_classes: usize,
-    ) -> Result<(), String> {
-        if weight.len() != num_classes * x.channels || bias.len() != num_classes {
-            return Err(format!(
-                "the head `{path}` does not map {} features to {num_classes} classes",
-                x.channels
-            ));
-        }
+    /// `GlobalAveragePool` → `Flatten` → one `Gemm` per classifier layer (with its activation
+    /// after the hidden ones), the last one into [`OUTPUT_NAME`].
+    fn classifier(&mut self, x: Value, layers: &[ClassifierLayer]) -> Result<(), String> {
         self.node(
             "GlobalAveragePool",
             "avgpool",
@@ -591,18 +701,52 @@ impl Builder {
             "flatten",
             vec![Attr::Int("axis", 1)],
         );
-        let (w, b) = (format!("{path}.weight"), format!("{path}.bias"));
-        self.parameter(&w, &[num_classes, x.channels], weight);
-        self.parameter(&b, &[num_classes], bias);
-        self.node(
-            "Gemm",
-            path,
-            &["flatten", &w, &b],
-            OUTPUT_NAME,
-            vec![Attr::Int("transB", 1)],
-        );
+        let mut x = Value {
+            name: "flatten".into(),
+            hw: [1, 1],
+            ..x
+        };
+        for (i, layer) in layers.iter().enumerate() {
+            let path = layer.path;
+            let outputs = layer.outputs;
+            if layer.weight.len() != outputs * x.channels || layer.bias.len() != outputs {
+                return Err(format!(
+                    "the classifier layer `{path}` does not map {} features to {outputs}",
+                    x.channels
+                ));
+            }
+            let (w, b) = (format!("{path}.weight"), format!("{path}.bias"));
+            self.parameter(&w, &[outputs, x.channels], &layer.weight);
+            self.parameter(&b, &[outputs], &layer.bias);
+            let last = i + 1 == layers.len();
+            let output = if last { OUTPUT_NAME } else { path };
+            self.node(
+                "Gemm",
+                path,
+                &[&x.name, &w, &b],
+                output,
+                vec![Attr::Int("transB", 1)],
+            );
+            x = Value {
+                name: output.to_string(),
+                channels: outputs,
+                hw: [1, 1],
+            };
+            if let Some(activation) = layer.activation.filter(|_| !last) {
+                x = self.apply(x, &format!("{path}.act"), activation);
+            }
+        }
         Ok(())
     }
+}
+
+/// A linear layer of the classifier on the host: a hidden one (with its activation) or the head.
+struct ClassifierLayer {
+    path: &'static str,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    outputs: usize,
+    activation: Option<Activation>,
 }
 
 /// A float32 graph input or output `[batch, dims...]` with a symbolic batch dimension.

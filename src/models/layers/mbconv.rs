@@ -127,6 +127,21 @@ impl MBConvSettings {
     }
 }
 
+/// The layout of a network built from a stem convolution, MBConv blocks and a last 1×1
+/// convolution, each convolution followed by `activation` (MobileNetV3: Hardswish,
+/// EfficientNet: SiLU): what ONNX export walks to write the graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MBConvNetwork {
+    /// Path of the stem's conv-BN block (`features.0`).
+    pub stem: String,
+    /// Every block's path (`features.3`, `features.2.1`) and settings, in order.
+    pub blocks: Vec<(String, MBConvSettings)>,
+    /// Path of the last conv-BN block (`features.12`, `features.8`).
+    pub last: String,
+    /// The activation after the stem and the last convolution.
+    pub activation: Activation,
+}
+
 /// A mobile inverted bottleneck block at torchvision's paths (`block.0.0.weight`,
 /// `block.2.fc1.weight`, ...). See the [module documentation](self).
 #[derive(Module, Debug)]

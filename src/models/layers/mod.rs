@@ -26,7 +26,7 @@ pub use batch_norm::{BatchNorm2d, BatchNorm2dConfig};
 pub use conv::{Conv2d, Conv2dConfig};
 pub use conv_norm::{ConvBnInfo, ConvBnMut, ConvMut, ConvNormActivation, fuse_conv_bn};
 pub use linear::{Linear, LinearConfig};
-pub use mbconv::{MBConv, MBConvLayer, MBConvSettings, SqueezeSettings};
+pub use mbconv::{MBConv, MBConvLayer, MBConvNetwork, MBConvSettings, SqueezeSettings};
 pub use padding::Padding;
 pub use squeeze_excitation::{SqueezeExcitation, stochastic_depth};
 
