@@ -9,7 +9,8 @@ use transfer_vision::data::{
     DataLoader, FolderOptions, LoaderConfig, Normalization, TrainVal, presets,
 };
 use transfer_vision::models::{
-    Architecture, ImageClassifier, MobileNetV2, MobileNetV2Config, ResNetConfig,
+    Architecture, ArchitectureConfig, EfficientNetConfig, ImageClassifier, MobileNetV2,
+    MobileNetV2Config, MobileNetV3Config, ResNetConfig,
 };
 use transfer_vision::train::{FitConfig, OptimizerConfig, Trainable, fit};
 
@@ -191,6 +192,103 @@ fn a_folded_frozen_prefix_trains_like_the_whole_model() {
         .with_num_classes(2)
         .init::<B>(&device);
     prefix_steps_match(resnet, Trainable::FromBlock("layer4".into()), 8);
+}
+
+/// MobileNetV3 and EfficientNet freeze and fine-tune as the others: feature extraction trains
+/// the whole classifier (MobileNetV3's hidden `classifier.0` too, as torchvision recipes that
+/// freeze `features` do), fine-tuning from the default block trains the blocks from there on,
+/// and a folded frozen prefix trains like the whole model.
+#[test]
+fn mobilenet_v3_and_efficientnet_freeze_and_fine_tune_like_the_others() {
+    let device = Device::default();
+    let dir = tempfile::tempdir().unwrap();
+    common::synthetic_folder(dir.path(), &["red", "blue"], 8, 72);
+    let (train, val) = common::small_loaders(dir.path(), 64, 4);
+
+    let config = MobileNetV3Config::small(2).with_width_mult(0.5);
+    assert_eq!(config.fine_tune_from(), "features.9");
+    let model = config.init::<B>(&device);
+    let before = model.clone();
+    let head_only =
+        FitConfig::new(1, OptimizerConfig::adam(1e-3), Trainable::HeadOnly).with_quiet(true);
+    let out = fit(model, &train, &val, &head_only, &device).unwrap();
+    check_frozen(&before, &out.model, &["classifier.0.", "classifier.3."]);
+    let before = out.model.clone();
+    let tune = FitConfig::new(
+        1,
+        OptimizerConfig::adam(1e-4),
+        Trainable::FromBlock("features.9".into()),
+    )
+    .with_quiet(true);
+    let out = fit(out.model, &train, &val, &tune, &device).unwrap();
+    check_frozen(
+        &before,
+        &out.model,
+        &[
+            "features.9.",
+            "features.10.",
+            "features.11.",
+            "features.12.",
+            "classifier.",
+        ],
+    );
+
+    let model = EfficientNetConfig::b0(2).init::<B>(&device);
+    let before = model.clone();
+    let tune = FitConfig::new(
+        1,
+        OptimizerConfig::adam(1e-4),
+        Trainable::FromBlock("features.7".into()),
+    )
+    .with_quiet(true);
+    let out = fit(model, &train, &val, &tune, &device).unwrap();
+    check_frozen(
+        &before,
+        &out.model,
+        &["features.7.", "features.8.", "classifier."],
+    );
+
+    // Without dropout and stochastic depth (both draw random masks), the split steps of `fit`
+    // equal whole-model steps.
+    let v3 = MobileNetV3Config::small(2)
+        .with_width_mult(0.75)
+        .with_dropout(0.0)
+        .init::<B>(&device);
+    prefix_steps_match(v3, Trainable::FromBlock("features.9".into()), 9);
+    let b0 = EfficientNetConfig::b0(2)
+        .with_dropout(0.0)
+        .with_stochastic_depth_prob(0.0)
+        .init::<B>(&device);
+    prefix_steps_match(b0, Trainable::FromBlock("features.6".into()), 12);
+}
+
+/// Stochastic depth drops residual branches only while their block trains: two training
+/// forward passes differ, inference (`.valid()`) and frozen blocks are deterministic.
+#[test]
+fn efficientnet_stochastic_depth_acts_only_while_training() {
+    use burn::tensor::{Distribution, Tensor};
+    use transfer_vision::train::set_trainable;
+    let device = Device::default();
+    <B as burn::tensor::backend::Backend>::seed(&device, 5);
+    let model = EfficientNetConfig::b0(2)
+        .with_dropout(0.0)
+        .with_stochastic_depth_prob(0.5)
+        .init::<B>(&device);
+    let x = Tensor::<B, 4>::random([4, 3, 64, 64], Distribution::Default, &device);
+    let rows = |t: Tensor<B, 2>| t.into_data().to_vec::<f32>().unwrap();
+    let frozen = set_trainable(model.clone(), &Trainable::HeadOnly).unwrap();
+    assert_eq!(
+        rows(frozen.forward(x.clone())),
+        rows(frozen.forward(x.clone()))
+    );
+    let inference = model.valid();
+    let inner = x.clone().inner();
+    assert_eq!(
+        rows(Tensor::from_inner(inference.forward(inner.clone()))),
+        rows(Tensor::from_inner(inference.forward(inner)))
+    );
+    let training = set_trainable(model, &Trainable::All).unwrap();
+    assert_ne!(rows(training.forward(x.clone())), rows(training.forward(x)));
 }
 
 /// A folder of two synthetic classes (`red`, `blue`) and its loaders at 40 pixels.
