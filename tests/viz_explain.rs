@@ -16,7 +16,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use transfer_vision::backend::{Cpu, CpuAutodiff};
 use transfer_vision::data::{DataError, DataLoader, ImageBatch, ImageFolder, LoaderConfig};
-use transfer_vision::models::{ImageClassifier, MobileNetV2Config, ResNetConfig};
+use transfer_vision::models::{
+    EfficientNetConfig, ImageClassifier, MobileNetV2Config, MobileNetV3Config, ResNetConfig,
+};
 use transfer_vision::train::{
     BatchSource, ClassMetrics, ClassificationReport, EvalReport, ExplainError, Heatmap,
     ImageResult, TrainError, evaluate, explain_image, grad_cam, image_results, model_view, predict,
@@ -416,6 +418,25 @@ fn grad_cam_equals_autodiff_grad_cam_on_resnet18() {
         ResNetConfig::resnet18(3).init::<CpuAutodiff>(&device)
     });
     check_grad_cam_against_autodiff(model, 128, "ResNet18");
+}
+
+/// Through MobileNetV3's hidden classifier layer (Hardswish) the channel weights are the chain
+/// rule's gradient, not a row of the head; EfficientNet is pool + linear.
+#[test]
+fn grad_cam_equals_autodiff_grad_cam_on_mobilenet_v3_and_efficientnet() {
+    let device = Default::default();
+    let model = seeded(23, || {
+        MobileNetV3Config::small(3)
+            .with_dropout(0.0)
+            .init::<CpuAutodiff>(&device)
+    });
+    check_grad_cam_against_autodiff(model, 128, "MobileNetV3-Small");
+    let model = seeded(24, || {
+        EfficientNetConfig::b0(3)
+            .with_dropout(0.0)
+            .init::<CpuAutodiff>(&device)
+    });
+    check_grad_cam_against_autodiff(model, 128, "EfficientNet-B0");
 }
 
 #[test]
