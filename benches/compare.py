@@ -7,11 +7,16 @@ Runs, in this order and with the same thread count:
   2. cargo bench --bench forward (folded inference, flex) and --bench train_step (criterion
      medians, read from target/criterion/*/new/estimates.json);
   3. tract (benches/tract, its own crate so the main build never compiles it) on the same ONNX
-     files.
+     files, one process per model: a model tract cannot load or run reads n/a.
 Then prints one markdown table of medians (ms) and ratios (this crate's time / theirs: below
 1.0 means this crate is faster), which is what BENCHMARKS.md records.
 
   /work/venv/bin/python benches/compare.py [--threads 2] [--quick] [--json PATH]
+      [--models mobilenet_v3_small,efficientnet_b0]
+
+--models (default: all of MODELS) restricts every step to some models: pytorch_reference.py
+gets the same --models, criterion a filter (`cargo bench --bench forward --
+'^forward_fused/flex/(mobilenet_v3_small|efficientnet_b0)/'`), tract only their files.
 
 Needs the venv of benches/README.md (torch, torchvision, onnxruntime, onnx, numpy) and cargo.
 The machine should be otherwise idle (the script prints the load average before and after).
@@ -27,7 +32,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = ("mobilenet_v2", "resnet18")
+MODELS = ("mobilenet_v2", "resnet18", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0")
 SIZES = (160, 224)
 BATCHES = (1, 16)
 REGIMES = (("head", "head_only"), ("last_blocks", "last_blocks"), ("full", "full"))
@@ -37,14 +42,37 @@ def log(message):
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def run(cmd, env=None, capture=False):
+def run(cmd, env=None, capture=False, check=True):
+    """Runs `cmd` in the repository root and returns its CompletedProcess (`stdout` captured
+    when `capture`, else ""). A failure ends the script when `check`, else is logged: the
+    caller checks `returncode` and reads whatever stdout it printed."""
     log("$ " + " ".join(cmd))
     full_env = dict(os.environ, **(env or {}))
     result = subprocess.run(cmd, cwd=ROOT, env=full_env, text=True,
                             stdout=subprocess.PIPE if capture else sys.stderr)
     if result.returncode != 0:
-        sys.exit(f"compare.py: {' '.join(cmd)} failed with exit code {result.returncode}")
-    return result.stdout
+        message = f"{' '.join(cmd)} failed with exit code {result.returncode}"
+        if check:
+            sys.exit(f"compare.py: {message}")
+        log(message)
+    result.stdout = result.stdout or ""
+    return result
+
+
+def model_list(text):
+    """`--models` value: comma-separated names of MODELS, kept in MODELS' order."""
+    names = {n.strip() for n in text.split(",") if n.strip()}
+    unknown = sorted(names - set(MODELS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown model(s) {', '.join(unknown) or repr(text)}; choose from {', '.join(MODELS)}")
+    return [m for m in MODELS if m in names]
+
+
+def criterion_filter(prefix, models):
+    """A criterion filter (a regex on `GROUP/FUNCTION/PARAMETER` ids) for `models` under
+    `prefix`: `^forward_fused/flex/(resnet18|efficientnet_b0)/`."""
+    return f"^{prefix}/({'|'.join(models)})/"
 
 
 def criterion_median_ms(group, function, since):
@@ -63,7 +91,10 @@ def main():
                     help="threads for every engine (RAYON_NUM_THREADS, torch, onnxruntime, tract)")
     ap.add_argument("--quick", action="store_true", help="short runs, a smoke test")
     ap.add_argument("--json", metavar="PATH", help="write every median to this JSON file")
+    ap.add_argument("--models", type=model_list, default=list(MODELS), metavar="NAME,NAME...",
+                    help=f"comma-separated models to measure (default: all of {', '.join(MODELS)})")
     args = ap.parse_args()
+    models = args.models
 
     load_start = os.getloadavg()
     started = time.time()
@@ -72,7 +103,8 @@ def main():
 
     # 1. PyTorch and onnxruntime.
     py_cmd = [sys.executable, "benches/pytorch_reference.py", "--only", "forward", "--only", "train",
-              "--threads", str(args.threads), "--keep-onnx", onnx_dir, "--json", py_json]
+              "--threads", str(args.threads), "--keep-onnx", onnx_dir, "--json", py_json,
+              "--models", ",".join(models)]
     if args.quick:
         py_cmd.append("--quick")
     run(py_cmd)
@@ -89,10 +121,12 @@ def main():
     env = {"RAYON_NUM_THREADS": str(args.threads)}
     if args.quick:
         env["BENCH_QUICK"] = "1"
-    run(["cargo", "bench", "--bench", "forward", "--", "forward_fused/flex"], env=env)
-    run(["cargo", "bench", "--bench", "train_step"], env=env)
+    run(["cargo", "bench", "--bench", "forward", "--", criterion_filter("forward_fused/flex", models)],
+        env=env)
+    run(["cargo", "bench", "--bench", "train_step", "--", criterion_filter("train_step", models)],
+        env=env)
     ours = {}
-    for model in MODELS:
+    for model in models:
         for size in SIZES:
             for batch in BATCHES:
                 ours[("forward", model, size, batch)] = criterion_median_ms(
@@ -100,21 +134,39 @@ def main():
         for regime, function in REGIMES:
             ours[("train", model, regime)] = criterion_median_ms(f"train_step_{model}", function, started)
 
-    # 3. tract, on the files step 1 exported.
-    specs = [f"{m}={s}={os.path.join(onnx_dir, f'{m}_{s}.onnx')}" for m in MODELS for s in SIZES]
-    tract_cmd = ["cargo", "run", "--release", "--quiet", "--manifest-path", "benches/tract/Cargo.toml",
-                 "--", "--threads", str(args.threads), "--repeats", "3" if args.quick else "10",
-                 "--warmup", "1" if args.quick else "3", *specs]
-    for line in run(tract_cmd, capture=True).splitlines():
-        row = json.loads(line)
-        theirs[("forward", row["model"], row["size"], row["batch"], "tract")] = row["median_ms"]
+    # 3. tract, on the files step 1 exported: built once, then one process per model, so that a
+    # model tract cannot load or run (an unsupported operator, a panic) leaves its rows n/a and
+    # the others measured.
+    tract_manifest = ["--manifest-path", "benches/tract/Cargo.toml"]
+    tract_built = run(["cargo", "build", "--release", "--quiet", *tract_manifest],
+                      check=False).returncode == 0
+    for model in models if tract_built else []:
+        specs = [f"{model}={s}={path}" for s in SIZES
+                 if os.path.exists(path := os.path.join(onnx_dir, f"{model}_{s}.onnx"))]
+        if not specs:
+            log(f"tract: no ONNX file for {model} (the export failed): n/a")
+            continue
+        tract_cmd = ["cargo", "run", "--release", "--quiet", *tract_manifest,
+                     "--", "--threads", str(args.threads), "--repeats", "3" if args.quick else "10",
+                     "--warmup", "1" if args.quick else "3", *specs]
+        for line in run(tract_cmd, capture=True, check=False).stdout.splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                log(f"tract: not a result line: {line!r}")
+                continue
+            theirs[("forward", row["model"], row["size"], row["batch"], "tract")] = row["median_ms"]
+        missing = [f"b{b}_{s}" for s in SIZES for b in BATCHES
+                   if ("forward", model, s, b, "tract") not in theirs]
+        if missing:
+            log(f"tract: no result for {model} {', '.join(missing)}: n/a")
 
     load_end = os.getloadavg()
-    meta = dict(py["meta"], rust_threads=args.threads, machine=platform.machine(),
+    meta = dict(py["meta"], rust_threads=args.threads, machine=platform.machine(), models=models,
                 load_start=load_start, load_end=load_end, wall_s=time.time() - started)
 
     def fmt(v):
-        return "–" if v is None else (f"{v:,.1f}" if v < 100 else f"{v:,.0f}")
+        return "n/a" if v is None else (f"{v:,.1f}" if v < 100 else f"{v:,.0f}")
 
     def ratio(a, b):
         return "–" if a is None or b is None else f"{a / b:.2f}×"
@@ -126,7 +178,7 @@ def main():
              "| model | input | batch | this crate | PyTorch | onnxruntime | tract | ÷ PyTorch | ÷ onnxruntime | ÷ tract |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     rows = []
-    for model in MODELS:
+    for model in models:
         for size in SIZES:
             for batch in BATCHES:
                 mine = ours[("forward", model, size, batch)]
@@ -136,7 +188,7 @@ def main():
                 lines.append(f"| {model} | {size} | {batch} | {fmt(mine)} | {fmt(pt)} | {fmt(ort)} | {fmt(tr)} | "
                              f"{ratio(mine, pt)} | {ratio(mine, ort)} | {ratio(mine, tr)} |")
     lines += ["", "| model | training step (batch 16, 224) | this crate | PyTorch | ÷ PyTorch |", "|---|---|---|---|---|"]
-    for model in MODELS:
+    for model in models:
         for regime, _ in REGIMES:
             mine = ours[("train", model, regime)]
             pt = theirs.get(("train", model, regime, "pytorch"))

@@ -3,14 +3,18 @@
 
 Measures, on the CPU, with the same thread count for every engine (default 2):
 
-  forward  inference of torchvision mobilenet_v2 and resnet18 (random weights, 1000 classes,
-           eval mode, torch.no_grad) at batch 1 and 16, input 160 and 224; the same models
-           exported to ONNX (legacy TorchScript exporter, dynamic batch) through onnxruntime.
+  forward  inference of torchvision mobilenet_v2, resnet18, mobilenet_v3_small,
+           mobilenet_v3_large and efficientnet_b0 (random weights, 1000 classes, eval mode,
+           torch.no_grad) at batch 1 and 16, input 160 and 224; the same models exported to ONNX
+           (legacy TorchScript exporter, dynamic batch) through onnxruntime.
   train    one training step (zero_grad, forward, cross-entropy, backward, Adam lr 1e-3 step) at
            batch 16, 224, on a fresh 2-class head, for three regimes:
              head        backbone frozen (requires_grad False, eval mode), head trains;
-             last_blocks mobilenet_v2 features[14:] + classifier / resnet18 layer4 + fc train
-                         (their BatchNorms in train mode), the frozen rest in eval mode;
+             last_blocks mobilenet_v2 features[14:] + classifier / resnet18 layer4 + fc /
+                         mobilenet_v3_small features[9:] + classifier / mobilenet_v3_large
+                         features[13:] + classifier / efficientnet_b0 features[6:] +
+                         classifier train (their BatchNorms in train mode), the frozen rest
+                         in eval mode;
              full        everything trains, model.train().
   memory   peak resident memory of one full-training step (the first, which allocates Adam's
            state) at batch 32, 224, each model in a fresh subprocess; also the peak before the
@@ -23,6 +27,10 @@ Measures, on the CPU, with the same thread count for every engine (default 2):
            batch 16, SGD lr 1e-3 momentum 0.9, StepLR(7, 0.1)), DataLoader num_workers 0 and 2,
            for feature extraction (head only) and fine-tuning the last blocks.
 
+forward and train cover every model of --models (default: all five); memory and epoch, whose
+Rust counterparts (benches/train_memory.rs, benches/epoch_time.rs) measure mobilenet_v2 and
+resnet18 only, cover those two unless --models names others (they work for all five).
+
 Times are medians over --repeats timed runs after --warmup untimed ones, in milliseconds
 (epochs: seconds). Results go to stdout as markdown tables and, with --json PATH, to a JSON file
 that also records versions, threads, CPU and load average.
@@ -32,7 +40,8 @@ Setup (see benches/README.md):
   /work/venv/bin/pip install torch torchvision onnxruntime onnx numpy pillow
 Usage:
   /work/venv/bin/python benches/pytorch_reference.py [--threads 2] [--repeats 20] [--quick]
-      [--only forward|train|memory|epoch ...] [--epoch [DATA_DIR]] [--json PATH]
+      [--only forward|train|memory|epoch ...] [--models NAME,NAME...] [--epoch [DATA_DIR]]
+      [--json PATH]
 """
 import argparse
 import datetime
@@ -54,7 +63,10 @@ import torchvision
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "datasets",
                                              "hymenoptera_data"))
-MODELS = ("mobilenet_v2", "resnet18")
+MODELS = ("mobilenet_v2", "resnet18", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0")
+# What the memory and epoch sections measure without --models: the models of their Rust
+# counterparts (benches/train_memory.rs, benches/epoch_time.rs).
+MEMORY_EPOCH_MODELS = ("mobilenet_v2", "resnet18")
 REGIMES = ("head", "last_blocks", "full")
 SECTIONS = ("forward", "train", "memory", "epoch")
 
@@ -64,13 +76,17 @@ SECTIONS = ("forward", "train", "memory", "epoch")
 
 
 def build(name, num_classes=1000):
-    """torchvision model with random weights; num_classes != 1000 replaces the head."""
+    """torchvision model with random weights; num_classes != 1000 replaces the head (the last
+    linear layer: mobilenet_v2 and efficientnet classifier[1], mobilenet_v3 classifier[3],
+    resnet fc)."""
     model = getattr(torchvision.models, name)(weights=None)
     if num_classes != 1000:
-        if name == "mobilenet_v2":
-            model.classifier[1] = nn.Linear(model.classifier[1].in_features, num_classes)
-        else:
+        if name.startswith("resnet"):
             model.fc = nn.Linear(model.fc.in_features, num_classes)
+        else:
+            index = 3 if name.startswith("mobilenet_v3") else 1
+            head = model.classifier[index]
+            model.classifier[index] = nn.Linear(head.in_features, num_classes)
     return model
 
 
@@ -78,12 +94,19 @@ def trainable_modules(model, name, regime):
     """The submodules that train under `regime` (None: the whole model)."""
     if regime == "full":
         return None
-    if name == "mobilenet_v2":
+    # The blocks that fine-tuning unfreezes, as in the crate's train_step bench: torchvision
+    # indices of `features` (mobilenet_v2 features.14, mobilenet_v3_small features.9, ...).
+    first_block = {"mobilenet_v2": 14, "mobilenet_v3_small": 9, "mobilenet_v3_large": 13,
+                   "efficientnet_b0": 6}
+    if name in first_block:
+        # The whole classifier: mobilenet_v3's hidden linear layer trains with the head.
         head = [model.classifier]
-        last = [model.features[14:]]
-    else:
+        last = [model.features[first_block[name]:]]
+    elif name.startswith("resnet"):
         head = [model.fc]
         last = [model.layer4]
+    else:
+        raise ValueError(f"no regimes for {name}")
     if regime == "head":
         return head
     if regime == "last_blocks":
@@ -179,7 +202,7 @@ def bench_forward(args, log):
         if args.keep_onnx:  # the exported files outlive the run (benches/compare.py feeds tract)
             os.makedirs(args.keep_onnx, exist_ok=True)
             tmp = args.keep_onnx
-        for name in MODELS:
+        for name in args.models:
             torch.manual_seed(0)
             model = build(name).eval()
             for size in (160, 224):
@@ -238,7 +261,7 @@ def make_step(model, params, x, y):
 def bench_train(args, log):
     rows = []
     batch, size = 16, 224
-    for name in MODELS:
+    for name in args.models:
         for regime in REGIMES:
             torch.manual_seed(0)
             model = build(name, num_classes=2)
@@ -300,7 +323,7 @@ def memory_child(name, threads, batch):
 def bench_memory(args, log):
     rows = []
     batch = 32
-    for name in MODELS:
+    for name in args.memory_epoch_models:
         cmd = [sys.executable, os.path.abspath(__file__), "--_memory-child", name,
                "--threads", str(args.threads)]
         p = subprocess.run(cmd, capture_output=True, text=True, close_fds=True)
@@ -337,7 +360,7 @@ def bench_epoch(args, log):
     log(f"epoch data {args.epoch}: train {len(sets['train'])}, val {len(sets['val'])} images, "
         f"classes {sets['train'].classes}")
     rows = []
-    for name in MODELS:
+    for name in args.memory_epoch_models:
         for regime, label in (("head", "feature extraction"), ("last_blocks", "fine-tune last blocks")):
             for workers in (0, 2):
                 torch.manual_seed(0)
@@ -437,6 +460,16 @@ def markdown(rows):
     return "\n".join(out)
 
 
+def model_list(text):
+    """`--models` value: comma-separated names of MODELS, in the order given, no repeats."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown model(s) {', '.join(unknown) or repr(text)}; choose from {', '.join(MODELS)}")
+    return list(dict.fromkeys(names))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -457,6 +490,10 @@ def main():
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs per epoch case (default 3)")
     ap.add_argument("--epoch-warmup", type=int, default=1,
                     help="untimed epochs first per epoch case (default 1)")
+    ap.add_argument("--models", type=model_list, default=None, metavar="NAME,NAME...",
+                    help=f"comma-separated models to measure, of {', '.join(MODELS)} (default: "
+                         f"all for forward and train, {' and '.join(MEMORY_EPOCH_MODELS)} for "
+                         "memory and epoch)")
     ap.add_argument("--no-onnx", action="store_true", help="skip onnxruntime")
     ap.add_argument("--keep-onnx", metavar="DIR",
                     help="write the exported ONNX files (NAME_SIZE.onnx) to DIR and keep them")
@@ -468,6 +505,8 @@ def main():
         memory_child(args.memory_child, args.threads, 32)
         return
 
+    args.memory_epoch_models = args.models or list(MEMORY_EPOCH_MODELS)
+    args.models = args.models or list(MODELS)
     if args.quick:
         args.repeats, args.warmup, args.epochs, args.epoch_warmup = 3, 1, 1, 0
     if args.train_repeats is None:
@@ -493,7 +532,8 @@ def main():
         "torchvision": torchvision.__version__, "onnxruntime": onnxruntime.__version__,
         "numpy": np.__version__, "threads": args.threads, "repeats": args.repeats,
         "train_repeats": args.train_repeats, "warmup": args.warmup, "quick": args.quick,
-        "sections": sections, "loadavg_start": loadavg(),
+        "sections": sections, "models": args.models,
+        "memory_epoch_models": args.memory_epoch_models, "loadavg_start": loadavg(),
         "mkldnn": torch.backends.mkldnn.is_available(),
     }
     log(f"torch {meta['torch']}, torchvision {meta['torchvision']}, onnxruntime "

@@ -1,16 +1,23 @@
 //! One training step at batch 16, 224×224, Adam, 2-class head: head only (feature extraction),
-//! last blocks (fine-tuning) and full training, for MobileNetV2 and ResNet18 on the CPU backend.
+//! last blocks (fine-tuning) and full training, for MobileNetV2, ResNet18, MobileNetV3 Small and
+//! Large and EfficientNet-B0 on the CPU backend. "Last blocks" unfreezes what torchvision-style
+//! fine-tuning does: MobileNetV2 `features.14` on, ResNet18 `layer4`, MobileNetV3 Small
+//! `features.9` on, Large `features.13` on, EfficientNet-B0 `features.6` on (plus the classifier).
 //! Head only and last blocks run as `fit` runs them: the frozen backbone / frozen leading blocks
 //! folded once and run without autodiff (`Learner::step_frozen`, `Learner::step_frozen_prefix`).
 //!
-//! `cargo bench --bench train_step` (`BENCH_QUICK=1` for a smoke run). Results: BENCHMARKS.md.
+//! `cargo bench --bench train_step` (`BENCH_QUICK=1` for a smoke run); a criterion filter picks
+//! some (`cargo bench --bench train_step -- 'train_step/efficientnet_b0/'`). Results:
+//! BENCHMARKS.md.
 
 use burn::module::AutodiffModule;
 use burn::tensor::{Distribution, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
 use transfer_vision::backend::CpuAutodiff;
 use transfer_vision::kernels::AutodiffConvBackend;
-use transfer_vision::models::{ImageClassifier, MobileNetV2Config, ResNetConfig};
+use transfer_vision::models::{
+    EfficientNetConfig, ImageClassifier, MobileNetV2Config, MobileNetV3Config, ResNetConfig,
+};
 use transfer_vision::train::{Learner, OptimizerConfig, Trainable, set_trainable};
 
 fn bench_model<B, M>(c: &mut Criterion, name: &str, model: M, last_blocks: &str)
@@ -71,6 +78,12 @@ fn train_step(c: &mut Criterion) {
     bench_model(c, "mobilenet_v2", mobilenet, "features.14");
     let resnet = ResNetConfig::resnet18(2).init::<CpuAutodiff>(&device);
     bench_model(c, "resnet18", resnet, "layer4");
+    let small = MobileNetV3Config::small(2).init::<CpuAutodiff>(&device);
+    bench_model(c, "mobilenet_v3_small", small, "features.9");
+    let large = MobileNetV3Config::large(2).init::<CpuAutodiff>(&device);
+    bench_model(c, "mobilenet_v3_large", large, "features.13");
+    let efficientnet = EfficientNetConfig::b0(2).init::<CpuAutodiff>(&device);
+    bench_model(c, "efficientnet_b0", efficientnet, "features.6");
 }
 
 fn config() -> Criterion {

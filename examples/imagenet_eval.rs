@@ -46,7 +46,8 @@ enum PreprocessArg {
     Tf,
 }
 
-/// ImageNet top-1 / top-5 of an ONNX MobileNetV2 or ResNet on a labelled image folder.
+/// ImageNet top-1 / top-5 of an ONNX model (any architecture of the crate) on a labelled image
+/// folder.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {

@@ -833,15 +833,15 @@ fn shared_unsupported_operator_is_named() {
         .iter_mut()
         .find(|n| n.op_type == "Relu")
         .unwrap();
-    relu.op_type = "HardSwish".into();
-    let label = PathBuf::from("hardswish.onnx");
+    relu.op_type = "LeakyRelu".into();
+    let label = PathBuf::from("leaky_relu.onnx");
     let err = read_onnx_bytes(&encode(&model), &label).unwrap_err();
     let OnnxError::UnsupportedOperator { op_type, node, .. } = &err else {
         panic!("{err:?}")
     };
-    assert_eq!(op_type, "HardSwish");
+    assert_eq!(op_type, "LeakyRelu");
     assert!(node.contains("/relu/Relu"), "{node}");
-    assert!(err.to_string().contains("HardSwish"));
+    assert!(err.to_string().contains("LeakyRelu"));
     assert_names_file(&err, &label);
 
     // An operator from another domain.
