@@ -307,3 +307,52 @@ fn autodiff_gradients_through_the_seam_equal_burns() {
         }
     }
 }
+
+/// SiLU through the seam (the crate's vectorised kernel on burn-flex, its own backward under
+/// autodiff) against burn's `x · sigmoid(x)`: values and input gradients, on an odd-sized 4-D
+/// tensor (a remainder after the vector lanes and the parallel chunks) and a 2-D one.
+#[test]
+fn silu_through_the_seam_equals_burns_values_and_gradients() {
+    type A = Autodiff<Flex>;
+    let device = Default::default();
+    let close = |what: &str, a: &[f32], b: &[f32]| {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-6 * y.abs().max(1.0),
+                "{what} [{i}]: {x} vs burn's {y}"
+            );
+        }
+    };
+    let x4 = Tensor::<A, 4>::random([3, 17, 19, 23], Distribution::Normal(0.0, 4.0), &device);
+    let x2 = Tensor::<A, 2>::random([5, 33], Distribution::Normal(0.0, 4.0), &device);
+    for (what, x) in [
+        ("4-D", x4.clone()),
+        ("2-D", x2.clone().reshape([5, 33, 1, 1])),
+    ] {
+        let r = Tensor::<A, 4>::random(x.dims(), Distribution::Normal(0.0, 1.0), &device);
+        let run = |ours: bool| {
+            let x = x.clone().require_grad();
+            let y = if ours {
+                transfer_vision::models::layers::silu(x.clone())
+            } else {
+                burn::tensor::activation::silu(x.clone())
+            };
+            let values = y.clone().to_data().to_vec::<f32>().expect("f32");
+            let grads = (y * r.clone()).sum().backward();
+            let dx = x.grad(&grads).expect("x grad").to_data().to_vec::<f32>();
+            (values, dx.expect("f32"))
+        };
+        let (ours, reference) = (run(true), run(false));
+        close(&format!("{what} values"), &ours.0, &reference.0);
+        close(&format!("{what} gradients"), &ours.1, &reference.1);
+    }
+    // Inference (no autodiff) gives the same values.
+    let plain = transfer_vision::models::layers::silu(x4.clone().inner());
+    let reference = burn::tensor::activation::silu(x4.inner());
+    close(
+        "inference",
+        &plain.to_data().to_vec::<f32>().expect("f32"),
+        &reference.to_data().to_vec::<f32>().expect("f32"),
+    );
+}

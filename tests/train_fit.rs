@@ -233,6 +233,17 @@ fn mobilenet_v3_and_efficientnet_freeze_and_fine_tune_like_the_others() {
         ],
     );
 
+    // With a deterministic training pipeline, feature extraction trains on cached features,
+    // MobileNetV3's hidden layer included.
+    let sets = TrainVal::open(dir.path(), FolderOptions::default(), 0.25, 7).unwrap();
+    let eval = presets::imagenet_eval(64, Normalization::ImageNet);
+    let cached_train = DataLoader::new(&sets.train, eval, LoaderConfig::new(4)).unwrap();
+    let model = config.init::<B>(&device);
+    let before = model.clone();
+    let out = fit(model, &cached_train, &val, &head_only, &device).unwrap();
+    assert!(out.used_feature_cache);
+    check_frozen(&before, &out.model, &["classifier.0.", "classifier.3."]);
+
     let model = EfficientNetConfig::b0(2).init::<B>(&device);
     let before = model.clone();
     let tune = FitConfig::new(

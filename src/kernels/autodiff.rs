@@ -11,6 +11,28 @@ use burn::tensor::ops::{ConvOptions, FloatTensor};
 
 use super::ConvBackend;
 
+/// The backward step of SiLU: parent `[x]`, state the checkpointed `x`.
+#[derive(Debug)]
+struct SiluBackward;
+
+impl<B: ConvBackend> Backward<B, 1> for SiluBackward {
+    type State = NodeId;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(ops.state);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::silu_grad(x, grad));
+        }
+    }
+}
+
 /// The backward step of a convolution without bias: parents `[x, weight]`.
 #[derive(Debug)]
 struct Conv2dBackward;
@@ -124,6 +146,20 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
                     options,
                 )),
             },
+        }
+    }
+
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match SiluBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = prep.checkpoint(&x);
+                prep.finish(state, B::silu(x.primitive))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::silu(x.primitive)),
         }
     }
 

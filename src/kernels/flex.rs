@@ -10,8 +10,8 @@ use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
 use burn::tensor::{Bytes, DType, Shape};
 use burn_flex::{FlexTensor, Layout};
 
-use super::ConvBackend;
 use super::cpu::{self, ConvGeometry, SimdLevel};
+use super::{ConvBackend, silu_grad_with_ops, silu_with_ops};
 
 /// The tensor's dims as `[usize; 4]`, if it has four.
 fn dims4(t: &FlexTensor) -> Option<[usize; 4]> {
@@ -53,11 +53,20 @@ fn dense(t: &FlexTensor) -> FlexTensor {
 }
 
 fn from_vec(values: Vec<f32>, dims: [usize; 4]) -> FlexTensor {
+    from_vec_shaped(values, Shape::new(dims))
+}
+
+fn from_vec_shaped(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::new(
         Bytes::from_elems(values),
-        Layout::contiguous(Shape::new(dims)),
+        Layout::contiguous(shape),
         DType::F32,
     )
+}
+
+/// Whether the crate's element-wise kernels take these operands (all `f32`, not switched off).
+fn elementwise_f32(operands: &[&FlexTensor]) -> bool {
+    !burn_kernels_asked() && operands.iter().all(|t| t.dtype() == DType::F32)
 }
 
 impl ConvBackend for Flex {
@@ -118,5 +127,29 @@ impl ConvBackend for Flex {
             SimdLevel::current(),
         );
         from_vec(dw, [g.c_out, g.c_in / g.groups, g.kh, g.kw])
+    }
+
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !elementwise_f32(&[&x]) {
+            return silu_with_ops::<Self>(x);
+        }
+        let x = dense(&x);
+        let y = cpu::activation::silu(x.storage::<f32>(), SimdLevel::current());
+        from_vec_shaped(y, x.layout().shape().clone())
+    }
+
+    fn silu_grad(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !elementwise_f32(&[&x, &output_grad])
+            || x.layout().shape() != output_grad.layout().shape()
+        {
+            return silu_grad_with_ops::<Self>(x, output_grad);
+        }
+        let (x, dy) = (dense(&x), dense(&output_grad));
+        let dx = cpu::activation::silu_grad(
+            x.storage::<f32>(),
+            dy.storage::<f32>(),
+            SimdLevel::current(),
+        );
+        from_vec_shaped(dx, x.layout().shape().clone())
     }
 }

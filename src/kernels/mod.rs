@@ -1,11 +1,11 @@
 //! The convolution seam: one backend extension through which every convolution of the native
-//! models runs, forward and backward.
+//! models runs, forward and backward, and the activation that needs a kernel of its own (SiLU).
 //!
-//! [`ConvBackend`] has three operations: the forward convolution, the gradient with respect to
-//! its input and the gradient with respect to its weight. Their default bodies are the backend's
-//! own (`B::conv2d`, `B::conv2d_x_backward`, `B::conv2d_weight_backward`), which is what NdArray
-//! and CUDA use. burn-flex, the default CPU backend, overrides all three with the crate's own
-//! kernels ([`cpu`]), and the [`Autodiff`](burn::backend::Autodiff) implementation records a backward step that calls
+//! [`ConvBackend`] has three convolution operations: the forward convolution, the gradient with
+//! respect to its input and the gradient with respect to its weight; and SiLU with its gradient.
+//! Their default bodies are the backend's own (`B::conv2d`, `B::conv2d_x_backward`,
+//! `B::conv2d_weight_backward`; `x · sigmoid(x)`), which is what NdArray and CUDA use. burn-flex,
+//! the default CPU backend, overrides them with the crate's own kernels ([`cpu`]), and the [`Autodiff`](burn::backend::Autodiff) implementation records a backward step that calls
 //! the inner backend's gradients, so training on `Autodiff<Flex>` runs the crate's kernels both
 //! ways. Another burn backend (wgpu, say) joins here with one line, `impl ConvBackend for Wgpu {}`
 //! (the orphan rule keeps that line in this crate); a backend type of a user's own joins in the
@@ -24,8 +24,22 @@ mod flex;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::{ConvOptions, FloatTensor};
 
+/// SiLU with the backend's own operations: `x · σ(x)`.
+fn silu_with_ops<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_mul(x.clone(), B::sigmoid(x))
+}
+
+/// SiLU's gradient with the backend's own operations: `grad · σ(x) · (1 + x · (1 − σ(x)))`.
+fn silu_grad_with_ops<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let s = B::sigmoid(x.clone());
+    let one_minus_s = B::float_add_scalar(B::float_neg(s.clone()), 1.0.into());
+    let slope = B::float_add_scalar(B::float_mul(x, one_minus_s), 1.0.into());
+    B::float_mul(grad, B::float_mul(s, slope))
+}
+
 /// A backend whose 2-D convolutions the native models call: forward, input gradient and weight
-/// gradient. Every method has the backend's own implementation as its default.
+/// gradient; and SiLU with its gradient. Every method has the backend's own implementation as
+/// its default.
 ///
 /// Shapes, as in burn's `ModuleOps::conv2d`: `x` `[N, C_in, H, W]`, `weight`
 /// `[C_out, C_in / groups, kH, kW]`, `bias` `[C_out]`, output gradient `[N, C_out, oH, oW]`.
@@ -58,6 +72,16 @@ pub trait ConvBackend: Backend {
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
         Self::conv2d_weight_backward(x, weight, output_grad, options)
+    }
+
+    /// SiLU, `x · σ(x)`, element-wise on a tensor of any rank (EfficientNet's activation).
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        silu_with_ops::<Self>(x)
+    }
+
+    /// The gradient of the loss with respect to SiLU's input `x`, given the output gradient.
+    fn silu_grad(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        silu_grad_with_ops::<Self>(x, output_grad)
     }
 }
 

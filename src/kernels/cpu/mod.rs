@@ -14,6 +14,7 @@
 //! Work is split over images (and over planes for depthwise layers); a batch smaller than the
 //! thread count lets `gemm` split each product instead, so batch 1 uses every core.
 
+pub mod activation;
 pub mod dense;
 pub mod depthwise;
 mod simd;

@@ -7,9 +7,11 @@
 //! `SiLU(x) = x · σ(x)`.
 
 use burn::empty;
-use burn::tensor::Tensor;
 use burn::tensor::activation;
 use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorPrimitive};
+
+use crate::kernels::ConvBackend;
 
 /// An element-wise activation, named as in `torch.nn`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -33,13 +35,13 @@ empty!(Activation);
 
 impl Activation {
     /// Applies the activation to a tensor of any rank.
-    pub fn apply<B: Backend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
+    pub fn apply<B: ConvBackend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
             Activation::ReLU => activation::relu(x),
             Activation::ReLU6 => x.clamp(0.0, 6.0),
             Activation::Hardswish => hardswish(x),
             Activation::Hardsigmoid => hardsigmoid(x),
-            Activation::SiLU => activation::silu(x),
+            Activation::SiLU => silu(x),
             Activation::Sigmoid => activation::sigmoid(x),
         }
     }
@@ -103,6 +105,13 @@ pub fn relu6<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// Hardsigmoid, `ReLU6(x + 3) / 6` (torch.nn.Hardsigmoid).
 pub fn hardsigmoid<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     activation::hard_sigmoid(x, 1.0 / 6.0, 0.5)
+}
+
+/// SiLU, `x · σ(x)` (torch.nn.SiLU), through the backend extension: one vectorised pass on
+/// burn-flex (its `sigmoid` is scalar `expf`, half of an EfficientNet forward pass), one recorded
+/// operation with its own backward under autodiff.
+pub fn silu<B: ConvBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::silu(x.into_primitive().tensor())))
 }
 
 /// Hardswish, `x · ReLU6(x + 3) / 6` (torch.nn.Hardswish).
