@@ -74,6 +74,17 @@ pub trait ImageClassifier<B: ConvBackend>: Module<B> + Sized {
             .collect()
     }
 
+    /// Output channels of every convolution in execution order ([`convs_mut`](Self::convs_mut)):
+    /// what an ONNX file's convolutions show, and how a configuration is read back.
+    fn conv_out_channels(&self) -> Vec<usize> {
+        // Cloning a module copies tensor handles, not data.
+        let mut copy = self.clone();
+        copy.convs_mut()
+            .iter()
+            .map(|conv| conv.conv().out_channels())
+            .collect()
+    }
+
     /// The linear layers between the pooled features and the head, in order (MobileNetV3's
     /// `classifier.0`); none by default. They are part of the classifier: they train whenever
     /// the head does, at the head's rate, and [`classify`](Self::classify) applies them.

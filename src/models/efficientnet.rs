@@ -393,10 +393,7 @@ impl<B: ConvBackend> ImageClassifier<B> for EfficientNet<B> {
     }
 
     fn conv_bn_pairs_mut(&mut self) -> Vec<ConvBnMut<'_, B>> {
-        self.convs_mut()
-            .into_iter()
-            .filter_map(ConvMut::into_pair)
-            .collect()
+        ConvMut::pairs(self.convs_mut())
     }
 }
 
@@ -405,13 +402,8 @@ impl<B: ConvBackend> Architecture<B> for EfficientNet<B> {
 
     fn config(&self) -> EfficientNetConfig {
         let pairs = self.conv_bn_pairs();
-        let mut copy = self.clone();
-        let channels: Vec<usize> = copy
-            .convs_mut()
-            .iter()
-            .map(|c| c.conv().out_channels())
-            .collect();
-        let (width_mult, depth_mult) = EfficientNetConfig::find(&channels).unwrap_or((1.0, 1.0));
+        let (width_mult, depth_mult) =
+            EfficientNetConfig::find(&self.conv_out_channels()).unwrap_or((1.0, 1.0));
         let shape = EfficientNetConfig::new()
             .with_width_mult(width_mult)
             .with_depth_mult(depth_mult);

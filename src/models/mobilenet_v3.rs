@@ -454,10 +454,7 @@ impl<B: ConvBackend> ImageClassifier<B> for MobileNetV3<B> {
     }
 
     fn conv_bn_pairs_mut(&mut self) -> Vec<ConvBnMut<'_, B>> {
-        self.convs_mut()
-            .into_iter()
-            .filter_map(ConvMut::into_pair)
-            .collect()
+        ConvMut::pairs(self.convs_mut())
     }
 }
 
@@ -465,13 +462,11 @@ impl<B: ConvBackend> Architecture<B> for MobileNetV3<B> {
     type Config = MobileNetV3Config;
 
     fn config(&self) -> MobileNetV3Config {
-        let mut copy = self.clone();
-        let convs = copy.convs_mut();
-        let channels: Vec<usize> = convs.iter().map(|c| c.conv().out_channels()).collect();
-        let padding = convs
+        let channels = self.conv_out_channels();
+        let padding = self
+            .conv_bn_pairs()
             .first()
-            .map_or(Padding::Symmetric, |c| c.conv().padding);
-        drop(convs);
+            .map_or(Padding::Symmetric, |p| p.padding);
         let (variant, width_mult) = MobileNetV3Config::find(&channels).unwrap_or(
             if self.features.len() == SMALL.len() + 2 {
                 (MobileNetV3Variant::Small, 1.0)

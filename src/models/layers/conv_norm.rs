@@ -167,6 +167,12 @@ impl<'a, B: ConvBackend> ConvMut<'a, B> {
         }
     }
 
+    /// The (convolution, BatchNorm) pairs among `convs`: how a network that lists every
+    /// convolution in `convs_mut` gives its `conv_bn_pairs_mut`.
+    pub fn pairs(convs: Vec<Self>) -> Vec<ConvBnMut<'a, B>> {
+        convs.into_iter().filter_map(ConvMut::into_pair).collect()
+    }
+
     /// The (convolution, BatchNorm) pair, for a normalised convolution.
     pub fn into_pair(self) -> Option<ConvBnMut<'a, B>> {
         match self {
