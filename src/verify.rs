@@ -14,6 +14,7 @@ use thiserror::Error;
 
 use crate::models::layers::Linear;
 use crate::models::{AnyModel, Architecture, ImageClassifier};
+use crate::train::freeze::under_prefix;
 use crate::train::{Learner, OptimizerConfig, Trainable, set_trainable, trainable_keys};
 use crate::weights::WeightsError;
 
@@ -384,10 +385,12 @@ impl Steps {
     {
         let model = set_trainable(model, &self.trainable)?;
         let keys = trainable_keys::<B, M>(&model);
-        let classifier = model.classifier_paths();
-        let head_only = keys
-            .iter()
-            .all(|k| classifier.iter().any(|p| k.starts_with(&format!("{p}."))));
+        let classifier: Vec<String> = model
+            .classifier_paths()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let head_only = keys.iter().all(|k| under_prefix(k, &classifier));
         let [c, h, w] = match self.inputs.shape[..] {
             [_, _, c, h, w] => [c, h, w],
             _ => {

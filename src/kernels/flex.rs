@@ -35,12 +35,12 @@ fn geometry(
     others: &[Option<&FlexTensor>],
     options: &ConvOptions<2>,
 ) -> Option<ConvGeometry> {
-    let all_f32 = [Some(x), Some(weight)]
-        .iter()
-        .chain(others)
+    let operands: Vec<&FlexTensor> = [Some(x), Some(weight)]
+        .into_iter()
+        .chain(others.iter().copied())
         .flatten()
-        .all(|t| t.dtype() == DType::F32);
-    if !all_f32 || burn_kernels_asked() {
+        .collect();
+    if !elementwise_f32(&operands) {
         return None;
     }
     ConvGeometry::new(dims4(x)?, dims4(weight)?, options)
@@ -64,7 +64,7 @@ fn from_vec_shaped(values: Vec<f32>, shape: Shape) -> FlexTensor {
     )
 }
 
-/// Whether the crate's element-wise kernels take these operands (all `f32`, not switched off).
+/// Whether the crate's kernels take these operands (all `f32`, not switched off).
 fn elementwise_f32(operands: &[&FlexTensor]) -> bool {
     !burn_kernels_asked() && operands.iter().all(|t| t.dtype() == DType::F32)
 }

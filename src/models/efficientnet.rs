@@ -13,7 +13,7 @@ use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Distribution, Tensor};
 
 use super::layers::{
-    Activation, BatchNorm2dConfig, Conv2dConfig, ConvBnMut, ConvMut, ConvNormActivation, Linear,
+    Activation, Conv2dConfig, ConvBnMut, ConvMut, ConvNormActivation, Linear,
     MBConv, MBConvNetwork, MBConvSettings, Padding, SqueezeSettings, trains,
 };
 use super::mobilenet_v2::make_divisible;
@@ -34,6 +34,9 @@ const STAGES: [[usize; 6]; 7] = [
     [6, 5, 2, 112, 192, 4],
     [6, 3, 1, 192, 320, 1],
 ];
+
+/// torchvision's BatchNorm momentum for B0–B4 (torch's default).
+const BN_MOMENTUM: f64 = 0.1;
 
 // ---------------------------------------------------------------------------------------------
 // Configuration
@@ -107,7 +110,7 @@ impl EfficientNetConfig {
                             gate: Activation::Sigmoid,
                         }),
                         epsilon: self.batch_norm_epsilon,
-                        momentum: 0.1,
+                        momentum: BN_MOMENTUM,
                         stochastic_depth: self.stochastic_depth_prob * block_id as f64
                             / total as f64,
                         padding: self.padding,
@@ -181,12 +184,8 @@ impl EfficientNetConfig {
     /// identity BatchNorms, a uniform ±1/√classes head, zero biases).
     pub fn init<B: ConvBackend>(&self, device: &B::Device) -> EfficientNet<B> {
         let (stem, stages) = self.layout();
-        let conv = |conv: Conv2dConfig| {
-            ConvNormActivation::with_batch_norm(
-                conv,
-                BatchNorm2dConfig::new(0).with_epsilon(self.batch_norm_epsilon),
-                device,
-            )
+        let conv = |conv| {
+            ConvNormActivation::with_norm(conv, self.batch_norm_epsilon, BN_MOMENTUM, device)
         };
         let mut features = vec![Feature::Conv(conv(
             Conv2dConfig::new([3, stem], 3)

@@ -14,7 +14,7 @@ use burn::tensor::{Distribution, Tensor};
 
 use super::classifier::HiddenLinear;
 use super::layers::{
-    Activation, BatchNorm2dConfig, Conv2dConfig, ConvBnMut, ConvMut, ConvNormActivation, Linear,
+    Activation, Conv2dConfig, ConvBnMut, ConvMut, ConvNormActivation, Linear,
     MBConv, MBConvNetwork, MBConvSettings, Padding, SqueezeSettings, trains,
 };
 use super::mobilenet_v2::make_divisible;
@@ -231,15 +231,7 @@ impl MobileNetV3Config {
     /// identity BatchNorms, N(0, 0.01) linear weights, zero biases).
     pub fn init<B: ConvBackend>(&self, device: &B::Device) -> MobileNetV3<B> {
         let layout = self.layout();
-        let conv = |conv: Conv2dConfig| {
-            ConvNormActivation::with_batch_norm(
-                conv,
-                BatchNorm2dConfig::new(0)
-                    .with_epsilon(BN_EPSILON)
-                    .with_momentum(BN_MOMENTUM),
-                device,
-            )
-        };
+        let conv = |conv| ConvNormActivation::with_norm(conv, BN_EPSILON, BN_MOMENTUM, device);
         let mut features = vec![Feature::Conv(conv(
             Conv2dConfig::new([3, layout.stem], 3)
                 .with_stride(2)

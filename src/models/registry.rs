@@ -342,12 +342,6 @@ macro_rules! architectures {
                     $( AnyModel::$model(m) => m.hidden_linears(), )+
                 }
             }
-
-            fn feature_dim(&self) -> usize {
-                match self {
-                    $( AnyModel::$model(m) => m.feature_dim(), )+
-                }
-            }
         }
 
         impl<B: $crate::kernels::ConvBackend> Architecture<B> for AnyModel<B> {

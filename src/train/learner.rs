@@ -2,7 +2,7 @@
 //! drive directly.
 
 use crate::kernels::AutodiffConvBackend;
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
@@ -84,17 +84,16 @@ where
             predicted: argmax_rows(logits.inner()),
         };
         let mut grads = loss.backward();
-        let mut head_grads = GradientsParams::from_module(&mut grads, model.head());
-        // Hidden linears of the classifier (MobileNetV3's `classifier.0`) train with the head.
-        for hidden in model.hidden_linears() {
-            let mut layer = GradientsParams::from_module(&mut grads, hidden.linear);
-            if let Some(g) = layer.remove::<B::InnerBackend, 2>(hidden.linear.weight.id) {
-                head_grads.register(hidden.linear.weight.id, g);
-            }
-            if let Some(g) = layer.remove::<B::InnerBackend, 1>(hidden.linear.bias.id) {
-                head_grads.register(hidden.linear.bias.id, g);
-            }
-        }
+        // The classifier trains at the head's rate: the head and its hidden linears
+        // (MobileNetV3's `classifier.0`).
+        let classifier: Vec<ParamId> = model
+            .hidden_linears()
+            .iter()
+            .map(|h| h.linear)
+            .chain([model.head()])
+            .flat_map(|l| [l.weight.id, l.bias.id])
+            .collect();
+        let head_grads = GradientsParams::from_params(&mut grads, &model, &classifier);
         let rest = GradientsParams::from_grads(grads, &model);
         let model = if rest.is_empty() {
             model

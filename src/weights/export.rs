@@ -468,32 +468,22 @@ impl Builder {
         })
     }
 
-    /// `Relu` (`relu6 = false`) or `Clip(0, 6)` of `x`, named `name`.
-    fn activation(&mut self, x: Value, name: &str, relu6: bool) -> Value {
-        if relu6 {
-            if !self.has_clip_bounds {
-                self.initializer(CLIP_MIN, &[], &[0.0]);
-                self.initializer(CLIP_MAX, &[], &[6.0]);
-                self.has_clip_bounds = true;
-            }
-            self.node("Clip", name, &[&x.name, CLIP_MIN, CLIP_MAX], name, vec![]);
-        } else {
-            self.node("Relu", name, &[&x.name], name, vec![]);
-        }
-        Value {
-            name: name.to_string(),
-            ..x
-        }
-    }
-
-    /// `activation` of `x`, named `name`: one node, or `Sigmoid` and `Mul` for SiLU.
+    /// `activation` of `x`, named `name`: one node (`Relu`, `Clip(0, 6)` for ReLU6, `HardSwish`,
+    /// `HardSigmoid`, `Sigmoid`), or `Sigmoid` and `Mul` for SiLU.
     fn apply(&mut self, x: Value, name: &str, activation: Activation) -> Value {
         let one = |op: &str, attrs: Vec<Attr>, builder: &mut Self| {
             builder.node(op, name, &[&x.name], name, attrs);
         };
         match activation {
-            Activation::ReLU => return self.activation(x, name, false),
-            Activation::ReLU6 => return self.activation(x, name, true),
+            Activation::ReLU => one("Relu", vec![], self),
+            Activation::ReLU6 => {
+                if !self.has_clip_bounds {
+                    self.initializer(CLIP_MIN, &[], &[0.0]);
+                    self.initializer(CLIP_MAX, &[], &[6.0]);
+                    self.has_clip_bounds = true;
+                }
+                self.node("Clip", name, &[&x.name, CLIP_MIN, CLIP_MAX], name, vec![]);
+            }
             Activation::Hardswish => one("HardSwish", vec![], self),
             Activation::Hardsigmoid => one(
                 "HardSigmoid",
@@ -560,7 +550,7 @@ impl Builder {
             let input = x.clone();
             let mut layer = 0;
             let mut h = x;
-            if block.expanded != block.input {
+            if block.expands() {
                 h = self.conv_block(&h, &format!("{path}.block.0"), Some(block.activation))?;
                 layer += 1;
             }
@@ -571,7 +561,7 @@ impl Builder {
                 layer += 1;
             }
             h = self.conv_block(&h, &format!("{path}.block.{layer}"), None)?;
-            x = if block.stride == 1 && block.input == block.output {
+            x = if block.has_residual() {
                 self.add(&h, &input, &format!("{path}.add"))?
             } else {
                 h
@@ -610,7 +600,7 @@ impl Builder {
                 [] => return Err(format!("block `{block}` has no convolution")),
                 [only] => {
                     let y = self.conv(&x, only)?;
-                    x = self.activation(y, &format!("{only}.relu6"), true);
+                    x = self.apply(y, &format!("{only}.relu6"), Activation::ReLU6);
                 }
                 [inner @ .., project] => {
                     let input = x.clone();
@@ -620,7 +610,7 @@ impl Builder {
                     let mut h = input.clone();
                     for path in inner {
                         let y = self.conv(&h, path)?;
-                        h = self.activation(y, &format!("{path}.relu6"), true);
+                        h = self.apply(y, &format!("{path}.relu6"), Activation::ReLU6);
                     }
                     h = self.conv(&h, project)?;
                     x = if unit_stride && h.channels == input.channels {
@@ -638,7 +628,7 @@ impl Builder {
     /// (`relu(conv2(relu(conv1(x))) + downsample(x))`).
     fn resnet(&mut self, x: Value, blocks: &[String], order: &[String]) -> Result<Value, String> {
         let stem = self.conv(&x, "conv1")?;
-        let stem = self.activation(stem, "relu", false);
+        let stem = self.apply(stem, "relu", Activation::ReLU);
         let [h, w] = stem.hw;
         let pooled = |n: usize| (n + 2).checked_sub(3).map(|v| v / 2 + 1);
         let (Some(ph), Some(pw)) = (pooled(h), pooled(w)) else {
@@ -670,7 +660,7 @@ impl Builder {
                 continue; // `conv1` and `bn1`: the stem, done above.
             }
             let h = self.conv(&x, &format!("{block}.conv1"))?;
-            let h = self.activation(h, &format!("{block}.conv1.relu"), false);
+            let h = self.apply(h, &format!("{block}.conv1.relu"), Activation::ReLU);
             let h = self.conv(&h, &format!("{block}.conv2"))?;
             let downsample = format!("{block}.downsample.0");
             let identity = if order.contains(&downsample) {
@@ -679,7 +669,7 @@ impl Builder {
                 x
             };
             let sum = self.add(&h, &identity, &format!("{block}.add"))?;
-            x = self.activation(sum, &format!("{block}.relu"), false);
+            x = self.apply(sum, &format!("{block}.relu"), Activation::ReLU);
         }
         Ok(x)
     }

@@ -38,7 +38,7 @@ impl Activation {
     pub fn apply<B: ConvBackend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self {
             Activation::ReLU => activation::relu(x),
-            Activation::ReLU6 => x.clamp(0.0, 6.0),
+            Activation::ReLU6 => relu6(x),
             Activation::Hardswish => hardswish(x),
             Activation::Hardsigmoid => hardsigmoid(x),
             Activation::SiLU => silu(x),

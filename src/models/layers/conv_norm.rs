@@ -24,28 +24,18 @@ impl<B: ConvBackend> ConvNormActivation<B> {
     /// A bias-free convolution built from `conv` (its `bias` is ignored) and a BatchNorm over its
     /// output channels.
     pub fn new(conv: Conv2dConfig, device: &B::Device) -> Self {
-        let channels = conv.channels[1];
-        Self {
-            conv: conv.with_bias(false).init(device),
-            bn: BatchNorm2dConfig::new(channels).init(device),
-        }
+        let defaults = BatchNorm2dConfig::new(0);
+        Self::with_norm(conv, defaults.epsilon, defaults.momentum, device)
     }
 
-    /// [`new`](Self::new) with the BatchNorm's settings from `norm` (its channel count is taken
-    /// from `conv`): MobileNetV3's ε 0.001 and momentum 0.01.
-    pub fn with_batch_norm(
-        conv: Conv2dConfig,
-        norm: BatchNorm2dConfig,
-        device: &B::Device,
-    ) -> Self {
-        let channels = conv.channels[1];
+    /// [`new`](Self::new) with the BatchNorm's ε and momentum (MobileNetV3's 0.001 and 0.01).
+    pub fn with_norm(conv: Conv2dConfig, epsilon: f64, momentum: f64, device: &B::Device) -> Self {
+        let bn = BatchNorm2dConfig::new(conv.channels[1])
+            .with_epsilon(epsilon)
+            .with_momentum(momentum);
         Self {
             conv: conv.with_bias(false).init(device),
-            bn: BatchNorm2dConfig {
-                num_features: channels,
-                ..norm
-            }
-            .init(device),
+            bn: bn.init(device),
         }
     }
 

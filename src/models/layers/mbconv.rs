@@ -9,8 +9,8 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 
 use super::{
-    Activation, BatchNorm2dConfig, Conv2dConfig, ConvMut, ConvNormActivation, Padding,
-    SqueezeExcitation, stochastic_depth, trains,
+    Activation, Conv2dConfig, ConvMut, ConvNormActivation, Padding, SqueezeExcitation,
+    stochastic_depth, trains,
 };
 use crate::kernels::ConvBackend;
 use crate::models::torch_paths::transparent_module_enum;
@@ -65,11 +65,21 @@ pub struct MBConvSettings {
 }
 
 impl MBConvSettings {
+    /// Whether the block starts with a 1×1 expansion (`block.0`).
+    pub fn expands(&self) -> bool {
+        self.expanded != self.input
+    }
+
+    /// Whether the input is added to the output (stride 1, as many channels out as in).
+    pub fn has_residual(&self) -> bool {
+        self.stride == 1 && self.input == self.output
+    }
+
     /// Output channels of the block's convolutions in execution order (squeeze-and-excitation's
     /// two included), what an ONNX file's convolutions show for it.
     pub fn conv_out_channels(&self) -> Vec<usize> {
         let mut channels = Vec::with_capacity(5);
-        if self.expanded != self.input {
+        if self.expands() {
             channels.push(self.expanded);
         }
         channels.push(self.expanded);
@@ -83,17 +93,9 @@ impl MBConvSettings {
     /// Builds the block (torchvision's initialisation: Kaiming-normal convolutions, identity
     /// BatchNorms, zero biases).
     pub fn init<B: ConvBackend>(&self, device: &B::Device) -> MBConv<B> {
-        let conv = |conv: Conv2dConfig| {
-            ConvNormActivation::with_batch_norm(
-                conv,
-                BatchNorm2dConfig::new(0)
-                    .with_epsilon(self.epsilon)
-                    .with_momentum(self.momentum),
-                device,
-            )
-        };
+        let conv = |conv| ConvNormActivation::with_norm(conv, self.epsilon, self.momentum, device);
         let mut block = Vec::with_capacity(4);
-        if self.expanded != self.input {
+        if self.expands() {
             block.push(MBConvLayer::Conv(conv(Conv2dConfig::new(
                 [self.input, self.expanded],
                 1,
@@ -121,7 +123,7 @@ impl MBConvSettings {
         MBConv {
             block,
             activation: self.activation,
-            use_residual: self.stride == 1 && self.input == self.output,
+            use_residual: self.has_residual(),
             stochastic_depth: self.stochastic_depth,
         }
     }
