@@ -4,6 +4,7 @@
 //! CUDA; runs the same on the CPU.
 //!
 //! `cargo run --release --features cuda --example device_check -- --device cuda --bench`
+//! `cargo run --release --features wgpu --example device_check -- --device wgpu`
 //!
 //! Exit status 1 when a parity check fails (or finds no fixture), 2 for bad flags.
 
@@ -26,7 +27,7 @@ use transfer_vision::weights::{ModelInfo, load_model, save_model};
 /// Parity checks and benchmarks on one device.
 #[derive(Parser, Debug)]
 struct Args {
-    /// `cpu`, `cuda` or `cuda:N`.
+    /// `cpu`, `cuda`, `cuda:N`, `wgpu` or `wgpu:N`.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// `f32`, or on CUDA `f16` / `bf16` (training parity runs in f32 only).
@@ -130,6 +131,19 @@ fn main() {
             precision,
             false,
         ),
+        #[cfg(feature = "wgpu")]
+        (DeviceSpec::Wgpu(_), _) => match spec.wgpu_device() {
+            Ok(device) => {
+                for adapter in transfer_vision::backend::wgpu_adapters() {
+                    println!("{adapter}");
+                }
+                run::<transfer_vision::backend::Wgpu>(&args, device, precision, true)
+            }
+            Err(e) => {
+                eprintln!("error: --device: {e}");
+                std::process::exit(2)
+            }
+        },
         _ => run::<transfer_vision::backend::Cpu>(&args, Default::default(), precision, true),
     };
     if let Some(path) = &args.json {
@@ -149,7 +163,14 @@ fn main() {
     }
 }
 
-fn run<B: ConvBackend>(args: &Args, device: B::Device, precision: Precision, cpu: bool) -> Report {
+/// `strict`: the device sums in plain f32 (the CPU; wgpu, whose WGSL kernels have no TF32), so
+/// the CPU's tolerances apply; CUDA's matrix units round inputs to TF32 and get looser ones.
+fn run<B: ConvBackend>(
+    args: &Args,
+    device: B::Device,
+    precision: Precision,
+    strict: bool,
+) -> Report {
     let f32_precision = precision == Precision::F32;
     let mut report = Report {
         device: args.device.clone(),
@@ -157,11 +178,10 @@ fn run<B: ConvBackend>(args: &Args, device: B::Device, precision: Precision, cpu
         ..Report::default()
     };
 
-    // 1. ONNX logits vs onnxruntime. TF32 and other kernels differ from the CPU's f32 order of
-    // sums: 1e-3 of the largest logit on a GPU (the bound), 1e-4 on the CPU; reduced
-    // precision is reported against a looser 5e-2.
+    // 1. ONNX logits vs onnxruntime. TF32 differs from plain f32 sums: 1e-3 of the largest logit
+    // on CUDA, 1e-4 on the CPU and wgpu; reduced precision is reported against a looser 5e-2.
     let onnx_dir = args.fixtures.join("onnx");
-    let tolerance = match (f32_precision, cpu) {
+    let tolerance = match (f32_precision, strict) {
         (false, _) => 5e-2,
         (true, true) => 1e-4,
         (true, false) => 1e-3,
@@ -208,7 +228,7 @@ fn run<B: ConvBackend>(args: &Args, device: B::Device, precision: Precision, cpu
 
     // 2. Training steps vs PyTorch (f32 only: the fixtures are f32 runs).
     if f32_precision {
-        train_parity::<B>(args, &device, cpu, &mut report);
+        train_parity::<B>(args, &device, strict, &mut report);
     }
 
     // 3. Benchmarks.
@@ -263,7 +283,12 @@ fn fixture_names(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn train_parity<B: ConvBackend>(args: &Args, device: &B::Device, cpu: bool, report: &mut Report) {
+fn train_parity<B: ConvBackend>(
+    args: &Args,
+    device: &B::Device,
+    strict: bool,
+    report: &mut Report,
+) {
     let dir = args.fixtures.join("train");
     let cases = if args.train_case.is_empty() {
         train_fixture_cases(&dir).unwrap_or_default()
@@ -287,7 +312,7 @@ fn train_parity<B: ConvBackend>(args: &Args, device: &B::Device, cpu: bool, repo
             Ok(r) => {
                 // SGD with momentum amplifies differences (1e-3 on the CPU in the test suite).
                 let sgd = r.optimizer == "sgd";
-                let tolerance = match (cpu, sgd) {
+                let tolerance = match (strict, sgd) {
                     (true, false) => 1e-4,
                     (true, true) | (false, false) => 1e-3,
                     (false, true) => 1e-2,

@@ -70,7 +70,7 @@ struct Args {
     /// Also save the exported model as a `.tvm` here.
     #[arg(long)]
     save_model: Option<PathBuf>,
-    /// `cpu`, `cuda` or `cuda:N`.
+    /// `cpu`, `cuda`, `cuda:N`, `wgpu` or `wgpu:N` (the CUDA / wgpu builds: `--features cuda` / `wgpu`).
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -266,6 +266,14 @@ fn main() -> ExitCode {
         DeviceSpec::Cuda(_) => match spec.cuda_device() {
             Some(device) => run::<transfer_vision::backend::Cuda>(&args, &device),
             None => return ExitCode::from(2),
+        },
+        #[cfg(feature = "wgpu")]
+        DeviceSpec::Wgpu(_) => match spec.wgpu_device() {
+            Ok(device) => run::<transfer_vision::backend::Wgpu>(&args, &device),
+            Err(e) => {
+                eprintln!("error: --device: {e}");
+                return ExitCode::from(2);
+            }
         },
         #[cfg(any(feature = "flex", feature = "ndarray"))]
         DeviceSpec::Cpu => run::<transfer_vision::backend::Cpu>(&args, &Default::default()),

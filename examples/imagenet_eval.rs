@@ -69,7 +69,7 @@ struct Args {
     /// Evaluate only the first N images of labels.tsv.
     #[arg(long)]
     limit: Option<usize>,
-    /// `cpu`, `cuda` or `cuda:N`.
+    /// `cpu`, `cuda`, `cuda:N`, `wgpu` or `wgpu:N` (the CUDA / wgpu builds: `--features cuda` / `wgpu`).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Exit with 1 unless top-1 and top-5 are within one point of the README's figures.
@@ -313,6 +313,11 @@ fn main() -> ExitCode {
         DeviceSpec::Cuda(_) => match spec.cuda_device() {
             Some(device) => run::<transfer_vision::backend::Cuda>(&args, &device),
             None => Err(format!("--device {spec}: not a CUDA device")),
+        },
+        #[cfg(feature = "wgpu")]
+        DeviceSpec::Wgpu(_) => match spec.wgpu_device() {
+            Ok(device) => run::<transfer_vision::backend::Wgpu>(&args, &device),
+            Err(e) => Err(format!("--device: {e}")),
         },
         #[cfg(any(feature = "flex", feature = "ndarray"))]
         DeviceSpec::Cpu => run::<transfer_vision::backend::Cpu>(&args, &Default::default()),

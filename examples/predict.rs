@@ -77,7 +77,7 @@ struct Args {
     /// One JSON object per image and line.
     #[arg(long)]
     json: bool,
-    /// `cpu`, `cuda` or `cuda:N`.
+    /// `cpu`, `cuda`, `cuda:N`, `wgpu` or `wgpu:N` (the CUDA / wgpu builds: `--features cuda` / `wgpu`).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Images per forward pass.
@@ -183,6 +183,14 @@ fn main() -> ExitCode {
         DeviceSpec::Cuda(_) => match spec.cuda_device() {
             Some(device) => run::<transfer_vision::backend::Cuda>(&args, &device),
             None => ExitCode::from(2),
+        },
+        #[cfg(feature = "wgpu")]
+        DeviceSpec::Wgpu(_) => match spec.wgpu_device() {
+            Ok(device) => run::<transfer_vision::backend::Wgpu>(&args, &device),
+            Err(e) => {
+                eprintln!("error: --device: {e}");
+                ExitCode::from(2)
+            }
         },
         #[cfg(any(feature = "flex", feature = "ndarray"))]
         DeviceSpec::Cpu => run::<transfer_vision::backend::Cpu>(&args, &Default::default()),

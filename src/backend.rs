@@ -1,7 +1,8 @@
 //! Backend type aliases and device selection.
 //!
 //! The CPU backend is chosen at compile time by a cargo feature: `flex` (default, burn-flex) or
-//! `ndarray` (burn-ndarray); with both enabled, `flex` wins. `cuda` adds the NVIDIA backend.
+//! `ndarray` (burn-ndarray); with both enabled, `flex` wins. `cuda` adds the NVIDIA backend,
+//! `wgpu` the GPUs that wgpu reaches (Vulkan, Metal, DX12: AMD, Intel, Apple, NVIDIA).
 
 use thiserror::Error;
 
@@ -37,6 +38,14 @@ pub type CudaBf16 = burn::backend::Cuda<burn::tensor::bf16, i32>;
 #[cfg(feature = "cuda")]
 pub type CudaBf16Autodiff = burn::backend::Autodiff<CudaBf16>;
 
+/// The wgpu backend (f32): burn's CubeCL kernels compiled to WGSL, run through Vulkan (Linux,
+/// Windows, Android), Metal (macOS) or DX12 (Windows), with fusion and autotuning.
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn::backend::Wgpu<f32, i32>;
+/// The wgpu backend with automatic differentiation, for training.
+#[cfg(feature = "wgpu")]
+pub type WgpuAutodiff = burn::backend::Autodiff<Wgpu>;
+
 /// Floating-point precision of the tensors a backend computes with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
@@ -64,7 +73,9 @@ impl Precision {
     pub fn check_device(self, device: &DeviceSpec) -> Result<(), DeviceError> {
         match (self, device) {
             (Self::F32, _) | (_, DeviceSpec::Cuda(_)) => Ok(()),
-            (_, DeviceSpec::Cpu) => Err(DeviceError::PrecisionNeedsCuda(self.to_string())),
+            (_, DeviceSpec::Cpu | DeviceSpec::Wgpu(_)) => {
+                Err(DeviceError::PrecisionNeedsCuda(self.to_string()))
+            }
         }
     }
 }
@@ -86,17 +97,45 @@ pub enum DeviceSpec {
     Cpu,
     /// The CUDA GPU with this index.
     Cuda(usize),
+    /// A GPU through wgpu: `None` is wgpu's choice (a high-performance adapter first, or the one
+    /// `CUBECL_WGPU_DEFAULT_DEVICE` names), `Some(n)` the `n`-th adapter of [`wgpu_adapters`].
+    Wgpu(Option<usize>),
 }
 
 /// Why a device string was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DeviceError {
-    /// Not `cpu`, `cuda` or `cuda:N`.
-    #[error("unknown device '{0}': expected 'cpu', 'cuda' or 'cuda:N' (N = GPU index)")]
+    /// Not `cpu`, `cuda`, `cuda:N`, `wgpu` or `wgpu:N`.
+    #[error(
+        "unknown device '{0}': expected 'cpu', 'cuda', 'cuda:N' (N = CUDA GPU index), 'wgpu' or \
+         'wgpu:N' (N = adapter index, as `transfer-vision devices` lists them)"
+    )]
     Unknown(String),
     /// A CUDA device was asked for but the crate was built without the `cuda` feature.
     #[error("device '{0}' needs the `cuda` feature: rebuild with `--features cuda`")]
     CudaNotCompiled(String),
+    /// A wgpu device was asked for but the crate was built without the `wgpu` feature.
+    #[error("device '{0}' needs the `wgpu` feature: rebuild with `--features wgpu`")]
+    WgpuNotCompiled(String),
+    /// A wgpu device was asked of a spec that names another backend.
+    #[error("device '{0}' is not a wgpu device")]
+    NotWgpu(String),
+    /// wgpu found no adapter at all (no Vulkan / Metal / DX12 driver).
+    #[error(
+        "device '{0}': wgpu found no GPU adapter (on Linux, install the Vulkan loader and a \
+         driver, e.g. Debian's libvulkan1 with mesa-vulkan-drivers)"
+    )]
+    NoWgpuAdapter(String),
+    /// `wgpu:N` with no `N`-th adapter, or one that cannot be chosen by index.
+    #[error("device '{device}': {why}; the adapters wgpu lists here: {adapters}")]
+    WgpuAdapter {
+        /// The device string asked for.
+        device: String,
+        /// What is wrong with the index.
+        why: String,
+        /// The adapters, one `N: name (type, backend)` each.
+        adapters: String,
+    },
     /// The CPU was asked for but no CPU backend feature is enabled.
     #[error("device 'cpu' needs the `flex` or `ndarray` feature")]
     CpuNotCompiled,
@@ -109,16 +148,18 @@ pub enum DeviceError {
 }
 
 impl DeviceSpec {
-    /// Parses `cpu`, `cuda` (GPU 0) or `cuda:N`, case-insensitively.
+    /// Parses `cpu`, `cuda` (GPU 0), `cuda:N`, `wgpu` (wgpu's choice) or `wgpu:N` (the `N`-th
+    /// adapter of [`wgpu_adapters`]), case-insensitively.
     pub fn parse(text: &str) -> Result<Self, DeviceError> {
         let lower = text.trim().to_ascii_lowercase();
+        let index = |prefix: &str| lower.strip_prefix(prefix).and_then(|n| n.parse().ok());
         match lower.as_str() {
             "cpu" => Ok(Self::Cpu),
             "cuda" | "gpu" => Ok(Self::Cuda(0)),
-            _ => lower
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
+            "wgpu" => Ok(Self::Wgpu(None)),
+            _ => index("cuda:")
                 .map(Self::Cuda)
+                .or_else(|| index("wgpu:").map(|n| Self::Wgpu(Some(n))))
                 .ok_or_else(|| DeviceError::Unknown(text.to_string())),
         }
     }
@@ -138,6 +179,8 @@ impl DeviceSpec {
             Self::Cpu => Err(DeviceError::CpuNotCompiled),
             Self::Cuda(_) if cfg!(feature = "cuda") => Ok(()),
             Self::Cuda(i) => Err(DeviceError::CudaNotCompiled(format!("cuda:{i}"))),
+            Self::Wgpu(_) if cfg!(feature = "wgpu") => Ok(()),
+            Self::Wgpu(_) => Err(DeviceError::WgpuNotCompiled(self.to_string())),
         }
     }
 
@@ -146,7 +189,17 @@ impl DeviceSpec {
     pub fn cuda_device(&self) -> Option<burn::backend::cuda::CudaDevice> {
         match self {
             Self::Cuda(i) => Some(burn::backend::cuda::CudaDevice::new(*i)),
-            Self::Cpu => None,
+            Self::Cpu | Self::Wgpu(_) => None,
+        }
+    }
+
+    /// The wgpu device for this spec, checked against the adapters present (wgpu itself would
+    /// panic on a missing one).
+    #[cfg(feature = "wgpu")]
+    pub fn wgpu_device(&self) -> Result<burn::backend::wgpu::WgpuDevice, DeviceError> {
+        match self {
+            Self::Wgpu(index) => wgpu_device(*index, &self.to_string()),
+            Self::Cpu | Self::Cuda(_) => Err(DeviceError::NotWgpu(self.to_string())),
         }
     }
 
@@ -154,6 +207,7 @@ impl DeviceSpec {
     pub fn backend_name(&self) -> &'static str {
         match self {
             Self::Cuda(_) => "cuda",
+            Self::Wgpu(_) => "wgpu",
             Self::Cpu if cfg!(feature = "flex") => "flex",
             Self::Cpu => "ndarray",
         }
@@ -165,6 +219,189 @@ impl std::fmt::Display for DeviceSpec {
         match self {
             Self::Cpu => write!(f, "cpu"),
             Self::Cuda(i) => write!(f, "cuda:{i}"),
+            Self::Wgpu(None) => write!(f, "wgpu"),
+            Self::Wgpu(Some(i)) => write!(f, "wgpu:{i}"),
+        }
+    }
+}
+
+/// One GPU adapter that wgpu offers, as `--device wgpu:N` numbers them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WgpuAdapter {
+    /// The `N` of `wgpu:N`.
+    pub index: usize,
+    /// The adapter's name, e.g. `AMD Radeon RX 7600` or `llvmpipe (LLVM 15.0.6, 256 bits)`.
+    pub name: String,
+    /// `DiscreteGpu`, `IntegratedGpu`, `VirtualGpu`, `Cpu` (a software driver) or `Other`.
+    pub device_type: String,
+    /// The graphics API: `Vulkan`, `Metal`, `Dx12`...
+    pub backend: String,
+    /// Driver name and version, as the driver reports them.
+    pub driver: String,
+}
+
+impl std::fmt::Display for WgpuAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "wgpu:{}: {} ({}, {}",
+            self.index, self.name, self.device_type, self.backend
+        )?;
+        if !self.driver.is_empty() {
+            write!(f, ", {}", self.driver)?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// The adapters wgpu finds for the graphics API burn uses on this system (Vulkan on Linux and
+/// Windows, Metal on macOS), in the order `wgpu:N` numbers them; empty when there is no driver.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_adapters() -> Vec<WgpuAdapter> {
+    wgpu_adapter_list()
+        .iter()
+        .enumerate()
+        .map(|(index, adapter)| {
+            let info = adapter.get_info();
+            let driver = [info.driver, info.driver_info]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            WgpuAdapter {
+                index,
+                name: info.name,
+                device_type: format!("{:?}", info.device_type),
+                backend: format!("{:?}", info.backend),
+                driver,
+            }
+        })
+        .collect()
+}
+
+/// wgpu's adapters for burn's automatic graphics API, listed as cubecl-wgpu lists them when it
+/// picks one.
+#[cfg(feature = "wgpu")]
+fn wgpu_adapter_list() -> Vec<wgpu::Adapter> {
+    use burn::backend::wgpu::graphics::{AutoGraphicsApi, GraphicsApi};
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: AutoGraphicsApi::backend().into(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    block_on(instance.enumerate_adapters(AutoGraphicsApi::backend().into()))
+}
+
+/// Runs a future that native wgpu resolves without waiting (adapter enumeration) to its end.
+#[cfg(feature = "wgpu")]
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// The cubecl device that selects adapter `index` (or wgpu's default), after checking it exists.
+///
+/// cubecl-wgpu numbers adapters per type (`DiscreteGpu(k)` is the `k`-th discrete GPU), so the
+/// `index`-th adapter of the list becomes its type and its rank among adapters of that type.
+#[cfg(feature = "wgpu")]
+fn wgpu_device(
+    index: Option<usize>,
+    name: &str,
+) -> Result<burn::backend::wgpu::WgpuDevice, DeviceError> {
+    use burn::backend::wgpu::WgpuDevice;
+    let adapters = wgpu_adapter_list();
+    if adapters.is_empty() {
+        return Err(DeviceError::NoWgpuAdapter(name.to_string()));
+    }
+    let Some(index) = index else {
+        return Ok(WgpuDevice::DefaultDevice);
+    };
+    let types: Vec<wgpu::DeviceType> = adapters.iter().map(|a| a.get_info().device_type).collect();
+    let refuse = |why: String| DeviceError::WgpuAdapter {
+        device: name.to_string(),
+        why,
+        adapters: wgpu_adapters()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    let Some(&device_type) = types.get(index) else {
+        return Err(refuse(format!("there is no adapter {index}")));
+    };
+    let rank = types[..index].iter().filter(|t| **t == device_type).count();
+    match device_type {
+        wgpu::DeviceType::DiscreteGpu => Ok(WgpuDevice::DiscreteGpu(rank)),
+        wgpu::DeviceType::IntegratedGpu => Ok(WgpuDevice::IntegratedGpu(rank)),
+        wgpu::DeviceType::VirtualGpu => Ok(WgpuDevice::VirtualGpu(rank)),
+        // cubecl-wgpu opens the first software adapter for `Cpu`.
+        wgpu::DeviceType::Cpu if rank == 0 => Ok(WgpuDevice::Cpu),
+        other => Err(refuse(format!(
+            "adapter {index} ({other:?}) cannot be chosen by index; use 'wgpu' with \
+             CUBECL_WGPU_DEFAULT_DEVICE"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_strings_parse_and_print_back() {
+        for (text, spec) in [
+            ("cpu", DeviceSpec::Cpu),
+            ("CUDA", DeviceSpec::Cuda(0)),
+            ("gpu", DeviceSpec::Cuda(0)),
+            ("cuda:2", DeviceSpec::Cuda(2)),
+            ("wgpu", DeviceSpec::Wgpu(None)),
+            (" Wgpu:1 ", DeviceSpec::Wgpu(Some(1))),
+        ] {
+            assert_eq!(DeviceSpec::parse(text), Ok(spec.clone()), "{text}");
+            assert_eq!(DeviceSpec::parse(&spec.to_string()), Ok(spec));
+        }
+        for bad in ["tpu", "wgpu:", "wgpu:x", "wgpu:-1", "cuda:", "wgpu1"] {
+            assert_eq!(
+                DeviceSpec::parse(bad),
+                Err(DeviceError::Unknown(bad.to_string())),
+                "{bad}"
+            );
+        }
+        assert_eq!(DeviceSpec::Wgpu(None).backend_name(), "wgpu");
+    }
+
+    #[test]
+    fn only_cuda_computes_in_reduced_precision() {
+        for spec in [
+            DeviceSpec::Cpu,
+            DeviceSpec::Wgpu(None),
+            DeviceSpec::Wgpu(Some(0)),
+        ] {
+            assert_eq!(
+                Precision::F16.check_device(&spec),
+                Err(DeviceError::PrecisionNeedsCuda("f16".into()))
+            );
+            assert_eq!(Precision::F32.check_device(&spec), Ok(()));
+        }
+        assert_eq!(Precision::Bf16.check_device(&DeviceSpec::Cuda(0)), Ok(()));
+    }
+
+    #[test]
+    fn a_backend_not_compiled_in_says_which_feature_builds_it() {
+        let wgpu = DeviceSpec::Wgpu(Some(3)).check_compiled();
+        if cfg!(feature = "wgpu") {
+            assert_eq!(wgpu, Ok(()));
+        } else {
+            let message = wgpu.map_err(|e| e.to_string()).unwrap_err();
+            assert!(
+                message.contains("wgpu:3") && message.contains("--features wgpu"),
+                "{message}"
+            );
         }
     }
 }

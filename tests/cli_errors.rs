@@ -53,6 +53,14 @@ fn bad_flags_are_refused_by_name() {
     for example in ["alpaca", "ants_bees"] {
         assert_refused(example, &["--device", "tpu"], "unknown device 'tpu'");
         assert_refused(example, &["--device", "cuda:x"], "--device");
+        // Without the feature, the message says how to build it in; with it, a missing adapter
+        // is refused by name (wgpu itself would panic).
+        let wgpu_message = if cfg!(feature = "wgpu") {
+            "wgpu:99"
+        } else {
+            "--features wgpu"
+        };
+        assert_refused(example, &["--device", "wgpu:99"], wgpu_message);
         assert_refused(example, &["--batch-size", "0"], "--batch-size");
         assert_refused(example, &["--workers=-3"], "--workers");
         assert_refused(example, &["--image-size", "0"], "--image-size");

@@ -5,13 +5,21 @@ use transfer_vision::backend::{DeviceSpec, Precision};
 
 use crate::error::CliError;
 
-#[cfg(not(any(feature = "flex", feature = "ndarray", feature = "cuda")))]
-compile_error!("transfer-vision-cli needs a backend feature: flex (default), ndarray or cuda");
+#[cfg(not(any(
+    feature = "flex",
+    feature = "ndarray",
+    feature = "cuda",
+    feature = "wgpu"
+)))]
+compile_error!(
+    "transfer-vision-cli needs a backend feature: flex (default), ndarray, cuda or wgpu"
+);
 
 /// `--device` and `--precision`.
 #[derive(Debug, Clone, Args)]
 pub struct DeviceArgs {
-    /// `cpu`, `cuda` or `cuda:N` (CUDA needs a build with `--features cuda`).
+    /// `cpu`, `cuda`, `cuda:N`, `wgpu` or `wgpu:N` (`transfer-vision devices` lists the
+    /// adapters); CUDA and wgpu need a build with `--features cuda` / `--features wgpu`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Float precision: `f32`; on CUDA also `f16` or `bf16` (mixed precision).
@@ -30,9 +38,10 @@ impl DeviceArgs {
 }
 
 /// Calls `$run::<B>($args.., device, &spec)` with `B` the backend `$device` (a [`DeviceArgs`])
-/// picks among the four given: CUDA at the precision asked for, else the CPU backend compiled in.
+/// picks among the five given: CUDA at the precision asked for, wgpu, else the CPU backend
+/// compiled in.
 macro_rules! dispatch {
-    ($device:expr, $run:ident($($arg:expr),*), $cpu:ident, $cuda:ident, $cuda_f16:ident, $cuda_bf16:ident) => {{
+    ($device:expr, $run:ident($($arg:expr),*), $cpu:ident, $cuda:ident, $cuda_f16:ident, $cuda_bf16:ident, $wgpu:ident) => {{
         use transfer_vision::backend::DeviceSpec;
         #[allow(unused_variables)]
         let (spec, precision) = $device.parse()?;
@@ -48,6 +57,10 @@ macro_rules! dispatch {
             #[cfg(feature = "cuda")]
             (DeviceSpec::Cuda(_), _) => $run::<transfer_vision::backend::$cuda>(
                 $($arg,)* spec.cuda_device().unwrap_or_default(), &spec,
+            ),
+            #[cfg(feature = "wgpu")]
+            (DeviceSpec::Wgpu(_), _) => $run::<transfer_vision::backend::$wgpu>(
+                $($arg,)* spec.wgpu_device()?, &spec,
             ),
             #[cfg(any(feature = "flex", feature = "ndarray"))]
             (DeviceSpec::Cpu, _) => {
@@ -66,7 +79,8 @@ pub(crate) use dispatch;
 macro_rules! with_autodiff_backend {
     ($device:expr, $run:ident($($arg:expr),*)) => {
         $crate::backend::dispatch!(
-            $device, $run($($arg),*), CpuAutodiff, CudaAutodiff, CudaF16Autodiff, CudaBf16Autodiff
+            $device, $run($($arg),*), CpuAutodiff, CudaAutodiff, CudaF16Autodiff, CudaBf16Autodiff,
+            WgpuAutodiff
         )
     };
 }
@@ -75,7 +89,7 @@ pub(crate) use with_autodiff_backend;
 /// [`dispatch`] among the inference backends.
 macro_rules! with_backend {
     ($device:expr, $run:ident($($arg:expr),*)) => {
-        $crate::backend::dispatch!($device, $run($($arg),*), Cpu, Cuda, CudaF16, CudaBf16)
+        $crate::backend::dispatch!($device, $run($($arg),*), Cpu, Cuda, CudaF16, CudaBf16, Wgpu)
     };
 }
 pub(crate) use with_backend;

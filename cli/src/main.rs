@@ -6,6 +6,7 @@
 //! transfer-vision eval    --model runs/photos-mobilenet_v2/model.tvm --data photos/
 //! transfer-vision predict --model runs/photos-mobilenet_v2/model.tvm new.jpg other.jpg
 //! transfer-vision export  --model runs/photos-mobilenet_v2/model.tvm --onnx photos.onnx
+//! transfer-vision devices  # what --device can name: cpu, cuda:N, wgpu:N
 //! ```
 //!
 //! Exit status: 0 on success, 2 for a bad command line (a flag, a value, an output folder that
@@ -13,6 +14,7 @@
 //! one-line `error: ...` naming the thing.
 
 mod backend;
+mod devices;
 mod error;
 mod eval;
 mod explain;
@@ -45,6 +47,9 @@ enum Command {
     /// Writes a fine-tuned model as a standard ONNX file (BatchNorm folded, dynamic batch,
     /// class names and preprocessing in its metadata) and checks it by reading it back.
     Export(export::ExportArgs),
+    /// The devices `--device` can name in this build: the CPU, CUDA, and each GPU adapter wgpu
+    /// finds (`wgpu:N`).
+    Devices(devices::DevicesArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Export(args) => export::run(args),
+        Command::Devices(args) => devices::run(args),
     };
     match result {
         Ok(code) => code,

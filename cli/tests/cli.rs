@@ -183,6 +183,27 @@ fn train_eval_predict_export_on_a_folder_it_never_saw() {
 }
 
 #[test]
+fn devices_lists_what_device_can_name() {
+    let out = tv(&["devices"]);
+    assert!(out.status.success(), "stderr:\n{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("cpu: the CPU"), "{text}");
+    // Each GPU backend either lists its devices or says how to build it in.
+    let wgpu = if cfg!(feature = "wgpu") {
+        "wgpu"
+    } else {
+        "--features wgpu"
+    };
+    assert!(text.contains(wgpu), "{text}");
+    let cuda = if cfg!(feature = "cuda") {
+        "cuda:N"
+    } else {
+        "--features cuda"
+    };
+    assert!(text.contains(cuda), "{text}");
+}
+
+#[test]
 fn bad_command_lines_exit_2() {
     assert_fails(&[], 2, "Usage");
     assert_fails(&["train"], 2, "--data");
@@ -193,6 +214,32 @@ fn bad_command_lines_exit_2() {
         "--val-fraction",
     );
     assert_fails(&["train", "--data", ".", "--device", "tpu"], 2, "tpu");
+    if cfg!(feature = "wgpu") {
+        assert_fails(
+            &["train", "--data", ".", "--device", "wgpu:99"],
+            2,
+            "wgpu:99",
+        );
+    } else {
+        assert_fails(
+            &["train", "--data", ".", "--device", "wgpu"],
+            2,
+            "--features wgpu",
+        );
+    }
+    assert_fails(
+        &[
+            "train",
+            "--data",
+            ".",
+            "--device",
+            "wgpu",
+            "--precision",
+            "f16",
+        ],
+        2,
+        "needs a CUDA device",
+    );
     assert_fails(
         &["train", "--data", "/no/such/folder"],
         2,

@@ -22,7 +22,7 @@ use transfer_vision::weights::ModelInfo;
 /// Flags both examples take.
 #[derive(Args, Debug, Clone)]
 pub struct CommonArgs {
-    /// `cpu`, `cuda` or `cuda:N`.
+    /// `cpu`, `cuda`, `cuda:N`, `wgpu` or `wgpu:N` (the CUDA / wgpu builds: `--features cuda` / `wgpu`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Images per batch (default: the recipe's).
@@ -146,6 +146,10 @@ macro_rules! on_backend {
             #[cfg(feature = "cuda")]
             (DeviceSpec::Cuda(_), _) => $run::<transfer_vision::backend::CudaAutodiff>(
                 $($arg,)* spec.cuda_device().unwrap_or_default(), &spec,
+            ),
+            #[cfg(feature = "wgpu")]
+            (DeviceSpec::Wgpu(_), _) => $run::<transfer_vision::backend::WgpuAutodiff>(
+                $($arg,)* common::or_exit(spec.wgpu_device(), "--device"), &spec,
             ),
             _ => $run::<transfer_vision::backend::CpuAutodiff>($($arg,)* Default::default(), &spec),
         };

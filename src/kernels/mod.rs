@@ -7,9 +7,10 @@
 //! `B::conv2d_weight_backward`; `x · sigmoid(x)`), which is what NdArray and CUDA use. burn-flex,
 //! the default CPU backend, overrides them with the crate's own kernels ([`cpu`]), and the [`Autodiff`](burn::backend::Autodiff) implementation records a backward step that calls
 //! the inner backend's gradients, so training on `Autodiff<Flex>` runs the crate's kernels both
-//! ways. Another burn backend (wgpu, say) joins here with one line, `impl ConvBackend for Wgpu {}`
-//! (the orphan rule keeps that line in this crate); a backend type of a user's own joins in the
-//! user's crate the same way.
+//! ways. wgpu keeps burn's kernels but for 1×1 convolutions (`src/kernels/wgpu.rs` says why).
+//! Another burn backend joins here with one line, `impl ConvBackend for Rocm {}` say (the orphan
+//! rule keeps that line in this crate); a backend type of a user's own joins in the user's crate
+//! the same way.
 //!
 //! burn's book calls this pattern a backend extension: burn's `ModuleOps` cannot be implemented
 //! again for a backend the crate does not own, so the models are generic over this trait instead
@@ -20,9 +21,12 @@ mod autodiff;
 pub mod cpu;
 #[cfg(feature = "flex")]
 mod flex;
+#[cfg(feature = "wgpu")]
+mod wgpu;
 
+use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::ops::{ConvOptions, FloatTensor};
+use burn::tensor::ops::{ConvOptions, FloatTensor, PadMode};
 
 /// SiLU with the backend's own operations: `x · σ(x)`.
 fn silu_with_ops<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
@@ -44,6 +48,11 @@ fn silu_grad_with_ops<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -> Fl
 /// Shapes, as in burn's `ModuleOps::conv2d`: `x` `[N, C_in, H, W]`, `weight`
 /// `[C_out, C_in / groups, kH, kW]`, `bias` `[C_out]`, output gradient `[N, C_out, oH, oW]`.
 pub trait ConvBackend: Backend {
+    /// Whether this backend's matrix product needs every matrix dimension that is 8 modulo 16
+    /// padded with zeros to a multiple of 16 to be exact (burn-cubecl 0.21 on wgpu; see
+    /// `src/kernels/wgpu.rs`). The crate's layers multiply through [`matmul`], which does it.
+    const MATMUL_NEEDS_PADDING: bool = false;
+
     /// The convolution `y = x ⋆ weight + bias`.
     fn conv2d_forward(
         x: FloatTensor<Self>,
@@ -83,6 +92,36 @@ pub trait ConvBackend: Backend {
     fn silu_grad(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self> {
         silu_grad_with_ops::<Self>(x, output_grad)
     }
+}
+
+/// `a · b`, batched over the leading dimensions, exact on every backend: where
+/// [`ConvBackend::MATMUL_NEEDS_PADDING`], each of `M`, `K` and `N` that is 8 modulo 16 is padded
+/// with zeros to the next multiple of 16 and the result cut back. Zeros add nothing to the sums,
+/// and padding all three keeps the two products of the backward pass exact too.
+pub fn matmul<B: ConvBackend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
+    if !B::MATMUL_NEEDS_PADDING {
+        return a.matmul(b);
+    }
+    let pad = |size: usize| if size % 16 == 8 { 8 } else { 0 };
+    let (a_dims, b_dims) = (a.dims(), b.dims());
+    let (m, k, n) = (a_dims[D - 2], a_dims[D - 1], b_dims[D - 1]);
+    if pad(m) + pad(k) + pad(n) == 0 {
+        return a.matmul(b);
+    }
+    let zero = PadMode::Constant(0.0);
+    let a = a.pad((0, pad(k), 0, pad(m)), zero);
+    let b = b.pad((0, pad(n), 0, pad(k)), zero);
+    let y = a.matmul(b);
+    let mut kept = y.dims().map(|size| 0..size);
+    kept[D - 2] = 0..m;
+    kept[D - 1] = 0..n;
+    y.slice(kept)
+}
+
+/// `x · weightᵀ` for `x` `[N, in]` and `weight` `[out, in]`: a fully connected layer in torch's
+/// layout, through [`matmul`].
+pub fn matmul_transposed<B: ConvBackend>(x: Tensor<B, 2>, weight: Tensor<B, 2>) -> Tensor<B, 2> {
+    matmul(x, weight.transpose())
 }
 
 /// An autodiff backend whose inner backend is a [`ConvBackend`] too: what training needs, so

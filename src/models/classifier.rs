@@ -117,8 +117,10 @@ pub trait ImageClassifier<B: ConvBackend>: Module<B> + Sized {
         let width = weight.dims()[1];
         let mut gradient = weight.slice([class..class + 1, 0..width]).repeat_dim(0, n);
         for (layer, z) in hidden.iter().zip(pre_activations).rev() {
-            gradient =
-                (gradient * layer.activation.derivative(z)).matmul(layer.linear.weight.val());
+            gradient = crate::kernels::matmul(
+                gradient * layer.activation.derivative(z),
+                layer.linear.weight.val(),
+            );
         }
         gradient
     }

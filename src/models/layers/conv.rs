@@ -7,7 +7,7 @@ use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{Distribution, Tensor, TensorPrimitive};
 
 use super::{Padding, per_channel_rows};
-use crate::kernels::ConvBackend;
+use crate::kernels::{ConvBackend, matmul, matmul_transposed};
 use crate::models::summary;
 
 /// Configuration of a [`Conv2d`], named like `torch.nn.Conv2d(in, out, kernel, stride, groups,
@@ -131,7 +131,7 @@ impl<B: ConvBackend> Conv2d<B> {
     pub fn forward_flat(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         let [n, _] = x.dims();
         let [out, inp, _, _] = self.weight.dims();
-        let y = x.matmul(self.weight.val().reshape([out, inp]).transpose());
+        let y = matmul_transposed(x, self.weight.val().reshape([out, inp]));
         let y = match &self.bias {
             Some(b) => y + b.val().unsqueeze(),
             None => y,
@@ -149,7 +149,7 @@ impl<B: ConvBackend> Conv2d<B> {
     fn forward_pointwise(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [n, _, _] = x.dims();
         let [out, inp, _, _] = self.weight.dims();
-        let y = self.weight.val().reshape([1, out, inp]).matmul(x);
+        let y = matmul(self.weight.val().reshape([1, out, inp]), x);
         match &self.bias {
             Some(b) => y + per_channel_rows(b.val(), n),
             None => y,

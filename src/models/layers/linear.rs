@@ -1,6 +1,6 @@
 //! Fully connected layer in torchvision's layout (`weight` `[out, in]`): the classifier heads.
 
-use crate::kernels::ConvBackend;
+use crate::kernels::{ConvBackend, matmul_transposed};
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::{Distribution, Tensor};
@@ -54,7 +54,7 @@ impl<B: ConvBackend> Linear<B> {
 
     /// Applies the layer to `[N, in]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let y = x.matmul(self.weight.val().transpose()) + self.bias.val().unsqueeze();
+        let y = matmul_transposed(x, self.weight.val()) + self.bias.val().unsqueeze();
         let params = (self.in_features() + 1) * self.out_features();
         summary::record_layer(self.weight.id, "Linear", &y.dims(), params);
         y
