@@ -258,11 +258,16 @@ impl std::fmt::Display for WgpuAdapter {
 /// Windows, Metal on macOS), in the order `wgpu:N` numbers them; empty when there is no driver.
 #[cfg(feature = "wgpu")]
 pub fn wgpu_adapters() -> Vec<WgpuAdapter> {
-    wgpu_adapter_list()
-        .iter()
+    describe_adapters(wgpu_adapter_infos())
+}
+
+/// [`WgpuAdapter`]s of `infos`, numbered in their order.
+#[cfg(feature = "wgpu")]
+fn describe_adapters(infos: Vec<wgpu::AdapterInfo>) -> Vec<WgpuAdapter> {
+    infos
+        .into_iter()
         .enumerate()
-        .map(|(index, adapter)| {
-            let info = adapter.get_info();
+        .map(|(index, info)| {
             let driver = [info.driver, info.driver_info]
                 .into_iter()
                 .filter(|s| !s.is_empty())
@@ -279,16 +284,19 @@ pub fn wgpu_adapters() -> Vec<WgpuAdapter> {
         .collect()
 }
 
-/// wgpu's adapters for burn's automatic graphics API, listed as cubecl-wgpu lists them when it
-/// picks one.
+/// What wgpu reports of each adapter for burn's automatic graphics API, listed as cubecl-wgpu
+/// lists them when it picks one.
 #[cfg(feature = "wgpu")]
-fn wgpu_adapter_list() -> Vec<wgpu::Adapter> {
+fn wgpu_adapter_infos() -> Vec<wgpu::AdapterInfo> {
     use burn::backend::wgpu::graphics::{AutoGraphicsApi, GraphicsApi};
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
         backends: AutoGraphicsApi::backend().into(),
         ..wgpu::InstanceDescriptor::new_without_display_handle()
     });
     block_on(instance.enumerate_adapters(AutoGraphicsApi::backend().into()))
+        .iter()
+        .map(wgpu::Adapter::get_info)
+        .collect()
 }
 
 /// Runs a future that native wgpu resolves without waiting (adapter enumeration) to its end.
@@ -314,18 +322,18 @@ fn wgpu_device(
     name: &str,
 ) -> Result<burn::backend::wgpu::WgpuDevice, DeviceError> {
     use burn::backend::wgpu::WgpuDevice;
-    let adapters = wgpu_adapter_list();
-    if adapters.is_empty() {
+    let infos = wgpu_adapter_infos();
+    if infos.is_empty() {
         return Err(DeviceError::NoWgpuAdapter(name.to_string()));
     }
     let Some(index) = index else {
         return Ok(WgpuDevice::DefaultDevice);
     };
-    let types: Vec<wgpu::DeviceType> = adapters.iter().map(|a| a.get_info().device_type).collect();
+    let types: Vec<wgpu::DeviceType> = infos.iter().map(|info| info.device_type).collect();
     let refuse = |why: String| DeviceError::WgpuAdapter {
         device: name.to_string(),
         why,
-        adapters: wgpu_adapters()
+        adapters: describe_adapters(infos.clone())
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()

@@ -7,7 +7,7 @@
 //! `B::conv2d_weight_backward`; `x · sigmoid(x)`), which is what NdArray and CUDA use. burn-flex,
 //! the default CPU backend, overrides them with the crate's own kernels ([`cpu`]), and the [`Autodiff`](burn::backend::Autodiff) implementation records a backward step that calls
 //! the inner backend's gradients, so training on `Autodiff<Flex>` runs the crate's kernels both
-//! ways. wgpu keeps burn's kernels but for 1×1 convolutions (`src/kernels/wgpu.rs` says why).
+//! ways. wgpu keeps burn's kernels, with its matrix products padded (`src/kernels/wgpu.rs` says why).
 //! Another burn backend joins here with one line, `impl ConvBackend for Rocm {}` say (the orphan
 //! rule keeps that line in this crate); a backend type of a user's own joins in the user's crate
 //! the same way.
