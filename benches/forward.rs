@@ -1,4 +1,5 @@
-//! Forward-pass speed of the native models on each CPU backend compiled in.
+//! Forward-pass speed of the native models on each CPU backend compiled in, and on wgpu's
+//! default adapter with `--features wgpu` (`forward_fused/wgpu/…`).
 //!
 //! `cargo bench --bench forward --features ndarray` measures both burn-flex and burn-ndarray;
 //! `BENCH_QUICK=1` shortens the runs. `forward/…` runs the models as built (BatchNorm applied
@@ -85,6 +86,9 @@ fn forward(c: &mut Criterion) {
     bench_backend::<burn::backend::Flex>(c, "flex");
     #[cfg(feature = "ndarray")]
     bench_backend::<burn::backend::NdArray<f32>>(c, "ndarray");
+    // wgpu's default adapter; each pass ends reading the logits back, so it is timed whole.
+    #[cfg(feature = "wgpu")]
+    bench_models::<transfer_vision::backend::Wgpu>(c, "forward_fused/wgpu".into(), true);
 }
 
 fn config() -> Criterion {

@@ -6,6 +6,9 @@
 //! Head only and last blocks run as `fit` runs them: the frozen backbone / frozen leading blocks
 //! folded once and run without autodiff (`Learner::step_frozen`, `Learner::step_frozen_prefix`).
 //!
+//! With `--features wgpu`, MobileNetV2 and ResNet18 also on wgpu's default adapter
+//! (`train_step/wgpu/…`).
+//!
 //! `cargo bench --bench train_step` (`BENCH_QUICK=1` for a smoke run); a criterion filter picks
 //! some (`cargo bench --bench train_step -- 'train_step/efficientnet_b0/'`). Results:
 //! BENCHMARKS.md.
@@ -20,7 +23,7 @@ use transfer_vision::models::{
 };
 use transfer_vision::train::{Learner, OptimizerConfig, Trainable, set_trainable};
 
-fn bench_model<B, M>(c: &mut Criterion, name: &str, model: M, last_blocks: &str)
+fn bench_model<B, M>(c: &mut Criterion, group: &str, model: M, last_blocks: &str)
 where
     B: AutodiffConvBackend,
     M: ImageClassifier<B> + AutodiffModule<B>,
@@ -29,7 +32,7 @@ where
     let device = B::Device::default();
     let x = Tensor::<B, 4>::random([16, 3, 224, 224], Distribution::Default, &device);
     let labels: Vec<i64> = (0..16).map(|i| i % 2).collect();
-    let mut group = c.benchmark_group(format!("train_step/{name}"));
+    let mut group = c.benchmark_group(group);
     group.sample_size(10);
     for (regime, trainable) in [
         ("head_only", Trainable::HeadOnly),
@@ -75,15 +78,27 @@ fn train_step(c: &mut Criterion) {
     let mobilenet = MobileNetV2Config::new()
         .with_num_classes(2)
         .init::<CpuAutodiff>(&device);
-    bench_model(c, "mobilenet_v2", mobilenet, "features.14");
+    bench_model(c, "train_step/mobilenet_v2", mobilenet, "features.14");
     let resnet = ResNetConfig::resnet18(2).init::<CpuAutodiff>(&device);
-    bench_model(c, "resnet18", resnet, "layer4");
+    bench_model(c, "train_step/resnet18", resnet, "layer4");
     let small = MobileNetV3Config::small(2).init::<CpuAutodiff>(&device);
-    bench_model(c, "mobilenet_v3_small", small, "features.9");
+    bench_model(c, "train_step/mobilenet_v3_small", small, "features.9");
     let large = MobileNetV3Config::large(2).init::<CpuAutodiff>(&device);
-    bench_model(c, "mobilenet_v3_large", large, "features.13");
+    bench_model(c, "train_step/mobilenet_v3_large", large, "features.13");
     let efficientnet = EfficientNetConfig::b0(2).init::<CpuAutodiff>(&device);
-    bench_model(c, "efficientnet_b0", efficientnet, "features.6");
+    bench_model(c, "train_step/efficientnet_b0", efficientnet, "features.6");
+    #[cfg(feature = "wgpu")]
+    {
+        // wgpu's default adapter: `train_step/wgpu/MODEL/REGIME`.
+        use transfer_vision::backend::WgpuAutodiff;
+        let device = Default::default();
+        let mobilenet = MobileNetV2Config::new()
+            .with_num_classes(2)
+            .init::<WgpuAutodiff>(&device);
+        bench_model(c, "train_step/wgpu/mobilenet_v2", mobilenet, "features.14");
+        let resnet = ResNetConfig::resnet18(2).init::<WgpuAutodiff>(&device);
+        bench_model(c, "train_step/wgpu/resnet18", resnet, "layer4");
+    }
 }
 
 fn config() -> Criterion {

@@ -99,6 +99,10 @@ impl<B: ConvBackend> Backward<B, 3> for Conv2dBiasBackward {
 impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
     const MATMUL_NEEDS_PADDING: bool = B::MATMUL_NEEDS_PADDING;
 
+    fn max_buffer_bytes(device: &Self::Device) -> Option<u64> {
+        B::max_buffer_bytes(device)
+    }
+
     fn conv2d_forward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

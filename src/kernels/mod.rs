@@ -53,6 +53,15 @@ pub trait ConvBackend: Backend {
     /// `src/kernels/wgpu.rs`). The crate's layers multiply through [`matmul`], which does it.
     const MATMUL_NEEDS_PADDING: bool = false;
 
+    /// The largest buffer, in bytes, one tensor may occupy on `device`, where the backend has
+    /// such a limit below the device's memory (wgpu: the adapter's storage-buffer binding size,
+    /// 128 MiB on some drivers); `None` where only the memory itself limits a tensor. Batches
+    /// are sized by it (see [`crate::train::DeviceBatchLimit`]), since a backend asked for a
+    /// larger buffer aborts the process.
+    fn max_buffer_bytes(_device: &Self::Device) -> Option<u64> {
+        None
+    }
+
     /// The convolution `y = x ⋆ weight + bias`.
     fn conv2d_forward(
         x: FloatTensor<Self>,

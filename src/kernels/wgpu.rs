@@ -15,10 +15,27 @@
 //! convolutions as the padded product on this backend, as it does while training everywhere.
 //! Other convolutions, and every convolution gradient, use burn's kernels, which agree with the
 //! CPU's for the five networks' shapes.
+//!
+//! The adapter also caps the size of one storage buffer (lavapipe: 128 MiB; cubecl aborts on a
+//! larger allocation): [`ConvBackend::max_buffer_bytes`] reports the cap cubecl works with, and
+//! batches are sized to it.
 
 use super::ConvBackend;
 use crate::backend::Wgpu;
+use burn_wgpu::{WgpuDevice, WgpuRuntime};
+use cubecl::Runtime;
 
 impl ConvBackend for Wgpu {
     const MATMUL_NEEDS_PADDING: bool = true;
+
+    fn max_buffer_bytes(device: &WgpuDevice) -> Option<u64> {
+        // The page size cubecl's memory manager allocates at most: the device's storage-buffer
+        // binding limit, or the whole heap where the driver indexes buffers with 64 bits.
+        Some(
+            WgpuRuntime::client(device)
+                .properties()
+                .memory
+                .max_page_size,
+        )
+    }
 }

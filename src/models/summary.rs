@@ -27,6 +27,10 @@ pub struct LayerRow {
     pub output_shape: Vec<usize>,
     /// Number of parameters of this layer.
     pub params: usize,
+    /// Elements per image of the layer's unfolded input, the `im2col` columns a backend may
+    /// build for a dense convolution with a kernel over 1×1 (and for its gradients):
+    /// `C_in · k² · H_out · W_out`; 0 for other layers.
+    pub unfolded: usize,
 }
 
 impl LayerRow {
@@ -37,7 +41,22 @@ impl LayerRow {
             kind: kind.into(),
             output_shape,
             params,
+            unfolded: 0,
         }
+    }
+
+    /// This row with `unfolded` elements of unfolded input per image.
+    pub fn with_unfolded(self, unfolded: usize) -> Self {
+        Self { unfolded, ..self }
+    }
+
+    /// The most elements one buffer of this layer holds per image: its output (and the
+    /// output's gradient), or its unfolded input where that is larger.
+    pub fn largest_buffer(&self) -> usize {
+        self.output_shape
+            .iter()
+            .product::<usize>()
+            .max(self.unfolded)
     }
 }
 
@@ -94,10 +113,12 @@ impl Drop for Recording {
 /// Called by layers with weights at the end of their forward pass: `dims` is the output shape
 /// with the batch dimension. A no-op unless a summary is being taken on this thread.
 pub(crate) fn record_layer(weight: ParamId, kind: &str, dims: &[usize], params: usize) {
-    push(Recorded::Weighted(
-        weight,
-        LayerRow::new("", kind, dims[1..].to_vec(), params),
-    ));
+    record_row(weight, LayerRow::new("", kind, dims[1..].to_vec(), params));
+}
+
+/// [`record_layer`] for a row already built (a convolution adds its unfolded size).
+pub(crate) fn record_row(weight: ParamId, row: LayerRow) {
+    push(Recorded::Weighted(weight, row));
 }
 
 /// Called by the models for layers without parameters (pools, dropout), which have no weight
@@ -168,6 +189,19 @@ impl Summary {
             .last()
             .map(|r| r.output_shape.clone())
             .unwrap_or_default()
+    }
+
+    /// The layer with the largest buffer per image ([`LayerRow::largest_buffer`]); the
+    /// input image counts as a layer named `input`. Sizes a batch to a backend's buffer limit.
+    pub fn largest_buffer(&self) -> LayerRow {
+        let input = LayerRow::new("input", "Input", self.input.to_vec(), 0);
+        self.rows.iter().fold(input, |largest, row| {
+            if row.largest_buffer() > largest.largest_buffer() {
+                row.clone()
+            } else {
+                largest
+            }
+        })
     }
 
     /// Size estimates in MB (f32, batch 1), as torchsummary computes them:

@@ -5,11 +5,11 @@ use crate::kernels::ConvBackend;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use super::TrainError;
 use super::loss::cross_entropy;
 use super::metrics::{Accumulator, EvalReport};
 use super::predict::{argmax, host_rows};
 use super::source::BatchSource;
+use super::{FittingPasses, TrainError};
 use crate::models::ImageClassifier;
 
 /// Evaluates `model` on every batch of `source`'s epoch 0, in inference mode whatever model it
@@ -23,9 +23,10 @@ pub fn evaluate<B: ConvBackend, M: ImageClassifier<B>>(
 ) -> Result<EvalReport, TrainError> {
     let model = inference_copy(model);
     let mut acc = Accumulator::new(model.num_classes());
+    let mut passes = FittingPasses::new(&model, device);
     for batch in source.batches(0) {
         let batch = batch?;
-        let logits = model.forward(batch.images_tensor::<B>(device));
+        let logits = passes.run(batch.images_tensor::<B>(device), M::forward);
         add_logits(&mut acc, logits, &batch.labels, device)?;
     }
     Ok(acc.report())

@@ -44,10 +44,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::TrainError;
 use super::evaluate::{check_labels, inference_copy};
 use super::predict::{argmax, host_rows};
 use super::source::BatchSource;
+use super::{FittingPasses, TrainError};
 use crate::data::{Compose, DataError, DecodeOptions, Pixels, Transform, decode_rgb};
 use crate::kernels::ConvBackend;
 use crate::models::ImageClassifier;
@@ -133,10 +133,11 @@ pub fn image_results<B: ConvBackend, M: ImageClassifier<B>>(
     let model = inference_copy(model);
     let classes = model.num_classes();
     let mut results = Vec::with_capacity(source.num_samples());
+    let mut passes = FittingPasses::new(&model, device);
     for batch in source.batches(0) {
         let batch = batch?;
         check_labels(&batch.labels, classes)?;
-        let logits = host_rows(model.forward(batch.images_tensor::<B>(device)));
+        let logits = host_rows(passes.run(batch.images_tensor::<B>(device), M::forward));
         if logits.len() != batch.labels.len() {
             return Err(TrainError::Config(format!(
                 "a batch holds {} images but {} labels",

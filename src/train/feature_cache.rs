@@ -5,9 +5,9 @@
 use crate::kernels::ConvBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use super::TrainError;
 use super::observer::FitObserver;
 use super::source::BatchSource;
+use super::{FittingPasses, TrainError};
 use crate::models::ImageClassifier;
 
 /// Backbone features of a whole dataset, computed once.
@@ -31,9 +31,10 @@ impl<B: ConvBackend> FeatureCache<B> {
         let mut chunks = Vec::new();
         let mut labels = Vec::new();
         let mut row_of = vec![None; source.num_samples()];
+        let mut passes = FittingPasses::new(model, device);
         for batch in source.batches(0) {
             let batch = batch?;
-            chunks.push(model.features(batch.images_tensor::<B>(device)));
+            chunks.push(passes.run(batch.images_tensor::<B>(device), M::features));
             for (&index, &label) in batch.indices.iter().zip(&batch.labels) {
                 if let Some(slot) = row_of.get_mut(index) {
                     *slot = Some(labels.len());

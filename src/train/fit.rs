@@ -12,7 +12,6 @@ use burn::module::AutodiffModule;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-use super::TrainError;
 use super::checkpoint;
 use super::config::FitConfig;
 use super::evaluate::{add_logits, check_labels, evaluate};
@@ -23,6 +22,7 @@ use super::learner::{Learner, StepOutput};
 use super::metrics::Accumulator;
 use super::observer::{BatchProgress, ConsoleReporter, Control, FitObserver, Silent};
 use super::source::BatchSource;
+use super::{DeviceBatchLimit, TrainError};
 use crate::models::{Architecture, ImageClassifier};
 
 /// What [`fit`] returns.
@@ -394,10 +394,20 @@ where
             }
         }
         StepInput::Images(frozen) => {
+            let mut checked_shape = None;
             for batch in train.batches(epoch as u64) {
                 let batch = batch?;
                 check_labels(&batch.labels, model.num_classes())?;
                 let images = batch.images_tensor::<B>(device);
+                // A step cannot be split: a batch the device cannot hold is refused before it
+                // runs (once per image shape; backends without a buffer cap skip it).
+                let [n, c, h, w] = images.dims();
+                if checked_shape != Some([c, h, w]) {
+                    if let Some(limit) = DeviceBatchLimit::of(&model, [c, h, w], device) {
+                        limit.check(train.batch_size().max(n))?;
+                    }
+                    checked_shape = Some([c, h, w]);
+                }
                 let labels = &batch.labels;
                 let (next, output) = match frozen {
                     Some(part) => learner.step_frozen_prefix(

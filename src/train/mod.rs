@@ -22,6 +22,7 @@
 
 mod checkpoint;
 mod config;
+mod device_limit;
 mod evaluate;
 pub mod explain;
 mod feature_cache;
@@ -41,6 +42,7 @@ use thiserror::Error;
 
 pub use checkpoint::{CheckpointSummary, read_checkpoint};
 pub use config::FitConfig;
+pub use device_limit::DeviceBatchLimit;
 pub use evaluate::evaluate;
 pub use explain::{
     ExplainError, Explanation, Heatmap, ImageResult, explain_file, explain_image, grad_cam,
@@ -58,6 +60,7 @@ pub use predict::{Prediction, predict};
 pub use recipe::{TransferRecipe, TransferRun};
 pub use source::BatchSource;
 
+pub(crate) use device_limit::FittingPasses;
 pub(crate) use evaluate::inference_copy;
 
 /// Why training could not go on.
@@ -88,4 +91,20 @@ pub enum TrainError {
     /// A checkpoint cannot be resumed.
     #[error("{0}")]
     Checkpoint(String),
+    /// A training batch is larger than the device can hold in one buffer (wgpu adapters cap
+    /// the size of one tensor; see [`DeviceBatchLimit`]).
+    #[error(
+        "a batch of {batch} images does not fit this device: {limit}; {}",
+        if limit.images == 0 {
+            "even one image is too large here: use smaller images (or another device)".to_string()
+        } else {
+            format!("use a batch size of at most {} (--batch-size {})", limit.images, limit.images)
+        }
+    )]
+    BatchTooLarge {
+        /// Images in the batch.
+        batch: usize,
+        /// What the device holds.
+        limit: Box<DeviceBatchLimit>,
+    },
 }

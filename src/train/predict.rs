@@ -5,6 +5,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 
+use super::FittingPasses;
 use crate::models::ImageClassifier;
 
 /// The prediction for one image.
@@ -37,7 +38,10 @@ pub fn predict<B: ConvBackend, M: ImageClassifier<B>>(
     images: Tensor<B, 4>,
     class_names: &[String],
 ) -> Vec<Prediction> {
-    let probabilities = softmax(model.clone().no_grad().forward(images), 1);
+    let model = model.clone().no_grad();
+    let device = images.device();
+    let logits = FittingPasses::new(&model, &device).run(images, M::forward);
+    let probabilities = softmax(logits, 1);
     host_rows(probabilities)
         .into_iter()
         .map(|probabilities| {

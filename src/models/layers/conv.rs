@@ -8,7 +8,7 @@ use burn::tensor::{Distribution, Tensor, TensorPrimitive};
 
 use super::{Padding, per_channel_rows};
 use crate::kernels::{ConvBackend, matmul, matmul_transposed};
-use crate::models::summary;
+use crate::models::summary::{self, LayerRow};
 
 /// Configuration of a [`Conv2d`], named like `torch.nn.Conv2d(in, out, kernel, stride, groups,
 /// bias)`.
@@ -124,7 +124,14 @@ impl<B: ConvBackend> Conv2d<B> {
                 self.groups,
             )
         };
-        summary::record_layer(self.weight.id, "Conv2d", &y.dims(), self.num_params());
+        let [_, out, oh, ow] = y.dims();
+        let unfolded = if k > 1 && self.groups == 1 {
+            self.in_channels() * k * k * oh * ow
+        } else {
+            0
+        };
+        let row = LayerRow::new("", "Conv2d", vec![out, oh, ow], self.num_params());
+        summary::record_row(self.weight.id, row.with_unfolded(unfolded));
         y
     }
 
