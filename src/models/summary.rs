@@ -53,10 +53,16 @@ impl LayerRow {
     /// The most elements one buffer of this layer holds per image: its output (and the
     /// output's gradient), or its unfolded input where that is larger.
     pub fn largest_buffer(&self) -> usize {
-        self.output_shape
-            .iter()
-            .product::<usize>()
-            .max(self.unfolded)
+        self.output_elements().max(self.unfolded)
+    }
+
+    /// Whether the unfolded input, not the output, is this layer's largest buffer.
+    pub fn largest_is_unfolded(&self) -> bool {
+        self.unfolded > self.output_elements()
+    }
+
+    fn output_elements(&self) -> usize {
+        self.output_shape.iter().product()
     }
 }
 

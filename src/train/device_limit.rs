@@ -97,7 +97,7 @@ impl fmt::Display for DeviceBatchLimit {
             self.layer.path,
             self.layer.kind,
             shape.join("x"),
-            if self.layer.unfolded > self.layer.output_shape.iter().product() {
+            if self.layer.largest_is_unfolded() {
                 ", unfolded input"
             } else {
                 ""
@@ -153,12 +153,10 @@ impl<'a, B: ConvBackend, M: ImageClassifier<B>> FittingPasses<'a, B, M> {
         };
         match per_pass {
             Some(per_pass) if n > per_pass => {
-                let parts = (0..n)
-                    .step_by(per_pass)
-                    .map(|start| {
-                        let end = (start + per_pass).min(n);
-                        pass(self.model, images.clone().slice(start..end))
-                    })
+                let parts = images
+                    .split(per_pass, 0)
+                    .into_iter()
+                    .map(|part| pass(self.model, part))
                     .collect();
                 Tensor::cat(parts, 0)
             }
