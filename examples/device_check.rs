@@ -1,5 +1,6 @@
 //! Checks a device end to end: ONNX logits and training steps against the PyTorch /
-//! onnxruntime goldens (`transfer_vision::verify`, the same code as the test suite), then
+//! onnxruntime goldens (`transfer_vision::verify`, the same code as the test suite), a save/load
+//! round trip, feature extraction on cached features against the uncached path and the CPU, then
 //! optionally benchmarks forward passes and training steps. Used by `scripts/gpu_check.sh` on
 //! CUDA; runs the same on the CPU.
 //!
@@ -16,12 +17,16 @@ use burn::backend::Autodiff;
 use burn::tensor::{Tensor, TensorData};
 use clap::Parser;
 use serde::Serialize;
+use transfer_vision::backend::Cpu;
 use transfer_vision::backend::{DeviceSpec, Precision};
 use transfer_vision::models::{
     Architecture, ImageClassifier, MobileNetV2, MobileNetV2Config, ResNetConfig,
 };
 use transfer_vision::train::{Learner, OptimizerConfig, Trainable, set_trainable};
-use transfer_vision::verify::{onnx_fixture_parity, train_fixture_cases, train_fixture_parity};
+use transfer_vision::verify::{
+    feature_cache_parity, max_relative_difference, onnx_fixture_parity, train_fixture_cases,
+    train_fixture_parity,
+};
 use transfer_vision::weights::{ModelInfo, load_model, save_model};
 
 /// Parity checks and benchmarks on one device.
@@ -65,6 +70,7 @@ struct Report {
     precision: String,
     onnx: Vec<OnnxRow>,
     train: Vec<TrainRow>,
+    feature_cache: Option<FeatureCacheRow>,
     bench: Vec<BenchRow>,
     failures: Vec<String>,
 }
@@ -86,6 +92,16 @@ struct TrainRow {
     golden: Vec<f64>,
     max_rel_loss: f64,
     tolerance: f64,
+    pass: bool,
+}
+
+#[derive(Serialize)]
+struct FeatureCacheRow {
+    cached: Vec<f64>,
+    uncached: Vec<f64>,
+    cpu: Vec<f64>,
+    max_rel_vs_uncached: f64,
+    max_rel_vs_cpu: f64,
     pass: bool,
 }
 
@@ -226,9 +242,11 @@ fn run<B: ConvBackend>(
     // Saving and reloading on the device gives the same logits, bit for bit.
     save_load_roundtrip::<B>(&onnx_dir, &device, &mut report);
 
-    // 2. Training steps vs PyTorch (f32 only: the fixtures are f32 runs).
+    // 2. Training steps vs PyTorch (f32 only: the fixtures are f32 runs), then a head trained on
+    // cached backbone features against the same without the cache and against the CPU.
     if f32_precision {
         train_parity::<B>(args, &device, strict, &mut report);
+        feature_cache_check::<B>(&onnx_dir, &device, strict, &mut report);
     }
 
     // 3. Benchmarks.
@@ -267,6 +285,74 @@ fn save_load_roundtrip<B: ConvBackend>(onnx_dir: &Path, device: &B::Device, repo
     if !pass {
         report.failures.push("save/load round trip".into());
     }
+}
+
+/// Feature extraction on the fixture MobileNetV2 (`verify::feature_cache_parity`, 96 × 96 noise
+/// images, batches of 8: the alpaca smoke's size, whose kernels are then compiled): on the
+/// device with and without the feature cache, and on the CPU with it.
+fn feature_cache_check<B: ConvBackend>(
+    onnx_dir: &Path,
+    device: &B::Device,
+    strict: bool,
+    report: &mut Report,
+) {
+    const IMAGE_SIZE: usize = 96;
+    let onnx = onnx_dir.join("mobilenet_v2.onnx");
+    if !onnx.exists() {
+        return;
+    }
+    let result = (|| -> Result<_, Box<dyn std::error::Error>> {
+        let (model, _) = MobileNetV2::<Autodiff<B>>::from_onnx(&onnx, device)?;
+        let here = feature_cache_parity(model, IMAGE_SIZE, device)?;
+        let cpu_device = Default::default();
+        let (model, _) = MobileNetV2::<Autodiff<Cpu>>::from_onnx(&onnx, &cpu_device)?;
+        let cpu = feature_cache_parity(model, IMAGE_SIZE, &cpu_device)?;
+        Ok((here, cpu))
+    })();
+    let (here, cpu) = match result {
+        Ok(both) => both,
+        Err(e) => {
+            report.failures.push(format!("feature cache: {e}"));
+            return;
+        }
+    };
+    let tolerance = if strict { 1e-4 } else { 1e-3 };
+    let vs_cpu = max_relative_difference(&here.cached, &cpu.cached);
+    let pass = here.used_cache && here.max_rel <= tolerance && vs_cpu <= tolerance;
+    let losses = |l: &[f64]| {
+        l.iter()
+            .map(|v| format!("{v:.5}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "\nfeature cache (MobileNetV2 head, 2 epochs, train / val loss): cached {}; \
+         without the cache {}; CPU {}",
+        losses(&here.cached),
+        losses(&here.uncached),
+        losses(&cpu.cached)
+    );
+    println!(
+        "| feature cache | used | vs no cache | vs CPU | tolerance | |\n|---|---|---|---|---|---|\n\
+         | mobilenet_v2 {IMAGE_SIZE} px | {} | {:.2e} | {vs_cpu:.2e} | {tolerance:.0e} | {} |",
+        here.used_cache,
+        here.max_rel,
+        if pass { "ok" } else { "FAILED" }
+    );
+    if !pass {
+        report.failures.push(format!(
+            "feature cache: used {}, max rel vs no cache {:.2e}, vs CPU {vs_cpu:.2e}",
+            here.used_cache, here.max_rel
+        ));
+    }
+    report.feature_cache = Some(FeatureCacheRow {
+        cached: here.cached,
+        uncached: here.uncached,
+        cpu: cpu.cached,
+        max_rel_vs_uncached: here.max_rel,
+        max_rel_vs_cpu: vs_cpu,
+        pass,
+    });
 }
 
 /// Fixture names listed in `dir/fixtures.json` whose `.onnx` file is present.

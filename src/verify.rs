@@ -3,7 +3,8 @@
 //! The same checks back the test suite (on the CPU) and `examples/device_check.rs` (on CUDA or
 //! the CPU): ONNX fixtures whose logits onnxruntime computed (`fixtures/onnx/fixtures.json`) and
 //! training fixtures whose per-step losses and final head PyTorch computed
-//! (`fixtures/train/train_fixtures.json`), in the layout of `../shared/fixtures`.
+//! (`fixtures/train/train_fixtures.json`), in the layout of `../shared/fixtures`; and
+//! [`feature_cache_parity`], which trains a head on cached features and without them.
 
 use crate::kernels::{AutodiffConvBackend, ConvBackend};
 use std::path::{Path, PathBuf};
@@ -12,10 +13,17 @@ use burn::module::{AutodiffModule, Param};
 use burn::tensor::{Tensor, TensorData};
 use thiserror::Error;
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::{DataError, ImageBatch};
 use crate::models::layers::Linear;
 use crate::models::{AnyModel, Architecture, ImageClassifier};
 use crate::train::freeze::under_prefix;
-use crate::train::{Learner, OptimizerConfig, Trainable, set_trainable, trainable_keys};
+use crate::train::{
+    BatchSource, FitConfig, FitOutcome, Learner, OptimizerConfig, Trainable, fit, set_trainable,
+    trainable_keys,
+};
 use crate::weights::WeightsError;
 
 /// What can go wrong reading a fixture. Every message names the file.
@@ -339,11 +347,7 @@ pub fn train_fixture_parity<B: AutodiffConvBackend>(
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
         .unwrap_or_default();
-    let max_rel_loss = losses
-        .iter()
-        .zip(&golden_losses)
-        .map(|(a, b)| (a - b).abs() / b.abs())
-        .fold(0.0, f64::max);
+    let max_rel_loss = max_relative_difference(&losses, &golden_losses);
     let max_diff = |ours: &[f32], theirs: &[f32]| {
         ours.iter()
             .zip(theirs)
@@ -443,4 +447,156 @@ impl Steps {
             .unwrap_or_default();
         Ok((losses, weight, to_vec(head.bias.val()), keys))
     }
+}
+
+/// What [`feature_cache_parity`] measured: one head-only phase trained twice on the same fixed
+/// data, on cached backbone features and on images through the frozen backbone every epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureCacheParity {
+    /// Whether the first run trained on cached features (it must: its data is not random).
+    pub used_cache: bool,
+    /// Per epoch, the training loss then the validation loss, trained on cached features.
+    pub cached: Vec<f64>,
+    /// The same, trained without the cache.
+    pub uncached: Vec<f64>,
+    /// Largest relative difference between `cached` and `uncached`.
+    pub max_rel: f64,
+}
+
+/// Images and labels held in memory, the same every epoch (so `fit` may cache features).
+struct FixedBatches {
+    batches: Vec<ImageBatch>,
+    classes: Vec<String>,
+}
+
+impl FixedBatches {
+    /// `count` images of `size` × `size` in batches of `batch`, drawn from `seed`: uniform noise
+    /// in the normalised range, brighter for class 1, so the head has something to learn.
+    fn new(count: usize, batch: usize, size: usize, seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let per_image = 3 * size * size;
+        let batches = (0..count)
+            .step_by(batch.max(1))
+            .map(|first| {
+                let indices: Vec<usize> = (first..count.min(first + batch.max(1))).collect();
+                let labels: Vec<i64> = indices.iter().map(|i| (i % 2) as i64).collect();
+                let images = labels
+                    .iter()
+                    .flat_map(|&label| {
+                        let shift = 0.5 * label as f32;
+                        (0..per_image)
+                            .map(|_| rng.random_range(-1.5f32..1.5) + shift)
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                ImageBatch {
+                    images,
+                    shape: [indices.len(), 3, size, size],
+                    labels,
+                    paths: indices
+                        .iter()
+                        .map(|i| PathBuf::from(format!("noise_{i}.png")))
+                        .collect(),
+                    indices,
+                }
+            })
+            .collect();
+        Self {
+            batches,
+            classes: vec!["dark".into(), "bright".into()],
+        }
+    }
+}
+
+impl BatchSource for FixedBatches {
+    fn num_samples(&self) -> usize {
+        self.batches.iter().map(ImageBatch::len).sum()
+    }
+    fn batch_size(&self) -> usize {
+        self.batches.first().map_or(1, ImageBatch::len)
+    }
+    fn classes(&self) -> &[String] {
+        &self.classes
+    }
+    fn is_random(&self) -> bool {
+        false
+    }
+    fn order(&self, _epoch: u64) -> Vec<usize> {
+        (0..self.num_samples()).collect()
+    }
+    fn batches(&self, _epoch: u64) -> Box<dyn Iterator<Item = Result<ImageBatch, DataError>> + '_> {
+        Box::new(self.batches.iter().cloned().map(Ok))
+    }
+}
+
+/// Trains a new two-class head on `model`'s frozen backbone (feature extraction, two epochs of
+/// Adam, no dropout) on fixed noise images of `image_size` in batches of 8, once on cached
+/// features and once without the cache, on `device`.
+///
+/// The head's initial weights and the data are drawn from fixed seeds on the host, so the
+/// figures of one device can be compared with another's (`examples/device_check` compares them
+/// with the CPU's).
+///
+/// # Errors
+/// A training error (e.g. a batch that does not fit the device).
+pub fn feature_cache_parity<B, M>(
+    model: M,
+    image_size: usize,
+    device: &B::Device,
+) -> Result<FeatureCacheParity, VerifyError>
+where
+    B: AutodiffConvBackend,
+    M: Architecture<B> + AutodiffModule<B>,
+    M::InnerModule: ImageClassifier<B::InnerBackend>,
+{
+    let train = FixedBatches::new(16, 8, image_size, 1);
+    let val = FixedBatches::new(8, 8, image_size, 2);
+    let inputs = model.feature_dim();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let bound = 1.0 / (inputs as f32).sqrt();
+    let weight: Vec<f32> = (0..2 * inputs)
+        .map(|_| rng.random_range(-bound..bound))
+        .collect();
+    let mut model = model.with_dropout(0.0);
+    *model.head_mut() = Linear {
+        weight: Param::from_data(TensorData::new(weight, [2, inputs]), device),
+        bias: Param::from_data(TensorData::new(vec![0f32; 2], [2]), device),
+    };
+    let config = FitConfig::new(2, OptimizerConfig::adam(1e-2), Trainable::HeadOnly)
+        .with_quiet(true)
+        .with_seed(0);
+    let losses = |outcome: &FitOutcome<M>| -> Vec<f64> {
+        outcome
+            .history
+            .epochs
+            .iter()
+            .flat_map(|e| [e.train_loss, e.val_loss])
+            .collect()
+    };
+    let with_cache = fit(model.clone(), &train, &val, &config, device)?;
+    let without = fit(
+        model,
+        &train,
+        &val,
+        &config.clone().with_feature_cache(false),
+        device,
+    )?;
+    let (cached, uncached) = (losses(&with_cache), losses(&without));
+    Ok(FeatureCacheParity {
+        used_cache: with_cache.used_feature_cache && !without.used_feature_cache,
+        max_rel: max_relative_difference(&cached, &uncached),
+        cached,
+        uncached,
+    })
+}
+
+/// The largest `|a - b| / |b|` over pairs, infinite when the lengths differ.
+pub fn max_relative_difference(ours: &[f64], reference: &[f64]) -> f64 {
+    if ours.len() != reference.len() {
+        return f64::INFINITY;
+    }
+    ours.iter()
+        .zip(reference)
+        .map(|(a, b)| (a - b).abs() / b.abs().max(f64::MIN_POSITIVE))
+        .fold(0.0, f64::max)
 }

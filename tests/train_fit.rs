@@ -439,3 +439,38 @@ fn a_head_that_does_not_fit_the_data_is_refused_before_training() {
         "{err}"
     );
 }
+
+#[test]
+fn feature_extraction_on_cached_features_trains_as_on_images() {
+    // The cache holds the folded frozen backbone's features, computed once; training the head on
+    // them must give the losses of running the images through the backbone every epoch.
+    use transfer_vision::verify::feature_cache_parity;
+    let device = Device::default();
+    let mobilenet = tiny_mobilenet(MobileNetV2Config::new());
+    let resnet = ResNetConfig::new([1, 1, 1, 1]).init::<B>(&device);
+    for (name, parity) in [
+        ("mobilenet_v2", feature_cache_parity(mobilenet, 48, &device)),
+        ("resnet", feature_cache_parity(resnet, 48, &device)),
+    ] {
+        let parity = parity.unwrap();
+        assert!(parity.used_cache, "{name}: trained without the cache");
+        assert_eq!(
+            parity.cached.len(),
+            4,
+            "{name}: two epochs of train / val loss"
+        );
+        assert!(
+            parity.cached.iter().all(|l| l.is_finite() && *l > 0.0),
+            "{name}: {:?}",
+            parity.cached
+        );
+        // The head learned: the second epoch's training loss differs from the first's.
+        assert_ne!(parity.cached[0], parity.cached[2], "{name}");
+        assert!(
+            parity.max_rel <= 1e-5,
+            "{name}: cached {:?} vs images {:?}",
+            parity.cached,
+            parity.uncached
+        );
+    }
+}
