@@ -1,5 +1,6 @@
 //! [`ConvBackend`] for burn's autodiff backend: the forward convolution of the inner backend,
-//! recorded with a backward step that calls the inner backend's input and weight gradients.
+//! recorded with a backward step that calls the inner backend's input and weight gradients; the
+//! same for SiLU and the training BatchNorm.
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::NodeId;
@@ -7,6 +8,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{ConvOptions, FloatTensor};
 
 use super::ConvBackend;
@@ -29,6 +31,58 @@ impl<B: ConvBackend> Backward<B, 1> for SiluBackward {
         let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(ops.state);
         if let Some(node) = node_x {
             grads.register::<B>(node.id, B::silu_grad(x, grad));
+        }
+    }
+}
+
+/// The backward step of Hardtanh: parent `[x]`, state the checkpointed `x` and the bounds.
+#[derive(Debug)]
+struct HardtanhBackward;
+
+impl<B: ConvBackend> Backward<B, 1> for HardtanhBackward {
+    type State = (NodeId, f32, f32);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, min, max) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::hardtanh_grad(x, grad, min, max));
+        }
+    }
+}
+
+/// The backward step of a training BatchNorm: parents `[x, gamma, beta]`; state the
+/// checkpointed `x` and `gamma`, the batch's mean and variance, ε.
+#[derive(Debug)]
+struct BatchNormBackward;
+
+impl<B: ConvBackend> Backward<B, 3> for BatchNormBackward {
+    type State = (NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, f64);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, gamma_state, mean, var, epsilon) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+        let gamma = checkpointer.retrieve_node_output::<FloatTensor<B>>(gamma_state);
+        // One kernel gives all three (they share the per-channel sums).
+        let (dx, dgamma, dbeta) = B::batch_norm_train_grad(x, gamma, mean, var, epsilon, grad);
+        for (node, g) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
         }
     }
 }
@@ -166,6 +220,56 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
                 prep.finish(state, B::silu(x.primitive))
             }
             OpsKind::UnTracked(prep) => prep.finish(B::silu(x.primitive)),
+        }
+    }
+
+    fn hardtanh(x: FloatTensor<Self>, min: f32, max: f32) -> FloatTensor<Self> {
+        match HardtanhBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = prep.checkpoint(&x);
+                prep.finish((state, min, max), B::hardtanh(x.primitive, min, max))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::hardtanh(x.primitive, min, max)),
+        }
+    }
+
+    fn batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let parents = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
+        match BatchNormBackward
+            .prepare::<C>(parents)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let gamma_state = prep.checkpoint(&gamma);
+                let (y, mean, var) =
+                    B::batch_norm_train(x.primitive, gamma.primitive, beta.primitive, epsilon);
+                let state = (x_state, gamma_state, mean.clone(), var.clone(), epsilon);
+                (
+                    prep.finish(state, y),
+                    Self::from_inner(mean),
+                    Self::from_inner(var),
+                )
+            }
+            OpsKind::UnTracked(prep) => {
+                let (y, mean, var) =
+                    B::batch_norm_train(x.primitive, gamma.primitive, beta.primitive, epsilon);
+                (
+                    prep.finish(y),
+                    Self::from_inner(mean),
+                    Self::from_inner(var),
+                )
+            }
         }
     }
 

@@ -6,12 +6,15 @@
 use std::sync::OnceLock;
 
 use burn::backend::Flex;
-use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
+use burn::tensor::ops::{ConvOptions, FloatTensor, FloatTensorOps, ModuleOps};
 use burn::tensor::{Bytes, DType, Shape};
 use burn_flex::{FlexTensor, Layout};
 
 use super::cpu::{self, ConvGeometry, SimdLevel};
-use super::{ConvBackend, silu_grad_with_ops, silu_with_ops};
+use super::{
+    ConvBackend, batch_norm_train_grad_with_ops, batch_norm_train_with_ops, hardtanh_grad_with_ops,
+    silu_grad_with_ops, silu_with_ops,
+};
 
 /// The tensor's dims as `[usize; 4]`, if it has four.
 fn dims4(t: &FlexTensor) -> Option<[usize; 4]> {
@@ -62,6 +65,19 @@ fn from_vec_shaped(values: Vec<f32>, shape: Shape) -> FlexTensor {
         Layout::contiguous(shape),
         DType::F32,
     )
+}
+
+/// `[N, C, H·W]` of a BatchNorm's `x` `[N, C, H, W]` when the kernels take it: every operand
+/// `f32` and each per-channel one `[C]`.
+fn batch_norm_sizes(x: &FlexTensor, per_channel: &[&FlexTensor]) -> Option<[usize; 3]> {
+    let [n, c, h, w] = dims4(x)?;
+    let operands: Vec<&FlexTensor> = std::iter::once(x)
+        .chain(per_channel.iter().copied())
+        .collect();
+    let channels_ok = per_channel
+        .iter()
+        .all(|t| t.layout().shape().as_slice() == [c]);
+    (elementwise_f32(&operands) && channels_ok).then_some([n, c, h * w])
 }
 
 /// Whether the crate's kernels take these operands (all `f32`, not switched off).
@@ -127,6 +143,104 @@ impl ConvBackend for Flex {
             SimdLevel::current(),
         );
         from_vec(dw, [g.c_out, g.c_in / g.groups, g.kh, g.kw])
+    }
+
+    fn hardtanh(x: FloatTensor<Self>, min: f32, max: f32) -> FloatTensor<Self> {
+        if !elementwise_f32(&[&x]) {
+            return <Self as FloatTensorOps<Self>>::float_clamp(x, min.into(), max.into());
+        }
+        let x = dense(&x);
+        let y = cpu::activation::hardtanh(x.storage::<f32>(), min, max, SimdLevel::current());
+        from_vec_shaped(y, x.layout().shape().clone())
+    }
+
+    fn hardtanh_grad(
+        x: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        min: f32,
+        max: f32,
+    ) -> FloatTensor<Self> {
+        if !elementwise_f32(&[&x, &output_grad])
+            || x.layout().shape() != output_grad.layout().shape()
+        {
+            return hardtanh_grad_with_ops::<Self>(x, output_grad, min, max);
+        }
+        let (x, dy) = (dense(&x), dense(&output_grad));
+        let dx = cpu::activation::hardtanh_grad(
+            x.storage::<f32>(),
+            dy.storage::<f32>(),
+            min,
+            max,
+            SimdLevel::current(),
+        );
+        from_vec_shaped(dx, x.layout().shape().clone())
+    }
+
+    fn batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let Some(sizes) = batch_norm_sizes(&x, &[&gamma, &beta]) else {
+            return batch_norm_train_with_ops::<Self>(x, gamma, beta, epsilon);
+        };
+        let (x, gamma, beta) = (dense(&x), dense(&gamma), dense(&beta));
+        let out = cpu::batch_norm::batch_norm_train(
+            x.storage::<f32>(),
+            gamma.storage::<f32>(),
+            beta.storage::<f32>(),
+            sizes,
+            epsilon,
+            SimdLevel::current(),
+        );
+        let channels = Shape::new([sizes[1]]);
+        (
+            from_vec_shaped(out.y, x.layout().shape().clone()),
+            from_vec_shaped(out.mean, channels.clone()),
+            from_vec_shaped(out.var, channels),
+        )
+    }
+
+    fn batch_norm_train_grad(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        epsilon: f64,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let sizes = batch_norm_sizes(&x, &[&gamma, &mean, &var])
+            .filter(|_| output_grad.layout().shape() == x.layout().shape())
+            .filter(|_| elementwise_f32(&[&output_grad]));
+        let Some(sizes) = sizes else {
+            return batch_norm_train_grad_with_ops::<Self>(
+                x,
+                gamma,
+                mean,
+                var,
+                epsilon,
+                output_grad,
+            );
+        };
+        let (x, gamma, dy) = (dense(&x), dense(&gamma), dense(&output_grad));
+        let (mean, var) = (dense(&mean), dense(&var));
+        let grads = cpu::batch_norm::batch_norm_train_grad(
+            x.storage::<f32>(),
+            gamma.storage::<f32>(),
+            mean.storage::<f32>(),
+            var.storage::<f32>(),
+            dy.storage::<f32>(),
+            sizes,
+            epsilon,
+            SimdLevel::current(),
+        );
+        let channels = Shape::new([sizes[1]]);
+        (
+            from_vec_shaped(grads.dx, x.layout().shape().clone()),
+            from_vec_shaped(grads.dgamma, channels.clone()),
+            from_vec_shaped(grads.dbeta, channels),
+        )
     }
 
     fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -2,7 +2,8 @@
 //! models runs, forward and backward, and the activation that needs a kernel of its own (SiLU).
 //!
 //! [`ConvBackend`] has three convolution operations: the forward convolution, the gradient with
-//! respect to its input and the gradient with respect to its weight; and SiLU with its gradient.
+//! respect to its input and the gradient with respect to its weight; SiLU with its gradient; and
+//! a training-mode BatchNorm with its gradients.
 //! Their default bodies are the backend's own (`B::conv2d`, `B::conv2d_x_backward`,
 //! `B::conv2d_weight_backward`; `x · sigmoid(x)`), which is what NdArray and CUDA use. burn-flex,
 //! the default CPU backend, overrides them with the crate's own kernels ([`cpu`]), and the [`Autodiff`](burn::backend::Autodiff) implementation records a backward step that calls
@@ -24,9 +25,9 @@ mod flex;
 #[cfg(feature = "wgpu")]
 mod wgpu;
 
-use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::{ConvOptions, FloatTensor, PadMode};
+use burn::tensor::{Tensor, TensorMetadata, TensorPrimitive};
 
 /// SiLU with the backend's own operations: `x · σ(x)`.
 fn silu_with_ops<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
@@ -39,6 +40,94 @@ fn silu_grad_with_ops<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -> Fl
     let one_minus_s = B::float_add_scalar(B::float_neg(s.clone()), 1.0.into());
     let slope = B::float_add_scalar(B::float_mul(x, one_minus_s), 1.0.into());
     B::float_mul(grad, B::float_mul(s, slope))
+}
+
+/// Hardtanh's gradient with the backend's own operations.
+fn hardtanh_grad_with_ops<B: Backend>(
+    x: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    min: f32,
+    max: f32,
+) -> FloatTensor<B> {
+    // Flat, so that one body serves every rank.
+    let shape = x.shape();
+    let flat =
+        |t: FloatTensor<B>| float::<B, 1>(B::float_reshape(t, [shape.num_elements()].into()));
+    let (x, grad) = (flat(x), flat(grad));
+    let outside = x
+        .clone()
+        .lower_equal_elem(min)
+        .bool_or(x.greater_equal_elem(max));
+    B::float_reshape(
+        grad.mask_fill(outside, 0.0).into_primitive().tensor(),
+        shape,
+    )
+}
+
+fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// The per-channel `[C]` tensor `t` as `[1, C, 1]`, to broadcast over `[N, C, H·W]`.
+fn channel_rows<B: Backend>(t: Tensor<B, 1>) -> Tensor<B, 3> {
+    let [c] = t.dims();
+    t.reshape([1, c, 1])
+}
+
+/// [`ConvBackend::batch_norm_train`] with the backend's own operations.
+fn batch_norm_train_with_ops<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    epsilon: f64,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let x = float::<B, 4>(x);
+    let [n, c, h, w] = x.dims();
+    let count = (n * h * w) as f64;
+    // [N, C, H·W]: the reductions run over the contiguous last axis.
+    let x = x.reshape([n, c, h * w]);
+    let channel_mean = |t: Tensor<B, 3>| t.sum_dim(2).sum_dim(0).reshape([c]).div_scalar(count);
+    let mean = channel_mean(x.clone());
+    let centered = x - channel_rows(mean.clone());
+    let var = channel_mean(centered.clone().square());
+    let scale = var.clone().add_scalar(epsilon).sqrt().recip() * float::<B, 1>(gamma);
+    let y = centered * channel_rows(scale) + channel_rows(float::<B, 1>(beta));
+    (
+        y.reshape([n, c, h, w]).into_primitive().tensor(),
+        mean.into_primitive().tensor(),
+        var.into_primitive().tensor(),
+    )
+}
+
+/// [`ConvBackend::batch_norm_train_grad`] with the backend's own operations.
+fn batch_norm_train_grad_with_ops<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    mean: FloatTensor<B>,
+    var: FloatTensor<B>,
+    epsilon: f64,
+    output_grad: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let x = float::<B, 4>(x);
+    let [n, c, h, w] = x.dims();
+    let count = (n * h * w) as f64;
+    let per_channel_sum = |t: Tensor<B, 3>| t.sum_dim(2).sum_dim(0).reshape([c]);
+    let inv_std = float::<B, 1>(var).add_scalar(epsilon).sqrt().recip();
+    let x_hat = (x.reshape([n, c, h * w]) - channel_rows(float::<B, 1>(mean)))
+        * channel_rows(inv_std.clone());
+    let dy = float::<B, 4>(output_grad).reshape([n, c, h * w]);
+    let dbeta = per_channel_sum(dy.clone());
+    let dgamma = per_channel_sum(dy.clone() * x_hat.clone());
+    let k = float::<B, 1>(gamma) * inv_std;
+    let dx = (dy
+        - channel_rows(dbeta.clone().div_scalar(count))
+        - x_hat * channel_rows(dgamma.clone().div_scalar(count)))
+        * channel_rows(k);
+    (
+        dx.reshape([n, c, h, w]).into_primitive().tensor(),
+        dgamma.into_primitive().tensor(),
+        dbeta.into_primitive().tensor(),
+    )
 }
 
 /// A backend whose 2-D convolutions the native models call: forward, input gradient and weight
@@ -101,6 +190,66 @@ pub trait ConvBackend: Backend {
     fn silu_grad(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self> {
         silu_grad_with_ops::<Self>(x, output_grad)
     }
+
+    /// Hardtanh, `clamp(x, min, max)`, element-wise on a tensor of any rank (ReLU6 is
+    /// Hardtanh(0, 6)).
+    fn hardtanh(x: FloatTensor<Self>, min: f32, max: f32) -> FloatTensor<Self> {
+        Self::float_clamp(x, min.into(), max.into())
+    }
+
+    /// The gradient of the loss with respect to Hardtanh's input `x`, given the output gradient:
+    /// the output gradient where `min < x < max`, else 0 (torch's `hardtanh_backward`).
+    fn hardtanh_grad(
+        x: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        min: f32,
+        max: f32,
+    ) -> FloatTensor<Self> {
+        hardtanh_grad_with_ops::<Self>(x, output_grad, min, max)
+    }
+
+    /// Batch normalisation of `x` `[N, C, H, W]` with the batch's statistics (a BatchNorm in
+    /// training mode): `(y, mean, var)` with `y = γ · (x − mean) / √(var + ε) + β`, the
+    /// per-channel `mean` and biased `var` `[C]` (what normalises), `gamma` and `beta` `[C]`.
+    fn batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        batch_norm_train_with_ops::<Self>(x, gamma, beta, epsilon)
+    }
+
+    /// The gradients of [`batch_norm_train`](Self::batch_norm_train) with respect to `x`, `gamma`
+    /// and `beta`, given the output gradient and the forward pass's `mean` and `var`.
+    fn batch_norm_train_grad(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        epsilon: f64,
+        output_grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        batch_norm_train_grad_with_ops::<Self>(x, gamma, mean, var, epsilon, output_grad)
+    }
+}
+
+/// A BatchNorm in training mode on `x` `[N, C, H, W]` through [`ConvBackend::batch_norm_train`]:
+/// `(y, mean, var)`, the batch's per-channel mean and biased variance (detached from the graph:
+/// they feed the running statistics).
+pub fn batch_norm_train<B: ConvBackend>(
+    x: Tensor<B, 4>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    epsilon: f64,
+) -> (Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>) {
+    let (y, mean, var) = B::batch_norm_train(
+        x.into_primitive().tensor(),
+        gamma.into_primitive().tensor(),
+        beta.into_primitive().tensor(),
+        epsilon,
+    );
+    (float(y), float(mean), float(var))
 }
 
 /// `a · b`, batched over the leading dimensions, exact on every backend: where

@@ -15,6 +15,7 @@
 //! thread count lets `gemm` split each product instead, so batch 1 uses every core.
 
 pub mod activation;
+pub mod batch_norm;
 pub mod dense;
 pub mod depthwise;
 mod simd;

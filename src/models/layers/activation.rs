@@ -97,9 +97,12 @@ impl Activation {
     }
 }
 
-/// ReLU6, `min(max(x, 0), 6)` (MobileNetV2's activation).
-pub fn relu6<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    x.clamp(0.0, 6.0)
+/// ReLU6, `min(max(x, 0), 6)` (MobileNetV2's activation), through the backend extension's
+/// Hardtanh: one pass each way on burn-flex, one recorded operation under autodiff whose
+/// gradient is torch's (the output gradient where `0 < x < 6`).
+pub fn relu6<B: ConvBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let x = x.into_primitive().tensor();
+    Tensor::from_primitive(TensorPrimitive::Float(B::hardtanh(x, 0.0, 6.0)))
 }
 
 /// Hardsigmoid, `ReLU6(x + 3) / 6` (torch.nn.Hardsigmoid).

@@ -1,7 +1,7 @@
 //! Batch normalisation with torchvision's names and semantics, running statistics with value
 //! semantics, and a flag for BatchNorms that hold no statistics (imported from folded weights).
 
-use crate::kernels::ConvBackend;
+use crate::kernels::{ConvBackend, batch_norm_train};
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
@@ -108,28 +108,17 @@ impl<B: ConvBackend> BatchNorm2d<B> {
             return x;
         }
         let [n, c, h, w] = dims;
-        // Laid out as [N, C, H·W]: the reductions run over the contiguous last axis, and the
-        // per-channel tensors join it as [N, C, 1] rows (see `per_channel_rows`).
-        let x = x.reshape([n, c, h * w]);
-        let per_row = |t: Tensor<B, 1>| per_channel_rows(t, n);
         if !batch_statistics {
+            // Laid out as [N, C, H·W], the per-channel tensors joining it as [N, C, 1] rows (see
+            // `per_channel_rows`).
+            let per_row = |t: Tensor<B, 1>| per_channel_rows(t, n);
             let (scale, shift) = self.eval_scale_shift();
+            let x = x.reshape([n, c, h * w]);
             return (x * per_row(scale) + per_row(shift)).reshape([n, c, h, w]);
         }
+        // One backend operation (the crate's kernel on burn-flex) with its own backward step.
+        let (y, mean, var) = batch_norm_train(x, self.weight.val(), self.bias.val(), self.epsilon);
         let count = n * h * w;
-        // [N, C, H·W] -> [C]
-        let channel_mean = |t: Tensor<B, 3>| {
-            t.sum_dim(2)
-                .sum_dim(0)
-                .reshape([c])
-                .div_scalar(count as f64)
-        };
-        let mean = channel_mean(x.clone());
-        let centered = x - per_row(mean.clone());
-        let var = channel_mean(centered.clone().square()); // biased: what normalises
-        let scale = var.clone().add_scalar(self.epsilon).sqrt().recip() * self.weight.val();
-        let y = (centered * per_row(scale) + per_row(self.bias.val())).reshape([n, c, h, w]);
-
         let m = self.momentum;
         let unbiased = var.detach() * (count as f64 / (count.max(2) - 1) as f64);
         let new_mean = self.running_mean.value().mul_scalar(1.0 - m) + mean.detach().mul_scalar(m);

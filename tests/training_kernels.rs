@@ -1,0 +1,167 @@
+//! The training operations of the backend extension besides convolutions, against burn's
+//! autodiff of their definitions written in tensor operations: the training BatchNorm
+//! (`ConvBackend::batch_norm_train`: outputs, batch statistics, gradients of the input, scale
+//! and shift; a layer's running statistics) and ReLU6 (`ConvBackend::hardtanh`: values and
+//! input gradient). On burn-flex they are the crate's kernels; on other backends (`--features
+//! ndarray`) the default bodies, with the same backward steps.
+
+use burn::backend::Autodiff;
+use burn::module::Param;
+use burn::tensor::{Distribution, Tensor};
+use transfer_vision::backend::Cpu;
+use transfer_vision::kernels::batch_norm_train;
+use transfer_vision::models::layers::{BatchNorm2dConfig, relu6};
+
+type A = Autodiff<Cpu>;
+
+/// `(y, mean, biased var)` written with burn's tensor operations.
+fn definition(
+    x: Tensor<A, 4>,
+    gamma: Tensor<A, 1>,
+    beta: Tensor<A, 1>,
+    eps: f64,
+) -> (Tensor<A, 4>, Tensor<A, 1>, Tensor<A, 1>) {
+    let [n, c, h, w] = x.dims();
+    let rows = |t: Tensor<A, 1>| t.reshape([1, c, 1, 1]);
+    let mean = x.clone().mean_dim(0).mean_dim(2).mean_dim(3).reshape([c]);
+    let centered = x - rows(mean.clone());
+    let var = centered
+        .clone()
+        .square()
+        .sum_dim(0)
+        .sum_dim(2)
+        .sum_dim(3)
+        .reshape([c])
+        .div_scalar((n * h * w) as f64);
+    let y = centered / rows(var.clone().add_scalar(eps).sqrt()) * rows(gamma) + rows(beta);
+    (y, mean, var)
+}
+
+fn values<const D: usize>(t: Tensor<A, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().expect("f32")
+}
+
+fn close(what: &str, ours: &[f32], reference: &[f32], tolerance: f32) {
+    assert_eq!(ours.len(), reference.len(), "{what}: lengths");
+    let scale = reference.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    for (i, (a, b)) in ours.iter().zip(reference).enumerate() {
+        assert!(
+            (a - b).abs() <= tolerance * scale,
+            "{what}[{i}]: {a} vs {b} (scale {scale})"
+        );
+    }
+}
+
+#[test]
+fn training_batch_norm_equals_burns_autodiff_of_its_definition() {
+    let device = Default::default();
+    // MobileNetV2-like planes, odd sizes (tails after the vector lanes), one image, a 1 × 1 map.
+    for [n, c, h, w] in [[4, 24, 14, 14], [2, 7, 5, 3], [1, 16, 9, 11], [8, 32, 1, 1]] {
+        let x = Tensor::<A, 4>::random([n, c, h, w], Distribution::Normal(3.0, 2.0), &device);
+        let gamma = Tensor::<A, 1>::random([c], Distribution::Uniform(0.5, 1.5), &device);
+        let beta = Tensor::<A, 1>::random([c], Distribution::Normal(0.0, 1.0), &device);
+        // A weighting of the outputs, so that no gradient is trivially zero.
+        let r = Tensor::<A, 4>::random([n, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let run = |ours: bool| {
+            let (x, gamma, beta) = (
+                x.clone().require_grad(),
+                gamma.clone().require_grad(),
+                beta.clone().require_grad(),
+            );
+            let (y, mean, var) = if ours {
+                batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5)
+            } else {
+                definition(x.clone(), gamma.clone(), beta.clone(), 1e-5)
+            };
+            let grads = (y.clone() * r.clone()).sum().backward();
+            let grad = |t: &Tensor<A, 1>| values(Tensor::from_inner(t.grad(&grads).expect("grad")));
+            let dx = values(Tensor::<A, 4>::from_inner(x.grad(&grads).expect("x grad")));
+            (
+                [values(y), dx],
+                [
+                    values(mean.detach()),
+                    values(var.detach()),
+                    grad(&gamma),
+                    grad(&beta),
+                ],
+            )
+        };
+        let (ours, reference) = (run(true), run(false));
+        let shape = format!("{:?}", [n, c, h, w]);
+        close(&format!("{shape} y"), &ours.0[0], &reference.0[0], 1e-5);
+        close(&format!("{shape} dx"), &ours.0[1], &reference.0[1], 1e-4);
+        for (i, what) in ["mean", "var", "dgamma", "dbeta"].iter().enumerate() {
+            close(
+                &format!("{shape} {what}"),
+                &ours.1[i],
+                &reference.1[i],
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn a_training_batch_norm_updates_its_running_statistics_as_torch_does() {
+    let device = Default::default();
+    let mut bn = BatchNorm2dConfig::new(3).init::<A>(&device);
+    bn.weight = Param::from_tensor(Tensor::ones([3], &device).require_grad());
+    let x = Tensor::<A, 4>::random([4, 3, 5, 5], Distribution::Normal(2.0, 3.0), &device);
+    let y = bn.forward(x.clone());
+    // Normalised per channel: mean 0, biased variance 1 (up to ε).
+    let y = values(y);
+    for c in 0..3 {
+        let channel: Vec<f32> = (0..4)
+            .flat_map(|i| y[(i * 3 + c) * 25..][..25].to_vec())
+            .collect();
+        let mean = channel.iter().sum::<f32>() / 100.0;
+        let var = channel.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 100.0;
+        assert!(
+            mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4,
+            "{c}: {mean} {var}"
+        );
+    }
+    // torch: running = 0.9 · running + 0.1 · batch (the unbiased variance).
+    let xs = values(x);
+    for c in 0..3 {
+        let channel: Vec<f64> = (0..4)
+            .flat_map(|i| xs[(i * 3 + c) * 25..][..25].iter().map(|&v| f64::from(v)))
+            .collect();
+        let mean = channel.iter().sum::<f64>() / 100.0;
+        let unbiased = channel.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 99.0;
+        let running_mean = values(bn.running_mean())[c];
+        let running_var = values(bn.running_var())[c];
+        assert!((f64::from(running_mean) - 0.1 * mean).abs() < 1e-5, "{c}");
+        assert!(
+            (f64::from(running_var) - (0.9 + 0.1 * unbiased)).abs() < 1e-4,
+            "{c}"
+        );
+    }
+}
+
+#[test]
+fn relu6_equals_burns_clamp_in_values_and_gradients() {
+    let device = Default::default();
+    // Odd sizes (tails after the lanes and chunks); values spread over both bounds, none on one.
+    let x = Tensor::<A, 4>::random([3, 17, 19, 23], Distribution::Normal(3.0, 4.0), &device);
+    let r = Tensor::<A, 4>::random(x.dims(), Distribution::Normal(0.0, 1.0), &device);
+    let run = |ours: bool| {
+        let x = x.clone().require_grad();
+        let y = if ours {
+            relu6(x.clone())
+        } else {
+            x.clone().clamp(0.0, 6.0)
+        };
+        let grads = (y.clone() * r.clone()).sum().backward();
+        let dx = Tensor::<A, 4>::from_inner(x.grad(&grads).expect("x grad"));
+        (values(y), values(dx))
+    };
+    let (ours, reference) = (run(true), run(false));
+    assert_eq!(ours.0, reference.0, "values");
+    assert_eq!(ours.1, reference.1, "gradients");
+    // Inference (no autodiff) gives the same values.
+    assert_eq!(
+        values(Tensor::<A, 4>::from_inner(relu6(x.clone().inner()))),
+        ours.0
+    );
+}
