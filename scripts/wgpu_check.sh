@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The wgpu backend's checks on lavapipe (Mesa's software Vulkan driver, on the CPU) or on any
 # GPU wgpu finds: every ONNX fixture against onnxruntime (1e-4 of the largest logit), a save/load
-# round trip and the training-parity cases against PyTorch (examples/device_check), then the
+# round trip, the training-parity cases against PyTorch and a head trained on cached features
+# against the uncached path and the CPU (examples/device_check), then the
 # alpaca example's --quick run (batch 8 at 96 x 96: lavapipe runs the shaders on the CPU, about
 # 100 times slower than the CPU backend). Installs lavapipe with apt when no Vulkan driver is
 # present. .ci/run runs it last.
