@@ -16,12 +16,12 @@ use thiserror::Error;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::data::{DataError, ImageBatch};
+use crate::data::ImageBatch;
 use crate::models::layers::Linear;
 use crate::models::{AnyModel, Architecture, ImageClassifier};
 use crate::train::freeze::under_prefix;
 use crate::train::{
-    BatchSource, FitConfig, FitOutcome, Learner, OptimizerConfig, Trainable, fit, set_trainable,
+    FitConfig, FitOutcome, Learner, MemoryBatches, OptimizerConfig, Trainable, fit, set_trainable,
     trainable_keys,
 };
 use crate::weights::WeightsError;
@@ -463,69 +463,40 @@ pub struct FeatureCacheParity {
     pub max_rel: f64,
 }
 
-/// Images and labels held in memory, the same every epoch (so `fit` may cache features).
-struct FixedBatches {
-    batches: Vec<ImageBatch>,
-    classes: Vec<String>,
-}
-
-impl FixedBatches {
-    /// `count` images of `size` × `size` in batches of `batch`, drawn from `seed`: uniform noise
-    /// in the normalised range, brighter for class 1, so the head has something to learn.
-    fn new(count: usize, batch: usize, size: usize, seed: u64) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let per_image = 3 * size * size;
-        let batches = (0..count)
-            .step_by(batch.max(1))
-            .map(|first| {
-                let indices: Vec<usize> = (first..count.min(first + batch.max(1))).collect();
-                let labels: Vec<i64> = indices.iter().map(|i| (i % 2) as i64).collect();
-                let images = labels
+/// `count` images of `size` × `size` in batches of `batch`, drawn from `seed`: uniform noise in
+/// the normalised range, brighter for class 1, so the head has something to learn.
+fn noise_batches(count: usize, batch: usize, size: usize, seed: u64) -> MemoryBatches {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let per_image = 3 * size * size;
+    let batches = (0..count)
+        .step_by(batch.max(1))
+        .map(|first| {
+            let indices: Vec<usize> = (first..count.min(first + batch.max(1))).collect();
+            let labels: Vec<i64> = indices.iter().map(|i| (i % 2) as i64).collect();
+            let images = labels
+                .iter()
+                .flat_map(|&label| {
+                    let shift = 0.5 * label as f32;
+                    (0..per_image)
+                        .map(|_| rng.random_range(-1.5f32..1.5) + shift)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            ImageBatch {
+                images,
+                shape: [indices.len(), 3, size, size],
+                labels,
+                paths: indices
                     .iter()
-                    .flat_map(|&label| {
-                        let shift = 0.5 * label as f32;
-                        (0..per_image)
-                            .map(|_| rng.random_range(-1.5f32..1.5) + shift)
-                            .collect::<Vec<_>>()
-                    })
-                    .collect();
-                ImageBatch {
-                    images,
-                    shape: [indices.len(), 3, size, size],
-                    labels,
-                    paths: indices
-                        .iter()
-                        .map(|i| PathBuf::from(format!("noise_{i}.png")))
-                        .collect(),
-                    indices,
-                }
-            })
-            .collect();
-        Self {
-            batches,
-            classes: vec!["dark".into(), "bright".into()],
-        }
-    }
-}
-
-impl BatchSource for FixedBatches {
-    fn num_samples(&self) -> usize {
-        self.batches.iter().map(ImageBatch::len).sum()
-    }
-    fn batch_size(&self) -> usize {
-        self.batches.first().map_or(1, ImageBatch::len)
-    }
-    fn classes(&self) -> &[String] {
-        &self.classes
-    }
-    fn is_random(&self) -> bool {
-        false
-    }
-    fn order(&self, _epoch: u64) -> Vec<usize> {
-        (0..self.num_samples()).collect()
-    }
-    fn batches(&self, _epoch: u64) -> Box<dyn Iterator<Item = Result<ImageBatch, DataError>> + '_> {
-        Box::new(self.batches.iter().cloned().map(Ok))
+                    .map(|i| PathBuf::from(format!("noise_{i}.png")))
+                    .collect(),
+                indices,
+            }
+        })
+        .collect();
+    MemoryBatches {
+        batches,
+        classes: vec!["dark".into(), "bright".into()],
     }
 }
 
@@ -549,8 +520,8 @@ where
     M: Architecture<B> + AutodiffModule<B>,
     M::InnerModule: ImageClassifier<B::InnerBackend>,
 {
-    let train = FixedBatches::new(16, 8, image_size, 1);
-    let val = FixedBatches::new(8, 8, image_size, 2);
+    let train = noise_batches(16, 8, image_size, 1);
+    let val = noise_batches(8, 8, image_size, 2);
     let inputs = model.feature_dim();
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let bound = 1.0 / (inputs as f32).sqrt();

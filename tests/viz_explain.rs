@@ -15,14 +15,15 @@ use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use transfer_vision::backend::{Cpu, CpuAutodiff};
-use transfer_vision::data::{DataError, DataLoader, ImageBatch, ImageFolder, LoaderConfig};
+use transfer_vision::data::{DataLoader, ImageBatch, ImageFolder, LoaderConfig};
+// Batches held in memory.
 use transfer_vision::models::{
     EfficientNetConfig, ImageClassifier, MobileNetV2Config, MobileNetV3Config, ResNetConfig,
 };
+use transfer_vision::train::MemoryBatches as Batches;
 use transfer_vision::train::{
-    BatchSource, ClassMetrics, ClassificationReport, EvalReport, ExplainError, Heatmap,
-    ImageResult, TrainError, evaluate, explain_image, grad_cam, image_results, model_view, predict,
-    top_losses,
+    ClassMetrics, ClassificationReport, EvalReport, ExplainError, Heatmap, ImageResult, TrainError,
+    evaluate, explain_image, grad_cam, image_results, model_view, predict, top_losses,
 };
 use transfer_vision::viz::{
     CAM_ALPHA, CamItem, Colormap, ConfusionLayout, LossItem, MAX_CONFUSION_CLASSES, VizError,
@@ -161,33 +162,6 @@ fn eval_report_table_reads_like_sklearn() {
 // ---------------------------------------------------------------------------------------------
 // Per-image results and top losses
 // ---------------------------------------------------------------------------------------------
-
-/// Batches held in memory.
-struct Batches {
-    batches: Vec<ImageBatch>,
-    classes: Vec<String>,
-}
-
-impl BatchSource for Batches {
-    fn num_samples(&self) -> usize {
-        self.batches.iter().map(ImageBatch::len).sum()
-    }
-    fn batch_size(&self) -> usize {
-        self.batches.first().map_or(1, ImageBatch::len)
-    }
-    fn classes(&self) -> &[String] {
-        &self.classes
-    }
-    fn is_random(&self) -> bool {
-        false
-    }
-    fn order(&self, _epoch: u64) -> Vec<usize> {
-        (0..self.num_samples()).collect()
-    }
-    fn batches(&self, _epoch: u64) -> Box<dyn Iterator<Item = Result<ImageBatch, DataError>> + '_> {
-        Box::new(self.batches.iter().cloned().map(Ok))
-    }
-}
 
 fn random_values(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -58,7 +58,7 @@ pub use observer::{BatchProgress, ConsoleReporter, Control, FitObserver, Silent,
 pub use optim::{OptimizerConfig, OptimizerKind, Schedule};
 pub use predict::{Prediction, predict};
 pub use recipe::{TransferRecipe, TransferRun};
-pub use source::BatchSource;
+pub use source::{BatchSource, MemoryBatches};
 
 pub(crate) use device_limit::FittingPasses;
 pub(crate) use evaluate::inference_copy;

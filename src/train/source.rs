@@ -59,3 +59,35 @@ impl BatchSource for DataLoader {
         Box::new(self.epoch(epoch))
     }
 }
+
+/// Batches held in memory, the same every epoch, visited in the order given: a [`BatchSource`]
+/// for images already decoded (generated images, tests, another pipeline's output). `fit` may
+/// cache a frozen backbone's features of it, since it is not random.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryBatches {
+    /// The batches; each one's `indices` must number the samples `0..num_samples` in order.
+    pub batches: Vec<ImageBatch>,
+    /// The class names, index = label.
+    pub classes: Vec<String>,
+}
+
+impl BatchSource for MemoryBatches {
+    fn num_samples(&self) -> usize {
+        self.batches.iter().map(ImageBatch::len).sum()
+    }
+    fn batch_size(&self) -> usize {
+        self.batches.first().map_or(1, ImageBatch::len)
+    }
+    fn classes(&self) -> &[String] {
+        &self.classes
+    }
+    fn is_random(&self) -> bool {
+        false
+    }
+    fn order(&self, _epoch: u64) -> Vec<usize> {
+        (0..self.num_samples()).collect()
+    }
+    fn batches(&self, _epoch: u64) -> Box<dyn Iterator<Item = Result<ImageBatch, DataError>> + '_> {
+        Box::new(self.batches.iter().cloned().map(Ok))
+    }
+}
