@@ -4,9 +4,9 @@
 //! Written as burn tensor operations, a training BatchNorm is about ten passes over the
 //! activation forward (sums, centring, squares, scaling, each broadcast) and as many again for
 //! their recorded backward steps: with ReLU6, 40 % of a full MobileNetV2 training step on
-//! burn-flex. Here the forward pass reads `x` twice (mean, then the centred sum of squares) and
-//! writes `y` once; the backward pass reads `x` and `dy` once for two per-channel sums and once
-//! more to write `dx`.
+//! burn-flex. Here the forward pass reads `x` three times (for the mean, for the squares about
+//! it, for the output) and writes `y` once; the backward pass reads `x` and `dy` once for two
+//! per-channel sums and once more to write `dx`.
 //!
 //! Sums run in `f32` over 16 lanes within one `[H, W]` plane and in `f64` across planes, so the
 //! statistics of a 16 × 112 × 112 channel keep about seven digits. Work is split over channels
@@ -55,11 +55,14 @@ fn lane_sum2(x: &[f32], dy: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
     acc.iter().map(|&a| f64::from(a)).sum::<f64>() + tail
 }
 
-/// `sums[0] += Σ x`, `sums[1] += Σ (x − shift)²` over one plane.
-fn moments_body<const FMA: bool>(x: &[f32], shift: &[f32], sums: &mut [f64]) {
-    let s = shift[0];
-    sums[0] += lane_sum(x, |v| v);
-    sums[1] += lane_sum(x, |v| (v - s) * (v - s));
+/// `sum[0] += Σ x` over one plane.
+fn sum_body<const FMA: bool>(x: &[f32], sum: &mut [f64]) {
+    sum[0] += lane_sum(x, |v| v);
+}
+
+/// `sum[0] += Σ (x − shift)²` over one plane.
+fn squares_body<const FMA: bool>(x: &[f32], shift: f32, sum: &mut [f64]) {
+    sum[0] += lane_sum(x, |v| (v - shift) * (v - shift));
 }
 
 /// `sums[0] += Σ dy`, `sums[1] += Σ dy · (x − mean)` over one plane.
@@ -86,8 +89,13 @@ fn grad_body<const FMA: bool>(x: &[f32], dy: &[f32], k: &[f32], dx: &mut [f32]) 
 }
 
 simd_dispatch! {
-    /// Plane sums of `x` and of its squares about `shift[0]`.
-    fn moments => moments_body(x: &[f32], shift: &[f32], sums: &mut [f64])
+    /// A plane's sum.
+    fn plane_sum => sum_body(x: &[f32], sum: &mut [f64])
+}
+
+simd_dispatch! {
+    /// A plane's sum of squares about `shift`.
+    fn plane_squares => squares_body(x: &[f32], shift: f32, sum: &mut [f64])
 }
 
 simd_dispatch! {
@@ -159,18 +167,19 @@ pub fn batch_norm_train(
     let (mean, var): (Vec<f32>, Vec<f32>) = (0..channels)
         .into_par_iter()
         .map(|c| {
-            let mut sums = [0f64; 2];
+            let mut sum = [0f64];
             for p in channel_planes(x, n, channels, plane, c) {
-                moments(level, p, &[0.0], &mut sums);
+                plane_sum(level, p, &mut sum);
             }
-            let mean = sums[0] / count;
-            let mut sq = [0f64; 2];
+            let mean = sum[0] / count;
+            let rounded = mean as f32;
+            let mut squares = [0f64];
             for p in channel_planes(x, n, channels, plane, c) {
-                moments(level, p, &[mean as f32], &mut sq);
+                plane_squares(level, p, rounded, &mut squares);
             }
-            // Σ(x − m̃)² with m̃ the rounded mean, corrected to the exact mean.
-            let d = sq[0] / count - f64::from(mean as f32);
-            let var = (sq[1] / count - d * d).max(0.0);
+            // Σ(x − m̃)² about the rounded mean m̃, corrected to the exact mean.
+            let d = mean - f64::from(rounded);
+            let var = (squares[0] / count - d * d).max(0.0);
             (mean as f32, var as f32)
         })
         .unzip();
