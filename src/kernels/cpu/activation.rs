@@ -52,12 +52,14 @@ fn sigmoid<const FMA: bool>(x: f32) -> f32 {
     1.0 / (1.0 + exp::<FMA>(-x))
 }
 
+#[inline(always)]
 fn silu_body<const FMA: bool>(x: &[f32], y: &mut [f32]) {
     for (y, &x) in y.iter_mut().zip(x) {
         *y = x * sigmoid::<FMA>(x);
     }
 }
 
+#[inline(always)]
 fn silu_grad_body<const FMA: bool>(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
         let s = sigmoid::<FMA>(x);
@@ -66,12 +68,14 @@ fn silu_grad_body<const FMA: bool>(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     }
 }
 
+#[inline(always)]
 fn hardtanh_body<const FMA: bool>(x: &[f32], min: f32, max: f32, y: &mut [f32]) {
     for (y, &x) in y.iter_mut().zip(x) {
         *y = x.max(min).min(max);
     }
 }
 
+#[inline(always)]
 fn hardtanh_grad_body<const FMA: bool>(x: &[f32], dy: &[f32], min: f32, max: f32, dx: &mut [f32]) {
     for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
         *dx = if x > min && x < max { dy } else { 0.0 };

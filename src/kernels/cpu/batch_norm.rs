@@ -56,16 +56,19 @@ fn lane_sum2(x: &[f32], dy: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
 }
 
 /// `sum[0] += Σ x` over one plane.
+#[inline(always)]
 fn sum_body<const FMA: bool>(x: &[f32], sum: &mut [f64]) {
     sum[0] += lane_sum(x, |v| v);
 }
 
 /// `sum[0] += Σ (x − shift)²` over one plane.
+#[inline(always)]
 fn squares_body<const FMA: bool>(x: &[f32], shift: f32, sum: &mut [f64]) {
     sum[0] += lane_sum(x, |v| (v - shift) * (v - shift));
 }
 
 /// `sums[0] += Σ dy`, `sums[1] += Σ dy · (x − mean)` over one plane.
+#[inline(always)]
 fn grad_sums_body<const FMA: bool>(x: &[f32], dy: &[f32], mean: &[f32], sums: &mut [f64]) {
     let m = mean[0];
     sums[0] += lane_sum(dy, |d| d);
@@ -73,6 +76,7 @@ fn grad_sums_body<const FMA: bool>(x: &[f32], dy: &[f32], mean: &[f32], sums: &m
 }
 
 /// `y = x · ab[0] + ab[1]` over one plane.
+#[inline(always)]
 fn affine_body<const FMA: bool>(x: &[f32], ab: &[f32], y: &mut [f32]) {
     let (a, b) = (ab[0], ab[1]);
     for (y, &x) in y.iter_mut().zip(x) {
@@ -81,6 +85,7 @@ fn affine_body<const FMA: bool>(x: &[f32], ab: &[f32], y: &mut [f32]) {
 }
 
 /// `dx = dy · k[0] + x · k[1] + k[2]` over one plane.
+#[inline(always)]
 fn grad_body<const FMA: bool>(x: &[f32], dy: &[f32], k: &[f32], dx: &mut [f32]) {
     let (k0, k1, k2) = (k[0], k[1], k[2]);
     for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {

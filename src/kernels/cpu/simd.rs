@@ -75,6 +75,10 @@ impl SimdLevel {
 /// Defines `$name(level, args...)` that runs `$body::<FMA>(args...)` compiled for the given
 /// [`SimdLevel`]: the same Rust, with the instruction set of each level enabled, so the compiler
 /// vectorises it for that width. `FMA` is true where fused multiply-add is available.
+///
+/// `$body` must be `#[inline(always)]`: a body the compiler leaves out of line is compiled once,
+/// for the target's baseline, and every level then runs that one copy (`perf` shows the body's
+/// own symbol instead of `$name::avx512`).
 macro_rules! simd_dispatch {
     ($(#[$doc:meta])* $vis:vis fn $name:ident => $body:ident ($($arg:ident : $ty:ty),* $(,)?)) => {
         $(#[$doc])*
