@@ -1,15 +1,16 @@
 //! The training operations of the backend extension besides convolutions, against burn's
 //! autodiff of their definitions written in tensor operations: the training BatchNorm
 //! (`ConvBackend::batch_norm_train`: outputs, batch statistics, gradients of the input, scale
-//! and shift; a layer's running statistics) and ReLU6 (`ConvBackend::hardtanh`: values and
-//! input gradient). On burn-flex they are the crate's kernels; on other backends (`--features
+//! and shift; a layer's running statistics), ReLU6 (`ConvBackend::hardtanh`: values and
+//! input gradient) and max pooling (`ConvBackend::max_pool2d_forward`: values and input
+//! gradient, against burn's `max_pool2d`). On burn-flex they are the crate's kernels; on other backends (`--features
 //! ndarray`) the default bodies, with the same backward steps.
 
 use burn::backend::Autodiff;
 use burn::module::Param;
 use burn::tensor::{Distribution, Tensor};
 use transfer_vision::backend::Cpu;
-use transfer_vision::kernels::batch_norm_train;
+use transfer_vision::kernels::{batch_norm_train, max_pool2d};
 use transfer_vision::models::layers::{BatchNorm2dConfig, relu6};
 
 type A = Autodiff<Cpu>;
@@ -164,4 +165,53 @@ fn relu6_equals_burns_clamp_in_values_and_gradients() {
         values(Tensor::<A, 4>::from_inner(relu6(x.clone().inner()))),
         ours.0
     );
+}
+
+#[test]
+fn max_pooling_equals_burns_in_values_and_gradients() {
+    let device = Default::default();
+    // ResNet's pool on an odd-sized map, and a window without padding; the inputs pass a ReLU
+    // first, so that many windows tie at zero and the gradient's routing is tested.
+    for (dims, kernel, stride, padding) in [
+        ([2, 5, 23, 17], [3, 3], [2, 2], [1, 1]),
+        ([1, 3, 8, 9], [2, 3], [2, 1], [0, 1]),
+    ] {
+        let x = Tensor::<A, 4>::random(dims, Distribution::Normal(0.0, 1.0), &device);
+        let run = |ours: bool| {
+            let input = x.clone().require_grad();
+            let activated = burn::tensor::activation::relu(input.clone());
+            let y = if ours {
+                max_pool2d(activated, kernel, stride, padding)
+            } else {
+                burn::tensor::module::max_pool2d(activated, kernel, stride, padding, [1, 1], false)
+            };
+            let r = Tensor::<A, 4>::from_inner(weighting(y.dims()));
+            let grads = (y.clone() * r).sum().backward();
+            let dx = Tensor::<A, 4>::from_inner(input.grad(&grads).expect("x grad"));
+            (values(y), values(dx))
+        };
+        let (ours, reference) = (run(true), run(false));
+        assert_eq!(ours.0, reference.0, "{dims:?}: values");
+        assert_eq!(ours.1, reference.1, "{dims:?}: gradients");
+        let inference = max_pool2d(x.clone().inner(), kernel, stride, padding);
+        assert_eq!(
+            values(Tensor::<A, 4>::from_inner(inference)),
+            values(burn::tensor::module::max_pool2d(
+                x.clone(),
+                kernel,
+                stride,
+                padding,
+                [1, 1],
+                false
+            )),
+            "{dims:?}: inference"
+        );
+    }
+}
+
+/// A fixed, non-uniform weighting `[N, C, H, W]` of a pooled output.
+fn weighting(dims: [usize; 4]) -> Tensor<Cpu, 4> {
+    let len = dims.iter().product::<usize>();
+    let data: Vec<f32> = (0..len).map(|i| 0.5 + (i % 7) as f32 * 0.25).collect();
+    Tensor::<Cpu, 1>::from_floats(data.as_slice(), &Default::default()).reshape(dims)
 }

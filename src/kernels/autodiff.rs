@@ -1,6 +1,6 @@
 //! [`ConvBackend`] for burn's autodiff backend: the forward convolution of the inner backend,
 //! recorded with a backward step that calls the inner backend's input and weight gradients; the
-//! same for SiLU and the training BatchNorm.
+//! same for SiLU, Hardtanh, the training BatchNorm and max pooling.
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::NodeId;
@@ -54,6 +54,31 @@ impl<B: ConvBackend> Backward<B, 1> for HardtanhBackward {
         let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
         if let Some(node) = node_x {
             grads.register::<B>(node.id, B::hardtanh_grad(x, grad, min, max));
+        }
+    }
+}
+
+/// The backward step of max pooling: parent `[x]`, state the checkpointed `x` and the window
+/// (the maxima are found again from `x`, so no indices are kept).
+#[derive(Debug)]
+struct MaxPoolBackward;
+
+impl<B: ConvBackend> Backward<B, 1> for MaxPoolBackward {
+    type State = (NodeId, [usize; 2], [usize; 2], [usize; 2]);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, kernel, stride, padding) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+        if let Some(node) = node_x {
+            let dx = B::max_pool2d_input_grad(x, grad, kernel, stride, padding);
+            grads.register::<B>(node.id, dx);
         }
     }
 }
@@ -234,6 +259,28 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
                 prep.finish((state, min, max), B::hardtanh(x.primitive, min, max))
             }
             OpsKind::UnTracked(prep) => prep.finish(B::hardtanh(x.primitive, min, max)),
+        }
+    }
+
+    fn max_pool2d_forward(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        match MaxPoolBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = prep.checkpoint(&x);
+                let y = B::max_pool2d_forward(x.primitive, kernel, stride, padding);
+                prep.finish((state, kernel, stride, padding), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::max_pool2d_forward(x.primitive, kernel, stride, padding))
+            }
         }
     }
 

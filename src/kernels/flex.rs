@@ -80,6 +80,27 @@ fn batch_norm_sizes(x: &FlexTensor, per_channel: &[&FlexTensor]) -> Option<[usiz
     (elementwise_f32(&operands) && channels_ok).then_some([n, c, h * w])
 }
 
+/// The pooling geometry of `x` `[N, C, H, W]` when the kernels take it (every operand `f32`).
+fn pool_geometry(
+    x: &FlexTensor,
+    others: &[&FlexTensor],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Option<cpu::pool::PoolGeometry> {
+    let operands: Vec<&FlexTensor> = std::iter::once(x).chain(others.iter().copied()).collect();
+    if !elementwise_f32(&operands) {
+        return None;
+    }
+    cpu::pool::PoolGeometry::new(dims4(x)?, kernel, stride, padding)
+}
+
+/// `[N, C, oH, oW]`: the pooled shape of `x` `[N, C, H, W]`.
+fn pooled_dims(x: &FlexTensor, g: &cpu::pool::PoolGeometry) -> [usize; 4] {
+    let shape = x.layout().shape();
+    [shape[0], shape[1], g.oh, g.ow]
+}
+
 /// Whether the crate's kernels take these operands (all `f32`, not switched off).
 fn elementwise_f32(operands: &[&FlexTensor]) -> bool {
     !burn_kernels_asked() && operands.iter().all(|t| t.dtype() == DType::F32)
@@ -171,6 +192,68 @@ impl ConvBackend for Flex {
             dy.storage::<f32>(),
             min,
             max,
+            SimdLevel::current(),
+        );
+        from_vec_shaped(dx, x.layout().shape().clone())
+    }
+
+    fn max_pool2d_forward(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        let Some(g) = pool_geometry(&x, &[], kernel, stride, padding) else {
+            return <Self as ModuleOps<Self>>::max_pool2d(
+                x,
+                kernel,
+                stride,
+                padding,
+                [1, 1],
+                false,
+            );
+        };
+        let x = dense(&x);
+        let y = cpu::pool::max_pool2d(&g, x.storage::<f32>(), SimdLevel::current());
+        from_vec(y, pooled_dims(&x, &g))
+    }
+
+    fn max_pool2d_input_grad(
+        x: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        let Some(g) = pool_geometry(&x, &[&output_grad], kernel, stride, padding)
+            .filter(|g| dims4(&output_grad).is_some_and(|d| d == pooled_dims(&x, g)))
+        else {
+            let indices = <Self as ModuleOps<Self>>::max_pool2d_with_indices(
+                x.clone(),
+                kernel,
+                stride,
+                padding,
+                [1, 1],
+                false,
+            )
+            .indices;
+            return <Self as ModuleOps<Self>>::max_pool2d_with_indices_backward(
+                x,
+                kernel,
+                stride,
+                padding,
+                [1, 1],
+                false,
+                output_grad,
+                indices,
+            )
+            .x_grad;
+        };
+        let (x, dy) = (dense(&x), dense(&output_grad));
+        let dx = cpu::pool::max_pool2d_grad(
+            &g,
+            x.storage::<f32>(),
+            dy.storage::<f32>(),
             SimdLevel::current(),
         );
         from_vec_shaped(dx, x.layout().shape().clone())

@@ -2,8 +2,9 @@
 //! models runs, forward and backward, and the activation that needs a kernel of its own (SiLU).
 //!
 //! [`ConvBackend`] has three convolution operations: the forward convolution, the gradient with
-//! respect to its input and the gradient with respect to its weight; SiLU with its gradient; and
-//! a training-mode BatchNorm with its gradients.
+//! respect to its input and the gradient with respect to its weight; SiLU and Hardtanh with
+//! their gradients; a training-mode BatchNorm with its gradients; and max pooling with its
+//! gradient.
 //! Their default bodies are the backend's own (`B::conv2d`, `B::conv2d_x_backward`,
 //! `B::conv2d_weight_backward`; `x · sigmoid(x)`), which is what NdArray and CUDA use. burn-flex,
 //! the default CPU backend, overrides them with the crate's own kernels ([`cpu`]), and the [`Autodiff`](burn::backend::Autodiff) implementation records a backward step that calls
@@ -232,6 +233,42 @@ pub trait ConvBackend: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         batch_norm_train_grad_with_ops::<Self>(x, gamma, mean, var, epsilon, output_grad)
     }
+
+    /// 2-D max pooling of `x` `[N, C, H, W]` (dilation 1, output sizes rounded down, padding
+    /// never the maximum), as torch's `max_pool2d`.
+    fn max_pool2d_forward(
+        x: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        Self::max_pool2d(x, kernel, stride, padding, [1, 1], false)
+    }
+
+    /// The gradient of the loss with respect to [`max_pool2d_forward`](Self::max_pool2d_forward)'s
+    /// input `x`, given the output gradient: each window's gradient goes to its maximum.
+    fn max_pool2d_input_grad(
+        x: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        let indices =
+            Self::max_pool2d_with_indices(x.clone(), kernel, stride, padding, [1, 1], false)
+                .indices;
+        Self::max_pool2d_with_indices_backward(
+            x,
+            kernel,
+            stride,
+            padding,
+            [1, 1],
+            false,
+            output_grad,
+            indices,
+        )
+        .x_grad
+    }
 }
 
 /// A BatchNorm in training mode on `x` `[N, C, H, W]` through [`ConvBackend::batch_norm_train`]:
@@ -250,6 +287,22 @@ pub fn batch_norm_train<B: ConvBackend>(
         epsilon,
     );
     (float(y), float(mean), float(var))
+}
+
+/// 2-D max pooling of `x` `[N, C, H, W]` through [`ConvBackend::max_pool2d_forward`] (torch's
+/// `max_pool2d` with dilation 1; ResNet's pool after the stem).
+pub fn max_pool2d<B: ConvBackend>(
+    x: Tensor<B, 4>,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Tensor<B, 4> {
+    float(B::max_pool2d_forward(
+        x.into_primitive().tensor(),
+        kernel,
+        stride,
+        padding,
+    ))
 }
 
 /// `a · b`, batched over the leading dimensions, exact on every backend: where

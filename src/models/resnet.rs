@@ -1,13 +1,12 @@
 //! ResNet18 / ResNet34 (He et al., 2016) with basic residual blocks, laid out exactly like
 //! torchvision's `resnet18` / `resnet34`: `conv1`, `bn1`, `layer1..=4`, `fc`.
 
-use crate::kernels::ConvBackend;
+use crate::kernels::{ConvBackend, max_pool2d};
 use std::ops::Range;
 
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::tensor::module::max_pool2d;
 
 use super::layers::{
     BatchNorm2d, BatchNorm2dConfig, Conv2d, Conv2dConfig, ConvBnMut, ConvNormActivation, Linear,
@@ -264,7 +263,7 @@ impl<B: ConvBackend> ImageClassifier<B> for ResNet<B> {
         }
         if blocks.contains(&1) {
             x = self.bn1.forward(x).clamp_min(0.0);
-            x = max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false);
+            x = max_pool2d(x, [3, 3], [2, 2], [1, 1]);
             summary::record_named("maxpool", "MaxPool2d", &x.dims());
         }
         self.stages()

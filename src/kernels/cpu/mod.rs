@@ -1,5 +1,5 @@
-//! The crate's own CPU convolution kernels on contiguous `f32` NCHW slices: forward, input
-//! gradient and weight gradient.
+//! The crate's own CPU kernels on contiguous `f32` NCHW slices: convolutions forward, input
+//! gradient and weight gradient, and the other layers a training step spends its time in.
 //!
 //! - Dense and grouped convolutions (3×3 stride 1 and 2, the 7×7 stem, 1×1) lower each image to
 //!   one matrix product per group through a reused im2col scratch buffer ([`dense`]); a 1×1,
@@ -11,6 +11,9 @@
 //!   plane by plane as row-wise multiply-adds ([`depthwise`]), compiled three times (AVX-512,
 //!   AVX2+FMA, portable) and chosen at run time ([`SimdLevel`]).
 //!
+//! - Max pooling and its input gradient ([`pool`]), and the training BatchNorm, SiLU and
+//!   Hardtanh ([`batch_norm`], [`activation`]), compiled per [`SimdLevel`] the same way.
+//!
 //! Work is split over images (and over planes for depthwise layers); a batch smaller than the
 //! thread count lets `gemm` split each product instead, so batch 1 uses every core.
 
@@ -18,6 +21,7 @@ pub mod activation;
 pub mod batch_norm;
 pub mod dense;
 pub mod depthwise;
+pub mod pool;
 mod simd;
 
 pub use simd::SimdLevel;

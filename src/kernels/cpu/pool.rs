@@ -1,0 +1,308 @@
+//! 2-D max pooling (ResNet's 3×3, stride-2 pool after the stem) and its input gradient.
+//!
+//! burn-flex 0.21 pools through its generic 3-D routine, which also records the index of every
+//! maximum, one scalar comparison and four bounds checks per window element: 20 % of a ResNet18
+//! forward pass at batch 16 (`perf`). Here a plane is pooled one output row at a time: the
+//! element-wise maximum of the window's input rows (a vectorised pass over whole rows, the
+//! padding skipped by clipping the row range), then the maximum over each window's columns of
+//! that row. The gradient recomputes each window's maximum from the input instead of storing
+//! indices, in torch's order, so the output gradient goes where torch sends it.
+//!
+//! As in torch, a NaN in a window is its maximum; padding is never a candidate (as if it were
+//! −∞).
+
+use rayon::prelude::*;
+
+use super::SimdLevel;
+use super::simd::simd_dispatch;
+
+/// Sizes of one 2-D max pooling (dilation 1, outputs rounded down): input planes `[h, w]`,
+/// window `[kh, kw]`, strides, padding, output planes `[oh, ow]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolGeometry {
+    /// Number of planes (images × channels).
+    pub planes: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Window `[height, width]`.
+    pub kernel: [usize; 2],
+    /// Strides `[vertical, horizontal]`.
+    pub stride: [usize; 2],
+    /// Padding on each side `[vertical, horizontal]`.
+    pub padding: [usize; 2],
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+}
+
+impl PoolGeometry {
+    /// The geometry of pooling `[n, c, h, w]`, or `None` where these kernels do not apply
+    /// (an empty window or stride, padding over half the window, which torch refuses too, or
+    /// a window larger than the padded input).
+    pub fn new(
+        [n, c, h, w]: [usize; 4],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+    ) -> Option<Self> {
+        let fits = |i: usize| {
+            kernel[i] > 0
+                && stride[i] > 0
+                && padding[i] <= kernel[i] / 2
+                && [h, w][i] + 2 * padding[i] >= kernel[i]
+        };
+        if !(fits(0) && fits(1)) || n * c * h * w == 0 {
+            return None;
+        }
+        Some(Self {
+            planes: n * c,
+            h,
+            w,
+            kernel,
+            stride,
+            padding,
+            oh: (h + 2 * padding[0] - kernel[0]) / stride[0] + 1,
+            ow: (w + 2 * padding[1] - kernel[1]) / stride[1] + 1,
+        })
+    }
+
+    /// The input rows (or columns, `axis` 1) `[start, end)` of output row (column) `o`'s
+    /// window, clipped to the image: never empty, since padding is at most half the window.
+    #[inline]
+    fn window(&self, axis: usize, o: usize) -> (usize, usize) {
+        let size = [self.h, self.w][axis];
+        let first = o * self.stride[axis];
+        let start = first.saturating_sub(self.padding[axis]);
+        let end = (first + self.kernel[axis])
+            .saturating_sub(self.padding[axis])
+            .min(size);
+        (start, end)
+    }
+}
+
+/// `b` if it replaces the running maximum `a` (greater, or NaN), else `a`: torch's test.
+#[inline(always)]
+fn take_max(a: f32, b: f32) -> f32 {
+    if b > a || b.is_nan() { b } else { a }
+}
+
+#[inline(always)]
+fn max_pool_plane_body<const FMA: bool>(
+    g: &PoolGeometry,
+    x: &[f32],
+    rows_max: &mut [f32],
+    y: &mut [f32],
+) {
+    for (oh, y_row) in y.chunks_exact_mut(g.ow).enumerate() {
+        let (start, end) = g.window(0, oh);
+        rows_max.copy_from_slice(&x[start * g.w..][..g.w]);
+        for ih in start + 1..end {
+            for (m, &v) in rows_max.iter_mut().zip(&x[ih * g.w..][..g.w]) {
+                *m = take_max(*m, v);
+            }
+        }
+        for (ow, out) in y_row.iter_mut().enumerate() {
+            let (start, end) = g.window(1, ow);
+            *out = rows_max[start + 1..end]
+                .iter()
+                .fold(rows_max[start], |m, &v| take_max(m, v));
+        }
+    }
+}
+
+simd_dispatch! {
+    /// Pools one plane `x` `[h, w]` into `y` `[oh, ow]`, with `rows_max` (`w` long) as scratch.
+    fn max_pool_plane => max_pool_plane_body(g: &PoolGeometry, x: &[f32], rows_max: &mut [f32], y: &mut [f32])
+}
+
+/// Max pooling of `x` (`g.planes` planes `[h, w]`, contiguous) into `[planes, oh, ow]`, the
+/// planes split over the threads.
+pub fn max_pool2d(g: &PoolGeometry, x: &[f32], level: SimdLevel) -> Vec<f32> {
+    let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
+    assert_eq!(x.len(), g.planes * plane_in, "max_pool2d: input length");
+    let mut y = vec![0.0f32; g.planes * plane_out];
+    y.par_chunks_mut(plane_out)
+        .zip(x.par_chunks(plane_in))
+        .for_each_init(
+            || vec![0.0f32; g.w],
+            |rows_max, (y, x)| max_pool_plane(level, g, x, rows_max, y),
+        );
+    y
+}
+
+/// The gradient of [`max_pool2d`] with respect to `x`, given the output gradient `dy`
+/// `[planes, oh, ow]`: each output's gradient is added at its window's maximum, the first
+/// greater-or-NaN element in row-major order starting from −∞, the window's first element when
+/// none is (torch's `max_pool2d` CPU kernel, so ties and NaNs route as there).
+pub fn max_pool2d_grad(g: &PoolGeometry, x: &[f32], dy: &[f32], level: SimdLevel) -> Vec<f32> {
+    let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
+    assert!(
+        x.len() == g.planes * plane_in && dy.len() == g.planes * plane_out,
+        "max_pool2d_grad: operand lengths"
+    );
+    let mut dx = vec![0.0f32; g.planes * plane_in];
+    dx.par_chunks_mut(plane_in)
+        .zip(x.par_chunks(plane_in).zip(dy.par_chunks(plane_out)))
+        .for_each_init(
+            || (vec![0.0f32; g.ow], vec![0usize; g.ow]),
+            |(max, at), (dx, (x, dy))| max_pool_grad_plane(level, g, x, dy, max, at, dx),
+        );
+    dx
+}
+
+#[inline(always)]
+fn max_pool_grad_plane_body<const FMA: bool>(
+    g: &PoolGeometry,
+    x: &[f32],
+    dy: &[f32],
+    max: &mut [f32],
+    at: &mut [usize],
+    dx: &mut [f32],
+) {
+    // Written before anything reads it: `dx` comes from fresh zeroed pages, which the kernel maps
+    // to its shared zero page on a first read, so that the first `+=` would then fault again to
+    // copy it, flushing every core's TLB (this function took twice as long on a 2-core VM).
+    dx.fill(0.0);
+    let [sw, pw] = [g.stride[1], g.padding[1]];
+    for (oh, dy_row) in dy.chunks_exact(g.ow).enumerate() {
+        let (row_start, row_end) = g.window(0, oh);
+        // Each window's running maximum and where it is, starting from −∞ at the window's first
+        // element; the window's elements are then visited in torch's (row, column) order, one
+        // pass over the whole output row per element, so that the loop runs across windows.
+        max.fill(f32::NEG_INFINITY);
+        for (ow, at) in at.iter_mut().enumerate() {
+            *at = row_start * g.w + g.window(1, ow).0;
+        }
+        for ih in row_start..row_end {
+            let row = &x[ih * g.w..][..g.w];
+            for kj in 0..g.kernel[1] {
+                // The outputs whose window holds column `ow · sw + kj − pw` inside the image.
+                let first = pw.saturating_sub(kj).div_ceil(sw);
+                let last = ((g.w + pw - kj).div_ceil(sw)).min(g.ow);
+                for ow in first..last {
+                    let iw = ow * sw + kj - pw;
+                    let v = row[iw];
+                    let wins = v > max[ow] || v.is_nan();
+                    max[ow] = if wins { v } else { max[ow] };
+                    at[ow] = if wins { ih * g.w + iw } else { at[ow] };
+                }
+            }
+        }
+        for (&at, &grad) in at.iter().zip(dy_row) {
+            dx[at] += grad;
+        }
+    }
+}
+
+simd_dispatch! {
+    /// The input gradient of one plane (`x`, `dx` `[h, w]`, `dy` `[oh, ow]`), with `max` and
+    /// `at` (`ow` long) as scratch.
+    fn max_pool_grad_plane => max_pool_grad_plane_body(g: &PoolGeometry, x: &[f32], dy: &[f32], max: &mut [f32], at: &mut [usize], dx: &mut [f32])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Max pooling by its definition, one window element at a time, with torch's argmax.
+    fn reference(g: &PoolGeometry, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let mut y = vec![0.0; g.planes * g.oh * g.ow];
+        let mut dx = vec![0.0; x.len()];
+        for p in 0..g.planes {
+            for oh in 0..g.oh {
+                for ow in 0..g.ow {
+                    let (mut max, mut at) = (f32::NEG_INFINITY, None);
+                    for ki in 0..g.kernel[0] {
+                        for kj in 0..g.kernel[1] {
+                            let ih = (oh * g.stride[0] + ki) as isize - g.padding[0] as isize;
+                            let iw = (ow * g.stride[1] + kj) as isize - g.padding[1] as isize;
+                            if ih < 0 || iw < 0 || ih >= g.h as isize || iw >= g.w as isize {
+                                continue;
+                            }
+                            let i = p * g.h * g.w + ih as usize * g.w + iw as usize;
+                            at.get_or_insert(i);
+                            if x[i] > max || x[i].is_nan() {
+                                (max, at) = (x[i], Some(i));
+                            }
+                        }
+                    }
+                    let o = (p * g.oh + oh) * g.ow + ow;
+                    y[o] = max;
+                    dx[at.expect("a window holds an element")] += dy[o];
+                }
+            }
+        }
+        (y, dx)
+    }
+
+    #[test]
+    fn max_pooling_and_its_gradient_equal_the_definition_at_every_level() {
+        let shapes = [
+            // ResNet's pool, an odd-sized map, windows with and without padding.
+            ([2, 3, 112, 112], [3, 3], [2, 2], [1, 1]),
+            ([1, 2, 9, 7], [3, 3], [2, 2], [1, 1]),
+            ([1, 1, 6, 5], [2, 2], [2, 2], [0, 0]),
+            ([2, 2, 8, 8], [3, 2], [1, 2], [1, 0]),
+            ([1, 1, 1, 1], [1, 1], [1, 1], [0, 0]),
+        ];
+        for (dims, kernel, stride, padding) in shapes {
+            let g = PoolGeometry::new(dims, kernel, stride, padding).expect("geometry");
+            // Coarse values, so that windows tie (zeros after a ReLU, say).
+            let x: Vec<f32> = (0..g.planes * g.h * g.w)
+                .map(|i| ((i * 7919) % 13) as f32 - 6.0)
+                .map(|v| v.max(0.0))
+                .collect();
+            let dy: Vec<f32> = (0..g.planes * g.oh * g.ow)
+                .map(|i| (i % 5) as f32 + 0.5)
+                .collect();
+            let (y_ref, dx_ref) = reference(&g, &x, &dy);
+            for level in SimdLevel::supported() {
+                assert_eq!(max_pool2d(&g, &x, level), y_ref, "{dims:?} {level:?}");
+            }
+            for level in SimdLevel::supported() {
+                assert_eq!(
+                    max_pool2d_grad(&g, &x, &dy, level),
+                    dx_ref,
+                    "{dims:?} {level:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_nan_is_the_maximum_of_its_windows_and_takes_their_gradient() {
+        let g = PoolGeometry::new([1, 1, 4, 4], [3, 3], [2, 2], [1, 1]).expect("geometry");
+        let mut x: Vec<f32> = (0..16).map(|i| i as f32).collect();
+        x[5] = f32::NAN;
+        x[0] = f32::NEG_INFINITY;
+        let dy = [1.0, 2.0, 4.0, 8.0];
+        let (y_ref, dx_ref) = reference(&g, &x, &dy);
+        for level in SimdLevel::supported() {
+            let y = max_pool2d(&g, &x, level);
+            for (a, b) in y.iter().zip(&y_ref) {
+                assert!(
+                    a == b || (a.is_nan() && b.is_nan()),
+                    "{level:?}: {y:?} vs {y_ref:?}"
+                );
+            }
+        }
+        for level in SimdLevel::supported() {
+            assert_eq!(max_pool2d_grad(&g, &x, &dy, level), dx_ref, "{level:?}");
+        }
+        assert_eq!(
+            dx_ref[5],
+            1.0 + 2.0 + 4.0 + 8.0,
+            "every window holds the NaN"
+        );
+    }
+
+    #[test]
+    fn padding_beyond_half_the_window_is_left_to_burn() {
+        assert!(PoolGeometry::new([1, 1, 8, 8], [3, 3], [2, 2], [2, 2]).is_none());
+        assert!(PoolGeometry::new([1, 1, 8, 8], [3, 3], [0, 2], [1, 1]).is_none());
+        assert!(PoolGeometry::new([1, 1, 2, 2], [5, 5], [1, 1], [2, 2]).is_some());
+    }
+}
