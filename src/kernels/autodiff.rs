@@ -177,6 +177,7 @@ impl<B: ConvBackend> Backward<B, 3> for Conv2dBiasBackward {
 
 impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
     const MATMUL_NEEDS_PADDING: bool = B::MATMUL_NEEDS_PADDING;
+    const POINTWISE_AS_MATMUL_IN_TRAINING: bool = B::POINTWISE_AS_MATMUL_IN_TRAINING;
 
     fn max_buffer_bytes(device: &Self::Device) -> Option<u64> {
         B::max_buffer_bytes(device)

@@ -107,6 +107,8 @@ fn elementwise_f32(operands: &[&FlexTensor]) -> bool {
 }
 
 impl ConvBackend for Flex {
+    const POINTWISE_AS_MATMUL_IN_TRAINING: bool = false;
+
     fn conv2d_forward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

@@ -107,9 +107,11 @@ impl<B: ConvBackend> Conv2d<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [n, _, h, w] = x.dims();
         let k = self.kernel_size();
-        // Where gradients are recorded, and where the backend's own 1×1 path is a matrix product
-        // that must be padded (wgpu); otherwise, for inference, the backend's path is faster.
-        let as_matmul = B::ad_enabled(&x.device()) || B::MATMUL_NEEDS_PADDING;
+        // Where gradients are recorded on a backend whose convolution backward is generic, and
+        // where the backend's own 1×1 path is a matrix product that must be padded (wgpu);
+        // otherwise the backend's convolution is faster.
+        let as_matmul = (B::POINTWISE_AS_MATMUL_IN_TRAINING && B::ad_enabled(&x.device()))
+            || B::MATMUL_NEEDS_PADDING;
         let y = if k == 1 && self.stride == 1 && self.groups == 1 && as_matmul {
             self.forward_pointwise(x.reshape([n, self.in_channels(), h * w]))
                 .reshape([n, self.out_channels(), h, w])
