@@ -35,25 +35,28 @@ impl<B: ConvBackend> Backward<B, 1> for SiluBackward {
     }
 }
 
-/// The backward step of Hardtanh: parent `[x]`, state the checkpointed `x` and the bounds.
+/// The backward step of Hardtanh: parent `[x]`, state the output `y` and the bounds. The
+/// gradient's mask reads `y` rather than `x` (`min < y < max` exactly where `min < x < max`,
+/// NaN included, which clamps to `min`): `y` is the next layer's input and kept anyway, where
+/// keeping `x` held one more activation per layer (MobileNetV2's full step at batch 32 peaked
+/// at 2,474 MiB that way, 2,114 MiB before the kernel).
 #[derive(Debug)]
 struct HardtanhBackward;
 
 impl<B: ConvBackend> Backward<B, 1> for HardtanhBackward {
-    type State = (NodeId, f32, f32);
+    type State = (FloatTensor<B>, f32, f32);
 
     fn backward(
         self,
         ops: Ops<Self::State, 1>,
         grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
+        _checkpointer: &mut Checkpointer,
     ) {
         let [node_x] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (x_state, min, max) = ops.state;
-        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+        let (y, min, max) = ops.state;
         if let Some(node) = node_x {
-            grads.register::<B>(node.id, B::hardtanh_grad(x, grad, min, max));
+            grads.register::<B>(node.id, B::hardtanh_grad(y, grad, min, max));
         }
     }
 }
@@ -255,9 +258,9 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(mut prep) => {
-                let state = prep.checkpoint(&x);
-                prep.finish((state, min, max), B::hardtanh(x.primitive, min, max))
+            OpsKind::Tracked(prep) => {
+                let y = B::hardtanh(x.primitive, min, max);
+                prep.finish((y.clone(), min, max), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::hardtanh(x.primitive, min, max)),
         }

@@ -208,7 +208,9 @@ pub trait ConvBackend: Backend {
     }
 
     /// The gradient of the loss with respect to Hardtanh's input `x`, given the output gradient:
-    /// the output gradient where `min < x < max`, else 0 (torch's `hardtanh_backward`).
+    /// the output gradient where `min < x < max`, else 0 (torch's `hardtanh_backward`). `x` may
+    /// be the output `hardtanh(x, min, max)` instead (the autodiff step passes it): it lies
+    /// strictly inside the bounds exactly where the input does.
     fn hardtanh_grad(
         x: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
