@@ -13,7 +13,7 @@ use burn_flex::{FlexTensor, Layout};
 use super::cpu::{self, ConvGeometry, SimdLevel};
 use super::{
     ConvBackend, batch_norm_train_grad_with_ops, batch_norm_train_with_ops, hardtanh_grad_with_ops,
-    silu_grad_with_ops, silu_with_ops,
+    max_pool2d_input_grad_with_ops, silu_grad_with_ops, silu_with_ops,
 };
 
 /// The tensor's dims as `[usize; 4]`, if it has four.
@@ -230,26 +230,7 @@ impl ConvBackend for Flex {
         let Some(g) = pool_geometry(&x, &[&output_grad], kernel, stride, padding)
             .filter(|g| dims4(&output_grad).is_some_and(|d| d == pooled_dims(&x, g)))
         else {
-            let indices = <Self as ModuleOps<Self>>::max_pool2d_with_indices(
-                x.clone(),
-                kernel,
-                stride,
-                padding,
-                [1, 1],
-                false,
-            )
-            .indices;
-            return <Self as ModuleOps<Self>>::max_pool2d_with_indices_backward(
-                x,
-                kernel,
-                stride,
-                padding,
-                [1, 1],
-                false,
-                output_grad,
-                indices,
-            )
-            .x_grad;
+            return max_pool2d_input_grad_with_ops::<Self>(x, output_grad, kernel, stride, padding);
         };
         let (x, dy) = (dense(&x), dense(&output_grad));
         let dx = cpu::pool::max_pool2d_grad(

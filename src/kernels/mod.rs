@@ -131,6 +131,30 @@ fn batch_norm_train_grad_with_ops<B: Backend>(
     )
 }
 
+/// [`ConvBackend::max_pool2d_input_grad`] with the backend's own operations: its indexed max
+/// pooling, then the backward pass of that.
+fn max_pool2d_input_grad_with_ops<B: Backend>(
+    x: FloatTensor<B>,
+    output_grad: FloatTensor<B>,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> FloatTensor<B> {
+    let indices =
+        B::max_pool2d_with_indices(x.clone(), kernel, stride, padding, [1, 1], false).indices;
+    B::max_pool2d_with_indices_backward(
+        x,
+        kernel,
+        stride,
+        padding,
+        [1, 1],
+        false,
+        output_grad,
+        indices,
+    )
+    .x_grad
+}
+
 /// A backend whose 2-D convolutions the native models call: forward, input gradient and weight
 /// gradient; and SiLU with its gradient. Every method has the backend's own implementation as
 /// its default.
@@ -265,20 +289,7 @@ pub trait ConvBackend: Backend {
         stride: [usize; 2],
         padding: [usize; 2],
     ) -> FloatTensor<Self> {
-        let indices =
-            Self::max_pool2d_with_indices(x.clone(), kernel, stride, padding, [1, 1], false)
-                .indices;
-        Self::max_pool2d_with_indices_backward(
-            x,
-            kernel,
-            stride,
-            padding,
-            [1, 1],
-            false,
-            output_grad,
-            indices,
-        )
-        .x_grad
+        max_pool2d_input_grad_with_ops::<Self>(x, output_grad, kernel, stride, padding)
     }
 }
 
