@@ -11,7 +11,7 @@ use burn::module::Param;
 use burn::tensor::{Distribution, Tensor};
 use transfer_vision::backend::Cpu;
 use transfer_vision::kernels::{batch_norm_train, max_pool2d};
-use transfer_vision::models::layers::{BatchNorm2dConfig, relu6};
+use transfer_vision::models::layers::{BatchNorm2dConfig, relu6, silu};
 
 type A = Autodiff<Cpu>;
 
@@ -165,6 +165,45 @@ fn relu6_equals_burns_clamp_in_values_and_gradients() {
         values(Tensor::<A, 4>::from_inner(relu6(x.clone().inner()))),
         ours.0
     );
+}
+
+/// ReLU6 and SiLU write over their input when nothing else holds it (a layer's fresh output at
+/// inference); an input still held elsewhere must come out unchanged, with or without autodiff.
+#[test]
+fn activations_change_no_input_that_is_still_held() {
+    let device = Default::default();
+    let data = [-7.0f32, -0.5, 0.0, 2.5, 6.0, 9.0];
+    let relu6_of = [0.0f32, 0.0, 0.0, 2.5, 6.0, 6.0];
+    let silu_of: Vec<f32> = data.iter().map(|&x| x / (1.0 + (-x).exp())).collect();
+    let held = Tensor::<Cpu, 1>::from_floats(data, &device);
+    close(
+        "relu6 of a held input",
+        &values_of(relu6(held.clone())),
+        &relu6_of,
+        0.0,
+    );
+    close(
+        "silu of a held input",
+        &values_of(silu(held.clone())),
+        &silu_of,
+        1e-6,
+    );
+    close("the held input", &values_of(held), &data, 0.0);
+    let fresh = || Tensor::<Cpu, 1>::from_floats(data, &device);
+    close("relu6 in place", &values_of(relu6(fresh())), &relu6_of, 0.0);
+    close("silu in place", &values_of(silu(fresh())), &silu_of, 1e-6);
+    // Under autodiff the input is recorded for the backward step.
+    let tracked = Tensor::<A, 1>::from_floats(data, &device).require_grad();
+    let y = relu6(tracked.clone());
+    close("relu6 under autodiff", &values(y.clone()), &relu6_of, 0.0);
+    close("its recorded input", &values(tracked.clone()), &data, 0.0);
+    let grads = y.sum().backward();
+    let dx = tracked.grad(&grads).map(values_of).unwrap_or_default();
+    close("its gradient", &dx, &[0.0, 0.0, 0.0, 1.0, 0.0, 0.0], 0.0);
+}
+
+fn values_of<const D: usize>(t: Tensor<Cpu, D>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().unwrap_or_default()
 }
 
 #[test]

@@ -101,6 +101,16 @@ fn pooled_dims(x: &FlexTensor, g: &cpu::pool::PoolGeometry) -> [usize; 4] {
     [shape[0], shape[1], g.oh, g.ow]
 }
 
+/// The elements of a contiguous `f32` tensor that owns its storage alone (a layer's fresh
+/// output), to overwrite in place: no other tensor shares them, so none sees the change.
+fn owned_elements(t: &mut FlexTensor) -> Option<&mut [f32]> {
+    let (start, end) = t.layout().contiguous_offsets()?;
+    if t.dtype() != DType::F32 {
+        return None;
+    }
+    t.try_storage_mut::<f32>()?.get_mut(start..end)
+}
+
 /// Whether the crate's kernels take these operands (all `f32`, not switched off).
 fn elementwise_f32(operands: &[&FlexTensor]) -> bool {
     !burn_kernels_asked() && operands.iter().all(|t| t.dtype() == DType::F32)
@@ -168,9 +178,13 @@ impl ConvBackend for Flex {
         from_vec(dw, [g.c_out, g.c_in / g.groups, g.kh, g.kw])
     }
 
-    fn hardtanh(x: FloatTensor<Self>, min: f32, max: f32) -> FloatTensor<Self> {
+    fn hardtanh(mut x: FloatTensor<Self>, min: f32, max: f32) -> FloatTensor<Self> {
         if !elementwise_f32(&[&x]) {
             return <Self as FloatTensorOps<Self>>::float_clamp(x, min.into(), max.into());
+        }
+        if let Some(values) = owned_elements(&mut x) {
+            cpu::activation::hardtanh_in_place(values, min, max, SimdLevel::current());
+            return x;
         }
         let x = dense(&x);
         let y = cpu::activation::hardtanh(x.storage::<f32>(), min, max, SimdLevel::current());
@@ -309,9 +323,13 @@ impl ConvBackend for Flex {
         )
     }
 
-    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn silu(mut x: FloatTensor<Self>) -> FloatTensor<Self> {
         if !elementwise_f32(&[&x]) {
             return silu_with_ops::<Self>(x);
+        }
+        if let Some(values) = owned_elements(&mut x) {
+            cpu::activation::silu_in_place(values, SimdLevel::current());
+            return x;
         }
         let x = dense(&x);
         let y = cpu::activation::silu(x.storage::<f32>(), SimdLevel::current());

@@ -60,6 +60,13 @@ fn silu_body<const FMA: bool>(x: &[f32], y: &mut [f32]) {
 }
 
 #[inline(always)]
+fn silu_in_place_body<const FMA: bool>(x: &mut [f32]) {
+    for x in x.iter_mut() {
+        *x *= sigmoid::<FMA>(*x);
+    }
+}
+
+#[inline(always)]
 fn silu_grad_body<const FMA: bool>(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
         let s = sigmoid::<FMA>(x);
@@ -76,6 +83,13 @@ fn hardtanh_body<const FMA: bool>(x: &[f32], min: f32, max: f32, y: &mut [f32]) 
 }
 
 #[inline(always)]
+fn hardtanh_in_place_body<const FMA: bool>(x: &mut [f32], min: f32, max: f32) {
+    for x in x.iter_mut() {
+        *x = x.max(min).min(max);
+    }
+}
+
+#[inline(always)]
 fn hardtanh_grad_body<const FMA: bool>(x: &[f32], dy: &[f32], min: f32, max: f32, dx: &mut [f32]) {
     for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
         *dx = if x > min && x < max { dy } else { 0.0 };
@@ -85,6 +99,11 @@ fn hardtanh_grad_body<const FMA: bool>(x: &[f32], dy: &[f32], min: f32, max: f32
 simd_dispatch! {
     /// `y = clamp(x, min, max)` over one chunk.
     fn hardtanh_chunk => hardtanh_body(x: &[f32], min: f32, max: f32, y: &mut [f32])
+}
+
+simd_dispatch! {
+    /// `x = clamp(x, min, max)` over one chunk.
+    fn hardtanh_in_place_chunk => hardtanh_in_place_body(x: &mut [f32], min: f32, max: f32)
 }
 
 simd_dispatch! {
@@ -100,6 +119,13 @@ pub fn hardtanh(x: &[f32], min: f32, max: f32, level: SimdLevel) -> Vec<f32> {
         .zip(x.par_chunks(CHUNK))
         .for_each(|(y, x)| hardtanh_chunk(level, x, min, max, y));
     y
+}
+
+/// [`hardtanh`] written over `x` itself: for an activation nothing else holds (a convolution's
+/// fresh output at inference), which saves a buffer and a pass of writes to it.
+pub fn hardtanh_in_place(x: &mut [f32], min: f32, max: f32, level: SimdLevel) {
+    x.par_chunks_mut(CHUNK)
+        .for_each(|x| hardtanh_in_place_chunk(level, x, min, max));
 }
 
 /// The gradient of Hardtanh at `x` given the output gradient `dy` (same length): `dy` where
@@ -118,6 +144,11 @@ simd_dispatch! {
 }
 
 simd_dispatch! {
+    /// `x = x · σ(x)` over one chunk.
+    fn silu_in_place_chunk => silu_in_place_body(x: &mut [f32])
+}
+
+simd_dispatch! {
     /// `dx = dy · SiLU'(x)` over one chunk.
     fn silu_grad_chunk => silu_grad_body(x: &[f32], dy: &[f32], dx: &mut [f32])
 }
@@ -129,6 +160,12 @@ pub fn silu(x: &[f32], level: SimdLevel) -> Vec<f32> {
         .zip(x.par_chunks(CHUNK))
         .for_each(|(y, x)| silu_chunk(level, x, y));
     y
+}
+
+/// [`silu`] written over `x` itself (see [`hardtanh_in_place`]).
+pub fn silu_in_place(x: &mut [f32], level: SimdLevel) {
+    x.par_chunks_mut(CHUNK)
+        .for_each(|x| silu_in_place_chunk(level, x));
 }
 
 /// The gradient of SiLU at `x` times the output gradient `dy` (same length), at `level`.
@@ -149,6 +186,9 @@ mod tests {
         let xs: Vec<f32> = (-8700..=8800).map(|i| i as f32 * 0.01).collect();
         for level in SimdLevel::supported() {
             let y = silu(&xs, level);
+            let mut in_place = xs.clone();
+            silu_in_place(&mut in_place, level);
+            assert_eq!(in_place, y, "{level:?}: in place");
             for (&x, &y) in xs.iter().zip(&y) {
                 let reference = f64::from(x) / (1.0 + (-f64::from(x)).exp());
                 let err = (f64::from(y) - reference).abs();
@@ -167,6 +207,9 @@ mod tests {
         for level in SimdLevel::supported() {
             let y = hardtanh(&xs, 0.0, 6.0, level);
             let dx = hardtanh_grad(&xs, &dy, 0.0, 6.0, level);
+            let mut in_place = xs.clone();
+            hardtanh_in_place(&mut in_place, 0.0, 6.0, level);
+            assert_eq!(in_place, y, "{level:?}: in place");
             for (i, &x) in xs.iter().enumerate() {
                 assert_eq!(y[i], x.clamp(0.0, 6.0), "{level:?}: ReLU6({x})");
                 let inside = x > 0.0 && x < 6.0;
