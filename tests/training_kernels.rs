@@ -8,6 +8,7 @@
 
 use burn::backend::Autodiff;
 use burn::module::Param;
+use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use transfer_vision::backend::Cpu;
 use transfer_vision::kernels::{batch_norm_train, max_pool2d};
@@ -38,7 +39,7 @@ fn definition(
     (y, mean, var)
 }
 
-fn values<const D: usize>(t: Tensor<A, D>) -> Vec<f32> {
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec::<f32>().expect("f32")
 }
 
@@ -75,8 +76,8 @@ fn training_batch_norm_equals_burns_autodiff_of_its_definition() {
                 definition(x.clone(), gamma.clone(), beta.clone(), 1e-5)
             };
             let grads = (y.clone() * r.clone()).sum().backward();
-            let grad = |t: &Tensor<A, 1>| values(Tensor::from_inner(t.grad(&grads).expect("grad")));
-            let dx = values(Tensor::<A, 4>::from_inner(x.grad(&grads).expect("x grad")));
+            let grad = |t: &Tensor<A, 1>| values(t.grad(&grads).expect("grad"));
+            let dx = values(x.grad(&grads).expect("x grad"));
             (
                 [values(y), dx],
                 [
@@ -161,10 +162,7 @@ fn relu6_equals_burns_clamp_in_values_and_gradients() {
     assert_eq!(ours.0, reference.0, "values");
     assert_eq!(ours.1, reference.1, "gradients");
     // Inference (no autodiff) gives the same values.
-    assert_eq!(
-        values(Tensor::<A, 4>::from_inner(relu6(x.clone().inner()))),
-        ours.0
-    );
+    assert_eq!(values(relu6(x.clone().inner())), ours.0);
 }
 
 /// ReLU6 and SiLU write over their input when nothing else holds it (a layer's fresh output at
@@ -178,32 +176,28 @@ fn activations_change_no_input_that_is_still_held() {
     let held = Tensor::<Cpu, 1>::from_floats(data, &device);
     close(
         "relu6 of a held input",
-        &values_of(relu6(held.clone())),
+        &values(relu6(held.clone())),
         &relu6_of,
         0.0,
     );
     close(
         "silu of a held input",
-        &values_of(silu(held.clone())),
+        &values(silu(held.clone())),
         &silu_of,
         1e-6,
     );
-    close("the held input", &values_of(held), &data, 0.0);
+    close("the held input", &values(held), &data, 0.0);
     let fresh = || Tensor::<Cpu, 1>::from_floats(data, &device);
-    close("relu6 in place", &values_of(relu6(fresh())), &relu6_of, 0.0);
-    close("silu in place", &values_of(silu(fresh())), &silu_of, 1e-6);
+    close("relu6 in place", &values(relu6(fresh())), &relu6_of, 0.0);
+    close("silu in place", &values(silu(fresh())), &silu_of, 1e-6);
     // Under autodiff the input is recorded for the backward step.
     let tracked = Tensor::<A, 1>::from_floats(data, &device).require_grad();
     let y = relu6(tracked.clone());
     close("relu6 under autodiff", &values(y.clone()), &relu6_of, 0.0);
     close("its recorded input", &values(tracked.clone()), &data, 0.0);
     let grads = y.sum().backward();
-    let dx = tracked.grad(&grads).map(values_of).unwrap_or_default();
+    let dx = tracked.grad(&grads).map(values).unwrap_or_default();
     close("its gradient", &dx, &[0.0, 0.0, 0.0, 1.0, 0.0, 0.0], 0.0);
-}
-
-fn values_of<const D: usize>(t: Tensor<Cpu, D>) -> Vec<f32> {
-    t.into_data().to_vec::<f32>().unwrap_or_default()
 }
 
 #[test]
@@ -234,7 +228,7 @@ fn max_pooling_equals_burns_in_values_and_gradients() {
         assert_eq!(ours.1, reference.1, "{dims:?}: gradients");
         let inference = max_pool2d(x.clone().inner(), kernel, stride, padding);
         assert_eq!(
-            values(Tensor::<A, 4>::from_inner(inference)),
+            values(inference),
             values(burn::tensor::module::max_pool2d(
                 x.clone(),
                 kernel,
