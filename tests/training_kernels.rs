@@ -2,7 +2,8 @@
 //! autodiff of their definitions written in tensor operations: the training BatchNorm
 //! (`ConvBackend::batch_norm_train`: outputs, batch statistics, gradients of the input, scale
 //! and shift; a layer's running statistics), ReLU6 (`ConvBackend::hardtanh`: values and
-//! input gradient) and max pooling (`ConvBackend::max_pool2d_forward`: values and input
+//! input gradient), Hardswish (`ConvBackend::hardswish`), the squeeze-and-excitation gate
+//! (`ConvBackend::channel_scale`: values, input and gate gradients) and max pooling (`ConvBackend::max_pool2d_forward`: values and input
 //! gradient, against burn's `max_pool2d`). On burn-flex they are the crate's kernels; on other backends (`--features
 //! ndarray`) the default bodies, with the same backward steps.
 
@@ -11,8 +12,8 @@ use burn::module::Param;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use transfer_vision::backend::Cpu;
-use transfer_vision::kernels::{batch_norm_train, max_pool2d};
-use transfer_vision::models::layers::{BatchNorm2dConfig, relu6, silu};
+use transfer_vision::kernels::{batch_norm_train, channel_scale, max_pool2d};
+use transfer_vision::models::layers::{BatchNorm2dConfig, hardswish, relu6, silu};
 
 type A = Autodiff<Cpu>;
 
@@ -90,14 +91,26 @@ fn training_batch_norm_equals_burns_autodiff_of_its_definition() {
         };
         let (ours, reference) = (run(true), run(false));
         let shape = format!("{:?}", [n, c, h, w]);
-        close(&format!("{shape} y"), &ours.0[0], &reference.0[0], 1e-5);
+        // Both sides compute the statistics in f32, in different orders; with 8 values of mean
+        // 3 and spread 2 per channel ([8, 32, 1, 1]) the normalisation magnifies the mean's
+        // rounding, and the backend's own operations (`--features ndarray`) came out 1.5e-5 off.
+        close(&format!("{shape} y"), &ours.0[0], &reference.0[0], 1e-4);
         close(&format!("{shape} dx"), &ours.0[1], &reference.0[1], 1e-4);
-        for (i, what) in ["mean", "var", "dgamma", "dbeta"].iter().enumerate() {
+        // dγ sums x̂ · dy, so it inherits x̂'s rounding (above).
+        for (i, (what, tolerance)) in [
+            ("mean", 1e-5),
+            ("var", 1e-5),
+            ("dgamma", 1e-4),
+            ("dbeta", 1e-5),
+        ]
+        .into_iter()
+        .enumerate()
+        {
             close(
                 &format!("{shape} {what}"),
                 &ours.1[i],
                 &reference.1[i],
-                1e-5,
+                tolerance,
             );
         }
     }
@@ -165,7 +178,66 @@ fn relu6_equals_burns_clamp_in_values_and_gradients() {
     assert_eq!(values(relu6(x.clone().inner())), ours.0);
 }
 
-/// ReLU6 and SiLU write over their input when nothing else holds it (a layer's fresh output at
+#[test]
+fn hardswish_equals_burns_autodiff_of_torchs_formula() {
+    let device = Default::default();
+    // Odd sizes; values spread over both kinks (−3 and 3).
+    let x = Tensor::<A, 4>::random([3, 17, 19, 23], Distribution::Normal(0.0, 3.0), &device);
+    let r = Tensor::<A, 4>::random(x.dims(), Distribution::Normal(0.0, 1.0), &device);
+    let run = |ours: bool| {
+        let x = x.clone().require_grad();
+        let y = if ours {
+            hardswish(x.clone())
+        } else {
+            // torch.nn.Hardswish: x * min(max(x + 3, 0), 6) / 6
+            (x.clone() * x.clone().add_scalar(3.0).clamp(0.0, 6.0)).div_scalar(6.0)
+        };
+        let grads = (y.clone() * r.clone()).sum().backward();
+        let dx = Tensor::<A, 4>::from_inner(x.grad(&grads).expect("x grad"));
+        (values(y), values(dx))
+    };
+    let (ours, reference) = (run(true), run(false));
+    assert_eq!(ours.0, reference.0, "values");
+    close("gradients", &ours.1, &reference.1, 1e-6);
+    assert_eq!(values(hardswish(x.clone().inner())), ours.0, "inference");
+}
+
+#[test]
+fn channel_scale_equals_burns_broadcast_product_in_values_and_gradients() {
+    let device = Default::default();
+    // A 7 × 7 map (MobileNetV3's last blocks), an odd one, one image.
+    for dims in [[4, 40, 7, 7], [1, 13, 9, 11], [2, 3, 1, 1]] {
+        let [n, c, h, w] = dims;
+        let x = Tensor::<A, 4>::random(dims, Distribution::Normal(0.0, 1.0), &device);
+        let gate = Tensor::<A, 2>::random([n, c], Distribution::Uniform(0.0, 1.0), &device);
+        let r = Tensor::<A, 4>::random(dims, Distribution::Normal(0.0, 1.0), &device);
+        let run = |ours: bool| {
+            let (x, gate) = (x.clone().require_grad(), gate.clone().require_grad());
+            let y = if ours {
+                channel_scale(x.clone(), gate.clone())
+            } else {
+                (x.clone().reshape([n, c, h * w]) * gate.clone().reshape([n, c, 1])).reshape(dims)
+            };
+            let grads = (y.clone() * r.clone()).sum().backward();
+            let dx = Tensor::<A, 4>::from_inner(x.grad(&grads).expect("x grad"));
+            let dgate = Tensor::<A, 2>::from_inner(gate.grad(&grads).expect("gate grad"));
+            (values(y), values(dx), values(dgate))
+        };
+        let (ours, reference) = (run(true), run(false));
+        assert_eq!(ours.0, reference.0, "{dims:?}: values");
+        assert_eq!(ours.1, reference.1, "{dims:?}: input gradient");
+        close(
+            &format!("{dims:?}: gate gradient"),
+            &ours.2,
+            &reference.2,
+            1e-5,
+        );
+        let inference = channel_scale(x.clone().inner(), gate.clone().inner());
+        assert_eq!(values(inference), ours.0, "{dims:?}: inference");
+    }
+}
+
+/// ReLU6, SiLU, Hardswish and the channel scale write over their input when nothing else holds it (a layer's fresh output at
 /// inference); an input still held elsewhere must come out unchanged, with or without autodiff.
 #[test]
 fn activations_change_no_input_that_is_still_held() {
@@ -186,10 +258,45 @@ fn activations_change_no_input_that_is_still_held() {
         &silu_of,
         1e-6,
     );
+    let hardswish_of: Vec<f32> = data
+        .iter()
+        .map(|&x| x * (x + 3.0).clamp(0.0, 6.0) / 6.0)
+        .collect();
+    close(
+        "hardswish of a held input",
+        &values(hardswish(held.clone())),
+        &hardswish_of,
+        0.0,
+    );
+    let planes = |t: Tensor<Cpu, 1>| t.reshape([1, 2, 3, 1]);
+    let gate = Tensor::<Cpu, 2>::from_floats([[0.5, 2.0]], &device);
+    let scaled: Vec<f32> = data
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| x * if i < 3 { 0.5 } else { 2.0 })
+        .collect();
+    close(
+        "channel scale of a held input",
+        &values(channel_scale(planes(held.clone()), gate.clone())),
+        &scaled,
+        0.0,
+    );
     close("the held input", &values(held), &data, 0.0);
     let fresh = || Tensor::<Cpu, 1>::from_floats(data, &device);
     close("relu6 in place", &values(relu6(fresh())), &relu6_of, 0.0);
     close("silu in place", &values(silu(fresh())), &silu_of, 1e-6);
+    close(
+        "hardswish in place",
+        &values(hardswish(fresh())),
+        &hardswish_of,
+        0.0,
+    );
+    close(
+        "channel scale in place",
+        &values(channel_scale(planes(fresh()), gate)),
+        &scaled,
+        0.0,
+    );
     // Under autodiff the input is recorded for the backward step.
     let tracked = Tensor::<A, 1>::from_floats(data, &device).require_grad();
     let y = relu6(tracked.clone());

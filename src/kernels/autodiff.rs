@@ -1,6 +1,6 @@
 //! [`ConvBackend`] for burn's autodiff backend: the forward convolution of the inner backend,
 //! recorded with a backward step that calls the inner backend's input and weight gradients; the
-//! same for SiLU, Hardtanh, the training BatchNorm and max pooling.
+//! same for SiLU, Hardtanh, Hardswish, the channel scale, the training BatchNorm and max pooling.
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::NodeId;
@@ -31,6 +31,58 @@ impl<B: ConvBackend> Backward<B, 1> for SiluBackward {
         let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(ops.state);
         if let Some(node) = node_x {
             grads.register::<B>(node.id, B::silu_grad(x, grad));
+        }
+    }
+}
+
+/// The backward step of Hardswish: parent `[x]`, state the checkpointed `x` (the output does
+/// not tell `x` apart: Hardswish is not monotonic between −3 and −1.5).
+#[derive(Debug)]
+struct HardswishBackward;
+
+impl<B: ConvBackend> Backward<B, 1> for HardswishBackward {
+    type State = NodeId;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(ops.state);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::hardswish_grad(x, grad));
+        }
+    }
+}
+
+/// The backward step of a channel scale: parents `[x, scale]`, state both checkpointed. The
+/// input's gradient is the output gradient scaled the same way; the scale's, one sum per
+/// channel, computed only where the scale is tracked.
+#[derive(Debug)]
+struct ChannelScaleBackward;
+
+impl<B: ConvBackend> Backward<B, 2> for ChannelScaleBackward {
+    type State = (NodeId, NodeId);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_scale] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, scale_state) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+        let scale = checkpointer.retrieve_node_output::<FloatTensor<B>>(scale_state);
+        if let Some(node) = node_scale {
+            grads.register::<B>(node.id, B::channel_scale_grad(x, grad.clone()));
+        }
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::channel_scale(grad, scale));
         }
     }
 }
@@ -249,6 +301,36 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
                 prep.finish(state, B::silu(x.primitive))
             }
             OpsKind::UnTracked(prep) => prep.finish(B::silu(x.primitive)),
+        }
+    }
+
+    fn hardswish(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match HardswishBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = prep.checkpoint(&x);
+                prep.finish(state, B::hardswish(x.primitive))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::hardswish(x.primitive)),
+        }
+    }
+
+    fn channel_scale(x: FloatTensor<Self>, scale: FloatTensor<Self>) -> FloatTensor<Self> {
+        match ChannelScaleBackward
+            .prepare::<C>([x.node.clone(), scale.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let scale_state = prep.checkpoint(&scale);
+                let y = B::channel_scale(x.primitive, scale.primitive);
+                prep.finish((x_state, scale_state), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::channel_scale(x.primitive, scale.primitive)),
         }
     }
 

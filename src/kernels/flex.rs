@@ -12,8 +12,10 @@ use burn_flex::{FlexTensor, Layout};
 
 use super::cpu::{self, ConvGeometry, SimdLevel};
 use super::{
-    ConvBackend, batch_norm_train_grad_with_ops, batch_norm_train_with_ops, hardtanh_grad_with_ops,
-    max_pool2d_input_grad_with_ops, silu_grad_with_ops, silu_with_ops,
+    ConvBackend, batch_norm_train_grad_with_ops, batch_norm_train_with_ops,
+    channel_scale_grad_with_ops, channel_scale_with_ops, hardswish_grad_with_ops,
+    hardswish_with_ops, hardtanh_grad_with_ops, max_pool2d_input_grad_with_ops, silu_grad_with_ops,
+    silu_with_ops,
 };
 
 /// The tensor's dims as `[usize; 4]`, if it has four.
@@ -78,6 +80,13 @@ fn batch_norm_sizes(x: &FlexTensor, per_channel: &[&FlexTensor]) -> Option<[usiz
         .iter()
         .all(|t| t.layout().shape().as_slice() == [c]);
     (elementwise_f32(&operands) && channels_ok).then_some([n, c, h * w])
+}
+
+/// The plane size `H·W` of a channel scale's `x` `[N, C, H, W]` when the kernels take it:
+/// both operands `f32` and `scale` `[N, C]`.
+fn channel_scale_plane(x: &FlexTensor, scale: &FlexTensor) -> Option<usize> {
+    let [n, c, h, w] = dims4(x)?;
+    (elementwise_f32(&[x, scale]) && scale.layout().shape().as_slice() == [n, c]).then_some(h * w)
 }
 
 /// The pooling geometry of `x` `[N, C, H, W]` when the kernels take it (every operand `f32`).
@@ -321,6 +330,74 @@ impl ConvBackend for Flex {
             from_vec_shaped(grads.dgamma, channels.clone()),
             from_vec_shaped(grads.dbeta, channels),
         )
+    }
+
+    fn hardswish(mut x: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !elementwise_f32(&[&x]) {
+            return hardswish_with_ops::<Self>(x);
+        }
+        if let Some(values) = owned_elements(&mut x) {
+            cpu::activation::hardswish_in_place(values, SimdLevel::current());
+            return x;
+        }
+        let x = dense(&x);
+        let y = cpu::activation::hardswish(x.storage::<f32>(), SimdLevel::current());
+        from_vec_shaped(y, x.layout().shape().clone())
+    }
+
+    fn hardswish_grad(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !elementwise_f32(&[&x, &output_grad])
+            || x.layout().shape() != output_grad.layout().shape()
+        {
+            return hardswish_grad_with_ops::<Self>(x, output_grad);
+        }
+        let (x, dy) = (dense(&x), dense(&output_grad));
+        let dx = cpu::activation::hardswish_grad(
+            x.storage::<f32>(),
+            dy.storage::<f32>(),
+            SimdLevel::current(),
+        );
+        from_vec_shaped(dx, x.layout().shape().clone())
+    }
+
+    fn channel_scale(mut x: FloatTensor<Self>, scale: FloatTensor<Self>) -> FloatTensor<Self> {
+        let Some(plane) = channel_scale_plane(&x, &scale) else {
+            return channel_scale_with_ops::<Self>(x, scale);
+        };
+        let scale = dense(&scale);
+        if let Some(values) = owned_elements(&mut x) {
+            let scale = scale.storage::<f32>();
+            cpu::channel_scale::channel_scale_in_place(values, scale, plane, SimdLevel::current());
+            return x;
+        }
+        let x = dense(&x);
+        let y = cpu::channel_scale::channel_scale(
+            x.storage::<f32>(),
+            scale.storage::<f32>(),
+            plane,
+            SimdLevel::current(),
+        );
+        from_vec_shaped(y, x.layout().shape().clone())
+    }
+
+    fn channel_scale_grad(
+        x: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let plane = dims4(&x)
+            .filter(|_| elementwise_f32(&[&x, &output_grad]))
+            .filter(|_| x.layout().shape() == output_grad.layout().shape());
+        let Some([n, c, h, w]) = plane else {
+            return channel_scale_grad_with_ops::<Self>(x, output_grad);
+        };
+        let (x, dy) = (dense(&x), dense(&output_grad));
+        let ds = cpu::channel_scale::channel_scale_grad(
+            x.storage::<f32>(),
+            dy.storage::<f32>(),
+            h * w,
+            SimdLevel::current(),
+        );
+        from_vec_shaped(ds, Shape::new([n, c]))
     }
 
     fn silu(mut x: FloatTensor<Self>) -> FloatTensor<Self> {

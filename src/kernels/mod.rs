@@ -65,6 +65,59 @@ fn hardtanh_grad_with_ops<B: Backend>(
     )
 }
 
+/// Hardswish with the backend's own operations, in torch's order of rounding:
+/// `x · clamp(x + 3, 0, 6) / 6`.
+fn hardswish_with_ops<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    let gate = B::float_clamp(
+        B::float_add_scalar(x.clone(), 3.0.into()),
+        0.0.into(),
+        6.0.into(),
+    );
+    B::float_div_scalar(B::float_mul(x, gate), 6.0.into())
+}
+
+/// Hardswish's gradient with the backend's own operations, torch's `hardswish_backward`: 0 for
+/// `x < −3`, `grad · (x / 3 + 0.5)` for `−3 ≤ x ≤ 3`, `grad` above.
+fn hardswish_grad_with_ops<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let shape = x.shape();
+    let flat =
+        |t: FloatTensor<B>| float::<B, 1>(B::float_reshape(t, [shape.num_elements()].into()));
+    let (x, grad) = (flat(x), flat(grad));
+    let slope = x.clone().div_scalar(3.0).add_scalar(0.5);
+    let middle = grad.clone() * slope;
+    let dx = middle
+        .mask_where(x.clone().greater_elem(3.0), grad)
+        .mask_fill(x.lower_elem(-3.0), 0.0);
+    B::float_reshape(dx.into_primitive().tensor(), shape)
+}
+
+/// [`ConvBackend::channel_scale`] with the backend's own operations: a `[N, C, 1]` broadcast
+/// over `[N, C, H·W]`.
+fn channel_scale_with_ops<B: Backend>(x: FloatTensor<B>, scale: FloatTensor<B>) -> FloatTensor<B> {
+    let x = float::<B, 4>(x);
+    let [n, c, h, w] = x.dims();
+    let scale = float::<B, 2>(scale).reshape([n, c, 1]);
+    (x.reshape([n, c, h * w]) * scale)
+        .reshape([n, c, h, w])
+        .into_primitive()
+        .tensor()
+}
+
+/// [`ConvBackend::channel_scale_grad`] with the backend's own operations.
+fn channel_scale_grad_with_ops<B: Backend>(
+    x: FloatTensor<B>,
+    output_grad: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let x = float::<B, 4>(x);
+    let [n, c, h, w] = x.dims();
+    let dy = float::<B, 4>(output_grad).reshape([n, c, h * w]);
+    (x.reshape([n, c, h * w]) * dy)
+        .sum_dim(2)
+        .reshape([n, c])
+        .into_primitive()
+        .tensor()
+}
+
 fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
@@ -244,6 +297,36 @@ pub trait ConvBackend: Backend {
         hardtanh_grad_with_ops::<Self>(x, output_grad, min, max)
     }
 
+    /// Hardswish, `x · ReLU6(x + 3) / 6` (MobileNetV3's activation), element-wise on a tensor
+    /// of any rank, rounded as torch rounds it: `x · clamp(x + 3, 0, 6) / 6`.
+    fn hardswish(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        hardswish_with_ops::<Self>(x)
+    }
+
+    /// The gradient of the loss with respect to Hardswish's input `x`, given the output
+    /// gradient: torch's `hardswish_backward` (0 below −3, `grad · (x / 3 + 0.5)` from −3 to 3,
+    /// `grad` above).
+    fn hardswish_grad(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        hardswish_grad_with_ops::<Self>(x, output_grad)
+    }
+
+    /// Each channel of `x` `[N, C, H, W]` times its own factor of `scale` `[N, C]`: the gate of
+    /// a squeeze-and-excitation block (MobileNetV3, EfficientNet). Its gradient with respect to
+    /// `x` is this same operation on the output gradient.
+    fn channel_scale(x: FloatTensor<Self>, scale: FloatTensor<Self>) -> FloatTensor<Self> {
+        channel_scale_with_ops::<Self>(x, scale)
+    }
+
+    /// The gradient of the loss with respect to [`channel_scale`](Self::channel_scale)'s
+    /// `scale` `[N, C]`, given its input `x` and output gradient: `Σ_{h,w} x · grad` per
+    /// (image, channel).
+    fn channel_scale_grad(
+        x: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        channel_scale_grad_with_ops::<Self>(x, output_grad)
+    }
+
     /// Batch normalisation of `x` `[N, C, H, W]` with the batch's statistics (a BatchNorm in
     /// training mode): `(y, mean, var)` with `y = γ · (x − mean) / √(var + ε) + β`, the
     /// per-channel `mean` and biased `var` `[C]` (what normalises), `gamma` and `beta` `[C]`.
@@ -309,6 +392,15 @@ pub fn batch_norm_train<B: ConvBackend>(
         epsilon,
     );
     (float(y), float(mean), float(var))
+}
+
+/// Each channel of `x` `[N, C, H, W]` times its factor in `scale` `[N, C]`, through
+/// [`ConvBackend::channel_scale`] (a squeeze-and-excitation gate).
+pub fn channel_scale<B: ConvBackend>(x: Tensor<B, 4>, scale: Tensor<B, 2>) -> Tensor<B, 4> {
+    float(B::channel_scale(
+        x.into_primitive().tensor(),
+        scale.into_primitive().tensor(),
+    ))
 }
 
 /// 2-D max pooling of `x` `[N, C, H, W]` through [`ConvBackend::max_pool2d_forward`] (torch's

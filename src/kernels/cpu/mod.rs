@@ -11,14 +11,16 @@
 //!   plane by plane as row-wise multiply-adds ([`depthwise`]), compiled three times (AVX-512,
 //!   AVX2+FMA, portable) and chosen at run time ([`SimdLevel`]).
 //!
-//! - Max pooling and its input gradient ([`pool`]), and the training BatchNorm, SiLU and
-//!   Hardtanh ([`batch_norm`], [`activation`]), compiled per [`SimdLevel`] the same way.
+//! - Max pooling and its input gradient ([`pool`]), the training BatchNorm, SiLU, Hardtanh and
+//!   Hardswish ([`batch_norm`], [`activation`]), and the squeeze-and-excitation gate's channel
+//!   scale ([`channel_scale`]), compiled per [`SimdLevel`] the same way.
 //!
 //! Work is split over images (and over planes for depthwise layers); a batch smaller than the
 //! thread count lets `gemm` split each product instead, so batch 1 uses every core.
 
 pub mod activation;
 pub mod batch_norm;
+pub mod channel_scale;
 pub mod dense;
 pub mod depthwise;
 pub mod pool;

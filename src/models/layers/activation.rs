@@ -1,8 +1,10 @@
 //! The activations of the supported networks, as one serialisable [`Activation`] that blocks
 //! store (MobileNetV3 mixes ReLU and Hardswish block by block), and as functions.
 //!
-//! Each is burn's own operation where burn has one (`sigmoid`, `hard_sigmoid`: one pass over the
-//! tensor on burn-flex and a fused backward under autodiff), with PyTorch's constants:
+//! ReLU6, Hardswish and SiLU, which run on every activation map, go through the backend
+//! extension ([`ConvBackend`]: the crate's kernels on burn-flex); the gates' activations, on
+//! `[N, C]` vectors, are burn's own operations (`sigmoid`, `hard_sigmoid`), with PyTorch's
+//! constants:
 //! `Hardsigmoid(x) = ReLU6(x + 3) / 6`, `Hardswish(x) = x · Hardsigmoid(x)`,
 //! `SiLU(x) = x · σ(x)`.
 
@@ -117,9 +119,13 @@ pub fn silu<B: ConvBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(B::silu(x.into_primitive().tensor())))
 }
 
-/// Hardswish, `x · ReLU6(x + 3) / 6` (torch.nn.Hardswish).
-pub fn hardswish<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    x.clone() * hardsigmoid(x)
+/// Hardswish, `x · ReLU6(x + 3) / 6` (torch.nn.Hardswish), through the backend extension,
+/// rounded as torch rounds it: one pass each way on burn-flex, one recorded operation under
+/// autodiff that keeps only `x` (burn's `x · hard_sigmoid(x)` took two passes and kept both
+/// factors).
+pub fn hardswish<B: ConvBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let x = x.into_primitive().tensor();
+    Tensor::from_primitive(TensorPrimitive::Float(B::hardswish(x)))
 }
 
 impl std::fmt::Display for Activation {

@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 
 use super::{Activation, Conv2d, Conv2dConfig};
-use crate::kernels::ConvBackend;
+use crate::kernels::{ConvBackend, channel_scale};
 
 /// `x · scale(fc2(act(fc1(avgpool(x)))))`: `fc1` squeezes the channels, `fc2` restores them, the
 /// gate scales each input channel. `fc1`/`fc2` are 1×1 convolutions with biases, as in
@@ -44,13 +44,13 @@ impl<B: ConvBackend> SqueezeExcitation<B> {
     /// Applies the gate to `[N, C, H, W]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [n, c, h, w] = x.dims();
-        // As [N, C, H·W]: the pooling reduces the contiguous last axis and the gate joins it as
-        // [N, C, 1] rows, the layout CPU backends vectorise (see `per_channel_rows`).
-        let rows = x.reshape([n, c, h * w]);
-        let pooled = rows.clone().mean_dim(2).reshape([n, c]);
+        // As [N, C, H·W]: the pooling reduces the contiguous last axis.
+        let pooled = x.clone().reshape([n, c, h * w]).mean_dim(2).reshape([n, c]);
         let squeezed = self.activation.apply(self.fc1.forward_flat(pooled));
         let gate = self.scale_activation.apply(self.fc2.forward_flat(squeezed));
-        (rows * gate.reshape([n, c, 1])).reshape([n, c, h, w])
+        // One pass each way through the backend extension (burn's broadcast product took an
+        // index iterator per element, and its backward a full-size product before the sum).
+        channel_scale(x, gate)
     }
 }
 
