@@ -9,8 +9,8 @@ use burn::backend::{Autodiff, Flex};
 use burn::tensor::ops::{ConvOptions, ModuleOps};
 use burn::tensor::{Distribution, Tensor, TensorPrimitive};
 use rand::{Rng, SeedableRng};
-use transfer_vision::kernels::ConvBackend;
 use transfer_vision::kernels::cpu::{self, ConvGeometry, SimdLevel};
+use transfer_vision::kernels::{ConvActivation, ConvBackend};
 
 /// `[batch, c_in, c_out, kernel, stride, padding, groups, size]`.
 type Case = [usize; 8];
@@ -355,4 +355,114 @@ fn silu_through_the_seam_equals_burns_values_and_gradients() {
         &plain.to_data().to_vec::<f32>().expect("f32"),
         &reference.to_data().to_vec::<f32>().expect("f32"),
     );
+}
+
+/// Every activation the models fuse into a convolution, with ReLU6's bounds.
+const ACTIVATIONS: [ConvActivation; 4] = [
+    ConvActivation::Relu,
+    ConvActivation::Hardtanh { min: 0.0, max: 6.0 },
+    ConvActivation::Hardswish,
+    ConvActivation::Silu,
+];
+
+/// The activation applied in the convolution's epilogue equals the convolution, then the
+/// activation's own kernel, bit for bit: at every SIMD level, for dense, 1×1, depthwise and
+/// stem shapes and random ones, with and without bias; and through the backend extension on
+/// burn-flex and on `Autodiff<Flex>` (untracked: fused; tracked: the two recorded operations).
+#[test]
+fn activations_fused_into_the_convolution_equal_the_separate_passes() {
+    use transfer_vision::kernels::cpu::activation;
+    let mut cases: Vec<Case> = network_cases().into_iter().filter(|c| c[7] <= 56).collect();
+    cases.extend(random_cases(12));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    for case in &cases {
+        let g = geometry(case).expect("valid case");
+        let (x_len, w_len, _) = g.lens();
+        // Outputs spread over every kink (0, ±3, 6).
+        let x: Vec<f32> = (0..x_len).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let w: Vec<f32> = (0..w_len).map(|_| rng.random_range(-0.5..0.5)).collect();
+        let b: Vec<f32> = (0..g.c_out).map(|_| rng.random_range(-1.0..1.0)).collect();
+        for level in SimdLevel::supported() {
+            for bias in [None, Some(b.as_slice())] {
+                let plain = cpu::conv2d_forward(&g, &x, &w, bias, level);
+                for act in ACTIVATIONS {
+                    let fused = cpu::conv2d_activated(&g, &x, &w, bias, Some(act), level);
+                    let separate = match act {
+                        ConvActivation::Relu => plain.iter().map(|v| v.max(0.0)).collect(),
+                        ConvActivation::Hardtanh { min, max } => {
+                            activation::hardtanh(&plain, min, max, level)
+                        }
+                        ConvActivation::Hardswish => activation::hardswish(&plain, level),
+                        ConvActivation::Silu => activation::silu(&plain, level),
+                    };
+                    assert!(
+                        fused == separate,
+                        "{case:?} {level:?} bias {} {act:?}: fused differs",
+                        bias.is_some()
+                    );
+                }
+            }
+        }
+    }
+    // Through the backend extension, on a MobileNetV2 expand and depthwise shape.
+    let device = Default::default();
+    for case in [
+        [2, 24, 144, 1, 1, 0, 1, 14],
+        [2, 144, 144, 3, 2, 1, 144, 14],
+    ] {
+        let [n, c_in, c_out, k, _, _, groups, size] = case;
+        let x = Tensor::<Flex, 4>::random(
+            [n, c_in, size, size],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let w = Tensor::<Flex, 4>::random(
+            [c_out, c_in / groups, k, k],
+            Distribution::Normal(0.0, 0.5),
+            &device,
+        );
+        let b = Tensor::<Flex, 1>::random([c_out], Distribution::Normal(0.0, 1.0), &device);
+        for act in ACTIVATIONS {
+            let run = |fused: bool| {
+                let (x, w, b) = (
+                    x.clone().into_primitive().tensor(),
+                    w.clone().into_primitive().tensor(),
+                    Some(b.clone().into_primitive().tensor()),
+                );
+                let y = if fused {
+                    Flex::conv2d_activated(x, w, b, options(&case), act)
+                } else {
+                    act.apply::<Flex>(Flex::conv2d_forward(x, w, b, options(&case)))
+                };
+                values(&Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(
+                    y,
+                )))
+            };
+            let separate = run(false);
+            assert!(run(true) == separate, "{case:?} {act:?}: Flex");
+            type A = Autodiff<Flex>;
+            for tracked in [false, true] {
+                let xa = Tensor::<A, 4>::from_inner(x.clone());
+                let xa = if tracked { xa.require_grad() } else { xa };
+                let y = A::conv2d_activated(
+                    xa.into_primitive().tensor(),
+                    Tensor::<A, 4>::from_inner(w.clone())
+                        .into_primitive()
+                        .tensor(),
+                    Some(
+                        Tensor::<A, 1>::from_inner(b.clone())
+                            .into_primitive()
+                            .tensor(),
+                    ),
+                    options(&case),
+                    act,
+                );
+                let y = Tensor::<A, 4>::from_primitive(TensorPrimitive::Float(y)).inner();
+                assert!(
+                    values(&y) == separate,
+                    "{case:?} {act:?}: autodiff, tracked {tracked}"
+                );
+            }
+        }
+    }
 }

@@ -11,7 +11,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{ConvOptions, FloatTensor};
 
-use super::ConvBackend;
+use super::{ConvActivation, ConvBackend};
 
 /// The backward step of SiLU: parent `[x]`, state the checkpointed `x`.
 #[derive(Debug)]
@@ -302,6 +302,32 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
             }
             OpsKind::UnTracked(prep) => prep.finish(B::silu(x.primitive)),
         }
+    }
+
+    fn conv2d_activated(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+        activation: ConvActivation,
+    ) -> FloatTensor<Self> {
+        let tracked = [Some(&x), Some(&weight), bias.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|t| !t.node.requirement.is_none());
+        if tracked {
+            return activation.apply::<Self>(Self::conv2d_forward(x, weight, bias, options));
+        }
+        // Nothing to record (a frozen prefix, inference on an autodiff backend): the inner
+        // backend's fused operation, as an untracked result.
+        let y = B::conv2d_activated(
+            x.primitive,
+            weight.primitive,
+            bias.map(|b| b.primitive),
+            options,
+            activation,
+        );
+        Self::from_inner(y)
     }
 
     fn hardswish(x: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -12,7 +12,7 @@ use burn_flex::{FlexTensor, Layout};
 
 use super::cpu::{self, ConvGeometry, SimdLevel};
 use super::{
-    ConvBackend, batch_norm_train_grad_with_ops, batch_norm_train_with_ops,
+    ConvActivation, ConvBackend, batch_norm_train_grad_with_ops, batch_norm_train_with_ops,
     channel_scale_grad_with_ops, channel_scale_with_ops, hardswish_grad_with_ops,
     hardswish_with_ops, hardtanh_grad_with_ops, max_pool2d_input_grad_with_ops, silu_grad_with_ops,
     silu_with_ops,
@@ -143,6 +143,29 @@ impl ConvBackend for Flex {
             x.storage::<f32>(),
             weight.storage::<f32>(),
             bias.as_ref().map(|b| b.storage::<f32>()),
+            SimdLevel::current(),
+        );
+        from_vec(y, [g.n, g.c_out, g.oh, g.ow])
+    }
+
+    fn conv2d_activated(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+        activation: ConvActivation,
+    ) -> FloatTensor<Self> {
+        let Some(g) = geometry(&x, &weight, &[bias.as_ref()], &options) else {
+            let y = <Self as ModuleOps<Self>>::conv2d(x, weight, bias, options);
+            return activation.apply::<Self>(y);
+        };
+        let (x, weight, bias) = (dense(&x), dense(&weight), bias.as_ref().map(dense));
+        let y = cpu::conv2d_activated(
+            &g,
+            x.storage::<f32>(),
+            weight.storage::<f32>(),
+            bias.as_ref().map(|b| b.storage::<f32>()),
+            Some(activation),
             SimdLevel::current(),
         );
         from_vec(y, [g.n, g.c_out, g.oh, g.ow])

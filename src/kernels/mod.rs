@@ -1,10 +1,12 @@
 //! The convolution seam: one backend extension through which every convolution of the native
-//! models runs, forward and backward, and the activation that needs a kernel of its own (SiLU).
+//! models runs, forward and backward, and the layers around them that need kernels of their own.
 //!
 //! [`ConvBackend`] has three convolution operations: the forward convolution, the gradient with
-//! respect to its input and the gradient with respect to its weight; SiLU and Hardtanh with
-//! their gradients; a training-mode BatchNorm with its gradients; and max pooling with its
-//! gradient.
+//! respect to its input and the gradient with respect to its weight; the forward convolution
+//! with its activation applied as the output is written ([`ConvActivation`], the inference path
+//! on folded weights); SiLU, Hardtanh and Hardswish with their gradients; the
+//! squeeze-and-excitation gate's channel scale with its gradient; a training-mode BatchNorm
+//! with its gradients; and max pooling with its gradient.
 //! Their default bodies are the backend's own (`B::conv2d`, `B::conv2d_x_backward`,
 //! `B::conv2d_weight_backward`; `x · sigmoid(x)`), which is what NdArray and CUDA use. burn-flex,
 //! the default CPU backend, overrides them with the crate's own kernels ([`cpu`]), and the [`Autodiff`](burn::backend::Autodiff) implementation records a backward step that calls
@@ -208,9 +210,42 @@ fn max_pool2d_input_grad_with_ops<B: Backend>(
     .x_grad
 }
 
-/// A backend whose 2-D convolutions the native models call: forward, input gradient and weight
-/// gradient; and SiLU with its gradient. Every method has the backend's own implementation as
-/// its default.
+/// An element-wise activation that a convolution can apply as it writes its output
+/// ([`ConvBackend::conv2d_activated`]): at inference, with the BatchNorm folded into the
+/// convolution, what follows each convolution of these networks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ConvActivation {
+    /// `max(x, 0)` (ResNet, MobileNetV3's first blocks).
+    Relu,
+    /// `clamp(x, min, max)`: ReLU6 is `Hardtanh { min: 0.0, max: 6.0 }` (MobileNetV2).
+    Hardtanh {
+        /// Lower bound.
+        min: f32,
+        /// Upper bound.
+        max: f32,
+    },
+    /// `x · clamp(x + 3, 0, 6) / 6` (MobileNetV3).
+    Hardswish,
+    /// `x · σ(x)` (EfficientNet).
+    Silu,
+}
+
+impl ConvActivation {
+    /// The activation through the backend's operations (recorded under autodiff).
+    pub fn apply<B: ConvBackend>(self, y: FloatTensor<B>) -> FloatTensor<B> {
+        match self {
+            ConvActivation::Relu => B::relu(y),
+            ConvActivation::Hardtanh { min, max } => B::hardtanh(y, min, max),
+            ConvActivation::Hardswish => B::hardswish(y),
+            ConvActivation::Silu => B::silu(y),
+        }
+    }
+}
+
+/// A backend whose 2-D convolutions the native models call: forward (plain, or with its
+/// activation), input gradient and weight gradient; and the activations, gate, BatchNorm and
+/// pooling listed in the [module](self) documentation. Every method has the backend's own
+/// implementation as its default.
 ///
 /// Shapes, as in burn's `ModuleOps::conv2d`: `x` `[N, C_in, H, W]`, `weight`
 /// `[C_out, C_in / groups, kH, kW]`, `bias` `[C_out]`, output gradient `[N, C_out, oH, oW]`.
@@ -246,6 +281,20 @@ pub trait ConvBackend: Backend {
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
         Self::conv2d(x, weight, bias, options)
+    }
+
+    /// `activation(x ⋆ weight + bias)`: the convolution and the activation after it, which
+    /// a backend may apply as it writes the output (burn-flex: one pass over the output instead
+    /// of two). The default is [`conv2d_forward`](Self::conv2d_forward), then the activation;
+    /// under autodiff, where anything is tracked, the two recorded operations.
+    fn conv2d_activated(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+        activation: ConvActivation,
+    ) -> FloatTensor<Self> {
+        activation.apply::<Self>(Self::conv2d_forward(x, weight, bias, options))
     }
 
     /// The gradient of the loss with respect to `x`, given the output gradient.

@@ -335,7 +335,7 @@ impl<B: ConvBackend> ImageClassifier<B> for EfficientNet<B> {
     fn forward_blocks(&self, x: Tensor<B, 4>, blocks: Range<usize>) -> Tensor<B, 4> {
         let all = self.blocks();
         all[blocks].iter().fold(x, |x, (_, block)| match block {
-            Block::Conv(conv) => Activation::SiLU.apply(conv.forward(x)),
+            Block::Conv(conv) => conv.forward_activated(x, Activation::SiLU),
             Block::MBConv(block) => block.forward(x),
         })
     }

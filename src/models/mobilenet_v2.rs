@@ -11,8 +11,8 @@ use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::Tensor;
 
 use super::layers::{
-    BatchNorm2d, BatchNorm2dConfig, Conv2d, Conv2dConfig, ConvBnMut, ConvNormActivation, Linear,
-    LinearConfig, Padding, relu6, trains,
+    Activation, BatchNorm2d, BatchNorm2dConfig, Conv2d, Conv2dConfig, ConvBnMut, ConvNormActivation, Linear,
+    LinearConfig, Padding, trains,
 };
 use super::summary;
 use super::torch_paths::{numbered_module, transparent_module_enum};
@@ -312,12 +312,12 @@ impl<B: ConvBackend> InvertedResidual<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let out = match &self.conv {
             BlockConvs::Expanded(c) => {
-                let h = relu6(c.expand.forward(x.clone()));
-                let h = relu6(c.depthwise.forward(h));
+                let h = c.expand.forward_activated(x.clone(), Activation::ReLU6);
+                let h = c.depthwise.forward_activated(h, Activation::ReLU6);
                 c.project_bn.forward(c.project.forward(h))
             }
             BlockConvs::Depthwise(c) => {
-                let h = relu6(c.depthwise.forward(x.clone()));
+                let h = c.depthwise.forward_activated(x.clone(), Activation::ReLU6);
                 c.project_bn.forward(c.project.forward(h))
             }
         };
@@ -363,7 +363,7 @@ transparent_module_enum! {
 impl<B: ConvBackend> Feature<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         match self {
-            Feature::Stem(layer) => relu6(layer.forward(x)),
+            Feature::Stem(layer) => layer.forward_activated(x, Activation::ReLU6),
             Feature::Block(block) => block.forward(x),
         }
     }

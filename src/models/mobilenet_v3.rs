@@ -342,7 +342,7 @@ transparent_module_enum! {
 impl<B: ConvBackend> Feature<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         match self {
-            Feature::Conv(layer) => Activation::Hardswish.apply(layer.forward(x)),
+            Feature::Conv(layer) => layer.forward_activated(x, Activation::Hardswish),
             Feature::Block(block) => block.forward(x),
         }
     }

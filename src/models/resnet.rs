@@ -9,8 +9,8 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 
 use super::layers::{
-    BatchNorm2d, BatchNorm2dConfig, Conv2d, Conv2dConfig, ConvBnMut, ConvNormActivation, Linear,
-    LinearConfig,
+    Activation, BatchNorm2d, BatchNorm2dConfig, Conv2d, Conv2dConfig, ConvBnMut, ConvNormActivation, Linear,
+    LinearConfig, conv_bn_activated,
 };
 use super::summary;
 use super::{Architecture, ArchitectureConfig, ImageClassifier};
@@ -191,7 +191,7 @@ impl<B: ConvBackend> BasicBlock<B> {
 
     /// Applies the block.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let out = self.bn1.forward(self.conv1.forward(x.clone())).clamp_min(0.0);
+        let out = conv_bn_activated(&self.conv1, &self.bn1, x.clone(), Activation::ReLU);
         let out = self.bn2.forward(self.conv2.forward(out));
         let identity = match &self.downsample {
             Some(down) => down.forward(x),
@@ -258,11 +258,14 @@ impl<B: ConvBackend> ImageClassifier<B> for ResNet<B> {
     /// max pool), then each basic block of `layer1` … `layer4`.
     fn forward_blocks(&self, x: Tensor<B, 4>, blocks: Range<usize>) -> Tensor<B, 4> {
         let mut x = x;
-        if blocks.contains(&0) {
+        if blocks.contains(&0) && blocks.contains(&1) {
+            x = conv_bn_activated(&self.conv1, &self.bn1, x, Activation::ReLU);
+        } else if blocks.contains(&0) {
             x = self.conv1.forward(x);
+        } else if blocks.contains(&1) {
+            x = Activation::ReLU.apply(self.bn1.forward(x));
         }
         if blocks.contains(&1) {
-            x = self.bn1.forward(x).clamp_min(0.0);
             x = max_pool2d(x, [3, 3], [2, 2], [1, 1]);
             summary::record_named("maxpool", "MaxPool2d", &x.dims());
         }

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use super::SimdLevel;
 use super::simd::{madd, simd_dispatch};
+use crate::kernels::ConvActivation;
 
 /// Elements per parallel task: large enough to amortise the task, small enough to share a
 /// 16-image batch's activations across the cores.
@@ -131,6 +132,55 @@ fn hardswish_grad_body<const FMA: bool>(x: &[f32], dy: &[f32], dx: &mut [f32]) {
             dy
         };
     }
+}
+
+/// `v = f(v)` for every element of `row`.
+#[inline(always)]
+fn map_in_place(row: &mut [f32], f: impl Fn(f32) -> f32) {
+    for v in row.iter_mut() {
+        *v = f(*v);
+    }
+}
+
+/// `row = activation(pre(row))`, each activation in its own loop so that each vectorises. The
+/// formulas are those of the separate passes ([`hardtanh`], [`hardswish`], [`silu`], burn-flex's
+/// `relu`), so a fused convolution equals the unfused one bit for bit.
+#[inline(always)]
+fn activate<const FMA: bool>(
+    row: &mut [f32],
+    activation: Option<ConvActivation>,
+    pre: impl Fn(f32) -> f32,
+) {
+    match activation {
+        None => map_in_place(row, pre),
+        Some(ConvActivation::Relu) => map_in_place(row, |v| pre(v).max(0.0)),
+        Some(ConvActivation::Hardtanh { min, max }) => {
+            map_in_place(row, |v| pre(v).max(min).min(max))
+        }
+        Some(ConvActivation::Hardswish) => map_in_place(row, |v| hardswish_of(pre(v))),
+        Some(ConvActivation::Silu) => map_in_place(row, |v| {
+            let x = pre(v);
+            x * sigmoid::<FMA>(x)
+        }),
+    }
+}
+
+#[inline(always)]
+fn epilogue_body<const FMA: bool>(
+    row: &mut [f32],
+    bias: Option<f32>,
+    activation: Option<ConvActivation>,
+) {
+    match bias {
+        Some(b) => activate::<FMA>(row, activation, move |v| v + b),
+        None => activate::<FMA>(row, activation, |v| v),
+    }
+}
+
+simd_dispatch! {
+    /// A convolution's epilogue over one run of its output (one channel's pixels):
+    /// `row = activation(row + bias)`, the bias and the activation each where given.
+    pub fn epilogue => epilogue_body(row: &mut [f32], bias: Option<f32>, activation: Option<ConvActivation>)
 }
 
 simd_dispatch! {

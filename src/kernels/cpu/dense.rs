@@ -12,7 +12,9 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{ConvGeometry, with_scratch};
+use super::activation::epilogue;
+use super::{ConvGeometry, SimdLevel, with_scratch};
+use crate::kernels::ConvActivation;
 
 /// A row-major or strided view of a matrix inside a slice: element `(i, j)` at
 /// `i * row_stride + j * col_stride`.
@@ -232,8 +234,16 @@ fn for_each_image(
     }
 }
 
-/// Forward convolution `[n, c_out, oh, ow]`.
-pub fn forward(g: &ConvGeometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+/// Forward convolution `[n, c_out, oh, ow]`, with `activation` applied to each image's output
+/// as the bias is added (while it is still in cache).
+pub fn forward(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    activation: Option<ConvActivation>,
+    level: SimdLevel,
+) -> Vec<f32> {
     let (c_in_group, c_out_group, k, p) = g.group_sizes();
     let mut y = vec![0.0f32; g.n * g.c_out * p];
     let (by_image, parallelism) = g.split();
@@ -256,9 +266,10 @@ pub fn forward(g: &ConvGeometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>
                 );
             });
         }
-        if let Some(bias) = bias {
-            for (row, &b) in out.chunks_exact_mut(p).zip(bias) {
-                row.iter_mut().for_each(|v| *v += b);
+        if bias.is_some() || activation.is_some() {
+            for (channel, row) in out.chunks_exact_mut(p).enumerate() {
+                let b = bias.map(|bias| bias[channel]);
+                epilogue(level, row, b, activation);
             }
         }
     };

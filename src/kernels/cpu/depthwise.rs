@@ -15,8 +15,10 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::activation::epilogue;
 use super::simd::{madd, simd_dispatch};
 use super::{ConvGeometry, SimdLevel, with_scratch};
+use crate::kernels::ConvActivation;
 
 /// Elements of the wide output processed per pass over the taps: keeps the run of outputs and
 /// the inputs it reads in L1.
@@ -148,12 +150,14 @@ fn gather_phases(g: &ConvGeometry, ph: &Phases, planes: &[f32], dx: &mut [f32]) 
     }
 }
 
-/// Forward: `y[n, c] = bias[c] + Σ w[c, ki, kj] · x[n, c, oh·s + ki − p, ow·s + kj − p]`.
+/// Forward: `y[n, c] = bias[c] + Σ w[c, ki, kj] · x[n, c, oh·s + ki − p, ow·s + kj − p]`, then
+/// `activation` over each plane as it is written.
 pub fn forward(
     g: &ConvGeometry,
     x: &[f32],
     weight: &[f32],
     bias: Option<&[f32]>,
+    activation: Option<ConvActivation>,
     level: SimdLevel,
 ) -> Vec<f32> {
     let (plane_in, plane_out, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
@@ -172,6 +176,9 @@ pub fn forward(
                 });
                 for (oh, row) in out.chunks_exact_mut(g.ow).enumerate() {
                     row.copy_from_slice(&wide[oh * ph.wq..][..g.ow]);
+                }
+                if activation.is_some() {
+                    epilogue(level, out, None, activation);
                 }
             });
         });

@@ -32,6 +32,8 @@ use std::cell::RefCell;
 
 use burn::tensor::ops::ConvOptions;
 
+use crate::kernels::ConvActivation;
+
 /// Sizes of one 2-D convolution: input `[n, c_in, h, w]`, weight `[c_out, c_in / groups, kh, kw]`,
 /// output `[n, c_out, oh, ow]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,10 +176,23 @@ pub fn conv2d_forward(
     bias: Option<&[f32]>,
     level: SimdLevel,
 ) -> Vec<f32> {
+    conv2d_activated(g, x, weight, bias, None, level)
+}
+
+/// [`conv2d_forward`] with `activation` applied to the output as it is written (in the same
+/// pass as the bias), equal bit for bit to the two separately.
+pub fn conv2d_activated(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    activation: Option<ConvActivation>,
+    level: SimdLevel,
+) -> Vec<f32> {
     if g.is_depthwise() {
-        depthwise::forward(g, x, weight, bias, level)
+        depthwise::forward(g, x, weight, bias, activation, level)
     } else {
-        dense::forward(g, x, weight, bias)
+        dense::forward(g, x, weight, bias, activation, level)
     }
 }
 

@@ -13,7 +13,7 @@ use burn::tensor::activation;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 
-use crate::kernels::ConvBackend;
+use crate::kernels::{ConvActivation, ConvBackend};
 
 /// An element-wise activation, named as in `torch.nn`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -45,6 +45,18 @@ impl Activation {
             Activation::Hardsigmoid => hardsigmoid(x),
             Activation::SiLU => silu(x),
             Activation::Sigmoid => activation::sigmoid(x),
+        }
+    }
+
+    /// The same activation as a convolution kernel can apply it to its output, where it can
+    /// (not the gates' Hardsigmoid and Sigmoid).
+    pub fn conv_activation(self) -> Option<ConvActivation> {
+        match self {
+            Activation::ReLU => Some(ConvActivation::Relu),
+            Activation::ReLU6 => Some(ConvActivation::Hardtanh { min: 0.0, max: 6.0 }),
+            Activation::Hardswish => Some(ConvActivation::Hardswish),
+            Activation::SiLU => Some(ConvActivation::Silu),
+            Activation::Hardsigmoid | Activation::Sigmoid => None,
         }
     }
 

@@ -7,7 +7,7 @@ use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{Distribution, Tensor, TensorPrimitive};
 
 use super::{Padding, per_channel_rows};
-use crate::kernels::{ConvBackend, matmul, matmul_transposed};
+use crate::kernels::{ConvActivation, ConvBackend, matmul, matmul_transposed};
 use crate::models::summary::{self, LayerRow};
 
 /// Configuration of a [`Conv2d`], named like `torch.nn.Conv2d(in, out, kernel, stride, groups,
@@ -105,6 +105,16 @@ impl<B: ConvBackend> Conv2d<B> {
 
     /// Applies the convolution to `[N, C, H, W]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.forward_with(x, None)
+    }
+
+    /// `activation(self.forward(x))`, the activation applied by the convolution kernel as it
+    /// writes the output where the backend does that ([`ConvBackend::conv2d_activated`]).
+    pub fn forward_activated(&self, x: Tensor<B, 4>, activation: ConvActivation) -> Tensor<B, 4> {
+        self.forward_with(x, Some(activation))
+    }
+
+    fn forward_with(&self, x: Tensor<B, 4>, activation: Option<ConvActivation>) -> Tensor<B, 4> {
         let [n, _, h, w] = x.dims();
         let k = self.kernel_size();
         // Where gradients are recorded on a backend whose convolution backward is generic, and
@@ -113,8 +123,15 @@ impl<B: ConvBackend> Conv2d<B> {
         let as_matmul = (B::POINTWISE_AS_MATMUL_IN_TRAINING && B::ad_enabled(&x.device()))
             || B::MATMUL_NEEDS_PADDING;
         let y = if k == 1 && self.stride == 1 && self.groups == 1 && as_matmul {
-            self.forward_pointwise(x.reshape([n, self.in_channels(), h * w]))
-                .reshape([n, self.out_channels(), h, w])
+            let y = self
+                .forward_pointwise(x.reshape([n, self.in_channels(), h * w]))
+                .reshape([n, self.out_channels(), h, w]);
+            match activation {
+                Some(activation) => Tensor::from_primitive(TensorPrimitive::Float(
+                    activation.apply::<B>(y.into_primitive().tensor()),
+                )),
+                None => y,
+            }
         } else {
             let [t, l, b, r] = self.padding.amounts(k, self.stride, h, w);
             conv2d_padded(
@@ -124,6 +141,7 @@ impl<B: ConvBackend> Conv2d<B> {
                 [t, l, b, r],
                 self.stride,
                 self.groups,
+                activation,
             )
         };
         let [_, out, oh, ow] = y.dims();
@@ -178,6 +196,7 @@ fn conv2d_padded<B: ConvBackend>(
     [top, left, bottom, right]: [usize; 4],
     stride: usize,
     groups: usize,
+    activation: Option<ConvActivation>,
 ) -> Tensor<B, 4> {
     let (x, padding) = if top == bottom && left == right {
         (x, [top, left])
@@ -188,10 +207,13 @@ fn conv2d_padded<B: ConvBackend>(
         )
     };
     let options = ConvOptions::new([stride, stride], padding, [1, 1], groups);
-    Tensor::new(TensorPrimitive::Float(B::conv2d_forward(
+    let (x, weight) = (
         x.into_primitive().tensor(),
         weight.into_primitive().tensor(),
-        bias.map(|b| b.into_primitive().tensor()),
-        options,
-    )))
+    );
+    let bias = bias.map(|b| b.into_primitive().tensor());
+    Tensor::new(TensorPrimitive::Float(match activation {
+        Some(activation) => B::conv2d_activated(x, weight, bias, options, activation),
+        None => B::conv2d_forward(x, weight, bias, options),
+    }))
 }

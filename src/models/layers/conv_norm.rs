@@ -5,7 +5,7 @@
 use burn::module::Param;
 use burn::tensor::Tensor;
 
-use super::{BatchNorm2d, BatchNorm2dConfig, Conv2d, Conv2dConfig};
+use super::{Activation, BatchNorm2d, BatchNorm2dConfig, Conv2d, Conv2dConfig};
 use crate::kernels::ConvBackend;
 use crate::models::torch_paths::numbered_module;
 
@@ -44,6 +44,32 @@ impl<B: ConvBackend> ConvNormActivation<B> {
         self.bn.forward(self.conv.forward(x))
     }
 
+    /// Convolution, BatchNorm, then `activation`: see [`conv_bn_activated`].
+    pub fn forward_activated(&self, x: Tensor<B, 4>, activation: Activation) -> Tensor<B, 4> {
+        conv_bn_activated(&self.conv, &self.bn, x, activation)
+    }
+}
+
+/// `activation(bn(conv(x)))`. Where the BatchNorm is folded into the convolution and not
+/// normalising with batch statistics (inference on folded weights, or a frozen, folded prefix),
+/// it is the identity, and the convolution kernel applies the activation as it writes its
+/// output ([`Conv2d::forward_activated`]): one pass over the activation map fewer per layer.
+pub fn conv_bn_activated<B: ConvBackend>(
+    conv: &Conv2d<B>,
+    bn: &BatchNorm2d<B>,
+    x: Tensor<B, 4>,
+    activation: Activation,
+) -> Tensor<B, 4> {
+    match activation.conv_activation() {
+        Some(fused) if bn.folded && !bn.uses_batch_statistics() => {
+            // The folded BatchNorm returns its input; called for the summary's row.
+            bn.forward(conv.forward_activated(x, fused))
+        }
+        _ => activation.apply(bn.forward(conv.forward(x))),
+    }
+}
+
+impl<B: ConvBackend> ConvNormActivation<B> {
     /// This pair as a [`ConvBnMut`] at `path` (conv at `path.0`, BatchNorm at `path.1`).
     pub fn pair_mut(&mut self, path: &str) -> ConvBnMut<'_, B> {
         ConvBnMut::new(

@@ -171,7 +171,7 @@ impl<B: ConvBackend> MBConv<B> {
                     training = trains(&conv.conv.weight);
                     conv.forward(h)
                 }
-                MBConvLayer::Conv(conv) => self.activation.apply(conv.forward(h)),
+                MBConvLayer::Conv(conv) => conv.forward_activated(h, self.activation),
                 MBConvLayer::SqueezeExcitation(gate) => gate.forward(h),
             };
         }

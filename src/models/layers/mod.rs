@@ -24,7 +24,9 @@ mod squeeze_excitation;
 pub use activation::{Activation, hardsigmoid, hardswish, relu6, silu};
 pub use batch_norm::{BatchNorm2d, BatchNorm2dConfig};
 pub use conv::{Conv2d, Conv2dConfig};
-pub use conv_norm::{ConvBnInfo, ConvBnMut, ConvMut, ConvNormActivation, fuse_conv_bn};
+pub use conv_norm::{
+    ConvBnInfo, ConvBnMut, ConvMut, ConvNormActivation, conv_bn_activated, fuse_conv_bn,
+};
 pub use linear::{Linear, LinearConfig};
 pub use mbconv::{MBConv, MBConvLayer, MBConvNetwork, MBConvSettings, SqueezeSettings};
 pub use padding::Padding;
