@@ -6,6 +6,7 @@
 #![cfg(feature = "flex")]
 
 use burn::backend::{Autodiff, Flex};
+use burn::tensor::backend::Backend;
 use burn::tensor::ops::{ConvOptions, ModuleOps};
 use burn::tensor::{Distribution, Tensor, TensorPrimitive};
 use rand::{Rng, SeedableRng};
@@ -97,6 +98,20 @@ fn geometry(case: &Case) -> Option<ConvGeometry> {
         [n, c_in, size, size],
         [c_out, c_in / groups.max(1), k, k],
         &options(case),
+    )
+}
+
+/// Random input, weight and bias of `case` on backend `B`.
+fn random_operands<B: Backend>(
+    case: &Case,
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 1>) {
+    let [n, c_in, c_out, k, _, _, groups, size] = *case;
+    let normal = |sd| Distribution::Normal(0.0, sd);
+    (
+        Tensor::random([n, c_in, size, size], normal(1.0), device),
+        Tensor::random([c_out, c_in / groups, k, k], normal(0.3), device),
+        Tensor::random([c_out], normal(1.0), device),
     )
 }
 
@@ -237,18 +252,8 @@ fn autodiff_gradients_through_the_seam_equal_burns() {
         [1, 6, 4, 1, 1, 0, 2, 5],
     ] {
         let g = geometry(&case).expect("valid");
-        let [n, c_in, c_out, k, _, _, groups, size] = case;
-        let x0 = Tensor::<A, 4>::random(
-            [n, c_in, size, size],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        );
-        let w0 = Tensor::<A, 4>::random(
-            [c_out, c_in / groups, k, k],
-            Distribution::Normal(0.0, 0.3),
-            &device,
-        );
-        let b0 = Tensor::<A, 1>::random([c_out], Distribution::Normal(0.0, 1.0), &device);
+        let [n, _, c_out, ..] = case;
+        let (x0, w0, b0) = random_operands::<A>(&case, &device);
         let r = Tensor::<A, 4>::random(
             [n, c_out, g.oh, g.ow],
             Distribution::Normal(0.0, 1.0),
@@ -410,18 +415,7 @@ fn activations_fused_into_the_convolution_equal_the_separate_passes() {
         [2, 24, 144, 1, 1, 0, 1, 14],
         [2, 144, 144, 3, 2, 1, 144, 14],
     ] {
-        let [n, c_in, c_out, k, _, _, groups, size] = case;
-        let x = Tensor::<Flex, 4>::random(
-            [n, c_in, size, size],
-            Distribution::Normal(0.0, 1.0),
-            &device,
-        );
-        let w = Tensor::<Flex, 4>::random(
-            [c_out, c_in / groups, k, k],
-            Distribution::Normal(0.0, 0.5),
-            &device,
-        );
-        let b = Tensor::<Flex, 1>::random([c_out], Distribution::Normal(0.0, 1.0), &device);
+        let (x, w, b) = random_operands::<Flex>(&case, &device);
         for act in ACTIVATIONS {
             let run = |fused: bool| {
                 let (x, w, b) = (

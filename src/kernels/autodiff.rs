@@ -13,11 +13,15 @@ use burn::tensor::ops::{ConvOptions, FloatTensor};
 
 use super::{ConvActivation, ConvBackend};
 
-/// The backward step of SiLU: parent `[x]`, state the checkpointed `x`.
+/// The backward step of an element-wise activation whose gradient needs its input (SiLU;
+/// Hardswish, whose output does not tell `x` apart, as it is not monotonic between −3 and
+/// −1.5): parent `[x]`, state the checkpointed `x`, and the gradient to call.
 #[derive(Debug)]
-struct SiluBackward;
+struct ActivationBackward<B: ConvBackend> {
+    grad: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+}
 
-impl<B: ConvBackend> Backward<B, 1> for SiluBackward {
+impl<B: ConvBackend> Backward<B, 1> for ActivationBackward<B> {
     type State = NodeId;
 
     fn backward(
@@ -30,31 +34,28 @@ impl<B: ConvBackend> Backward<B, 1> for SiluBackward {
         let grad = grads.consume::<B>(&ops.node);
         let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(ops.state);
         if let Some(node) = node_x {
-            grads.register::<B>(node.id, B::silu_grad(x, grad));
+            grads.register::<B>(node.id, (self.grad)(x, grad));
         }
     }
 }
 
-/// The backward step of Hardswish: parent `[x]`, state the checkpointed `x` (the output does
-/// not tell `x` apart: Hardswish is not monotonic between −3 and −1.5).
-#[derive(Debug)]
-struct HardswishBackward;
-
-impl<B: ConvBackend> Backward<B, 1> for HardswishBackward {
-    type State = NodeId;
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 1>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
-        let [node_x] = ops.parents;
-        let grad = grads.consume::<B>(&ops.node);
-        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(ops.state);
-        if let Some(node) = node_x {
-            grads.register::<B>(node.id, B::hardswish_grad(x, grad));
+/// `forward(x)` on the inner backend, recorded with [`ActivationBackward`] calling `grad`.
+fn recorded_activation<B: ConvBackend, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    forward: fn(FloatTensor<B>) -> FloatTensor<B>,
+    grad: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    let step = ActivationBackward { grad };
+    match step
+        .prepare::<C>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let state = prep.checkpoint(&x);
+            prep.finish(state, forward(x.primitive))
         }
+        OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive)),
     }
 }
 
@@ -291,17 +292,7 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
     }
 
     fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match SiluBackward
-            .prepare::<C>([x.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = prep.checkpoint(&x);
-                prep.finish(state, B::silu(x.primitive))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::silu(x.primitive)),
-        }
+        recorded_activation::<B, C>(x, B::silu, B::silu_grad)
     }
 
     fn conv2d_activated(
@@ -331,17 +322,7 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
     }
 
     fn hardswish(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match HardswishBackward
-            .prepare::<C>([x.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = prep.checkpoint(&x);
-                prep.finish(state, B::hardswish(x.primitive))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::hardswish(x.primitive)),
-        }
+        recorded_activation::<B, C>(x, B::hardswish, B::hardswish_grad)
     }
 
     fn channel_scale(x: FloatTensor<Self>, scale: FloatTensor<Self>) -> FloatTensor<Self> {
