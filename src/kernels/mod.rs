@@ -234,7 +234,8 @@ impl ConvActivation {
     /// The activation through the backend's operations (recorded under autodiff).
     pub fn apply<B: ConvBackend>(self, y: FloatTensor<B>) -> FloatTensor<B> {
         match self {
-            ConvActivation::Relu => B::relu(y),
+            // As `models::layers::relu`: the Hardtanh step keeps the output, not the input.
+            ConvActivation::Relu => B::hardtanh(y, 0.0, f32::INFINITY),
             ConvActivation::Hardtanh { min, max } => B::hardtanh(y, min, max),
             ConvActivation::Hardswish => B::hardswish(y),
             ConvActivation::Silu => B::silu(y),

@@ -197,7 +197,7 @@ impl<B: ConvBackend> BasicBlock<B> {
             Some(down) => down.forward(x),
             None => x,
         };
-        (out + identity).clamp_min(0.0)
+        Activation::ReLU.apply(out + identity)
     }
 
     /// The block's pairs in torchvision's order: `conv1`, `conv2`, then `downsample`.

@@ -21,7 +21,7 @@ mod mbconv;
 mod padding;
 mod squeeze_excitation;
 
-pub use activation::{Activation, hardsigmoid, hardswish, relu6, silu};
+pub use activation::{Activation, hardsigmoid, hardswish, relu, relu6, silu};
 pub use batch_norm::{BatchNorm2d, BatchNorm2dConfig};
 pub use conv::{Conv2d, Conv2dConfig};
 pub use conv_norm::{
