@@ -125,6 +125,34 @@ fn elementwise_f32(operands: &[&FlexTensor]) -> bool {
     !burn_kernels_asked() && operands.iter().all(|t| t.dtype() == DType::F32)
 }
 
+/// The forward convolution, with `activation` applied as the output is written: the crate's
+/// kernels where they cover the call, else burn-flex's convolution and then the activation.
+fn conv2d_with(
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: Option<FlexTensor>,
+    options: ConvOptions<2>,
+    activation: Option<ConvActivation>,
+) -> FlexTensor {
+    let Some(g) = geometry(&x, &weight, &[bias.as_ref()], &options) else {
+        let y = <Flex as ModuleOps<Flex>>::conv2d(x, weight, bias, options);
+        return match activation {
+            Some(activation) => activation.apply::<Flex>(y),
+            None => y,
+        };
+    };
+    let (x, weight, bias) = (dense(&x), dense(&weight), bias.as_ref().map(dense));
+    let y = cpu::conv2d_activated(
+        &g,
+        x.storage::<f32>(),
+        weight.storage::<f32>(),
+        bias.as_ref().map(|b| b.storage::<f32>()),
+        activation,
+        SimdLevel::current(),
+    );
+    from_vec(y, [g.n, g.c_out, g.oh, g.ow])
+}
+
 impl ConvBackend for Flex {
     const POINTWISE_AS_MATMUL_IN_TRAINING: bool = false;
 
@@ -134,18 +162,7 @@ impl ConvBackend for Flex {
         bias: Option<FloatTensor<Self>>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        let Some(g) = geometry(&x, &weight, &[bias.as_ref()], &options) else {
-            return <Self as ModuleOps<Self>>::conv2d(x, weight, bias, options);
-        };
-        let (x, weight, bias) = (dense(&x), dense(&weight), bias.as_ref().map(dense));
-        let y = cpu::conv2d_forward(
-            &g,
-            x.storage::<f32>(),
-            weight.storage::<f32>(),
-            bias.as_ref().map(|b| b.storage::<f32>()),
-            SimdLevel::current(),
-        );
-        from_vec(y, [g.n, g.c_out, g.oh, g.ow])
+        conv2d_with(x, weight, bias, options, None)
     }
 
     fn conv2d_activated(
@@ -155,20 +172,7 @@ impl ConvBackend for Flex {
         options: ConvOptions<2>,
         activation: ConvActivation,
     ) -> FloatTensor<Self> {
-        let Some(g) = geometry(&x, &weight, &[bias.as_ref()], &options) else {
-            let y = <Self as ModuleOps<Self>>::conv2d(x, weight, bias, options);
-            return activation.apply::<Self>(y);
-        };
-        let (x, weight, bias) = (dense(&x), dense(&weight), bias.as_ref().map(dense));
-        let y = cpu::conv2d_activated(
-            &g,
-            x.storage::<f32>(),
-            weight.storage::<f32>(),
-            bias.as_ref().map(|b| b.storage::<f32>()),
-            Some(activation),
-            SimdLevel::current(),
-        );
-        from_vec(y, [g.n, g.c_out, g.oh, g.ow])
+        conv2d_with(x, weight, bias, options, Some(activation))
     }
 
     fn conv2d_input_grad(

@@ -38,13 +38,10 @@ empty!(Activation);
 impl Activation {
     /// Applies the activation to a tensor of any rank.
     pub fn apply<B: ConvBackend, const D: usize>(self, x: Tensor<B, D>) -> Tensor<B, D> {
-        match self {
-            Activation::ReLU => relu(x),
-            Activation::ReLU6 => relu6(x),
-            Activation::Hardswish => hardswish(x),
-            Activation::Hardsigmoid => hardsigmoid(x),
-            Activation::SiLU => silu(x),
-            Activation::Sigmoid => activation::sigmoid(x),
+        match (self, self.conv_activation()) {
+            (_, Some(kernel)) => apply_kernel(x, kernel),
+            (Activation::Hardsigmoid, None) => hardsigmoid(x),
+            (_, None) => activation::sigmoid(x),
         }
     }
 
@@ -117,16 +114,24 @@ impl Activation {
 /// is positive). burn's `relu` keeps its input instead: ResNet18's full step at batch 32 peaked
 /// 145 MiB higher with it.
 pub fn relu<B: ConvBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let x = x.into_primitive().tensor();
-    Tensor::from_primitive(TensorPrimitive::Float(B::hardtanh(x, 0.0, f32::INFINITY)))
+    apply_kernel(x, ConvActivation::Relu)
+}
+
+/// `activation` on a tensor of any rank through [`ConvActivation::apply`], which holds each
+/// activation's one definition (the convolutions' epilogues use the same).
+pub(crate) fn apply_kernel<B: ConvBackend, const D: usize>(
+    x: Tensor<B, D>,
+    activation: ConvActivation,
+) -> Tensor<B, D> {
+    let y = activation.apply::<B>(x.into_primitive().tensor());
+    Tensor::from_primitive(TensorPrimitive::Float(y))
 }
 
 /// ReLU6, `min(max(x, 0), 6)` (MobileNetV2's activation), through the backend extension's
 /// Hardtanh: one pass each way on burn-flex, one recorded operation under autodiff whose
 /// gradient is torch's (the output gradient where `0 < x < 6`).
 pub fn relu6<B: ConvBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let x = x.into_primitive().tensor();
-    Tensor::from_primitive(TensorPrimitive::Float(B::hardtanh(x, 0.0, 6.0)))
+    apply_kernel(x, ConvActivation::Hardtanh { min: 0.0, max: 6.0 })
 }
 
 /// Hardsigmoid, `ReLU6(x + 3) / 6` (torch.nn.Hardsigmoid).
@@ -138,7 +143,7 @@ pub fn hardsigmoid<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> 
 /// burn-flex (its `sigmoid` is scalar `expf`, half of an EfficientNet forward pass), one recorded
 /// operation with its own backward under autodiff.
 pub fn silu<B: ConvBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(B::silu(x.into_primitive().tensor())))
+    apply_kernel(x, ConvActivation::Silu)
 }
 
 /// Hardswish, `x · ReLU6(x + 3) / 6` (torch.nn.Hardswish), through the backend extension,
@@ -146,8 +151,7 @@ pub fn silu<B: ConvBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// autodiff that keeps only `x` (burn's `x · hard_sigmoid(x)` took two passes and kept both
 /// factors).
 pub fn hardswish<B: ConvBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let x = x.into_primitive().tensor();
-    Tensor::from_primitive(TensorPrimitive::Float(B::hardswish(x)))
+    apply_kernel(x, ConvActivation::Hardswish)
 }
 
 impl std::fmt::Display for Activation {

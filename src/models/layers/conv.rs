@@ -6,6 +6,7 @@ use burn::module::{Module, Param};
 use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{Distribution, Tensor, TensorPrimitive};
 
+use super::activation::apply_kernel;
 use super::{Padding, per_channel_rows};
 use crate::kernels::{ConvActivation, ConvBackend, matmul, matmul_transposed};
 use crate::models::summary::{self, LayerRow};
@@ -127,9 +128,7 @@ impl<B: ConvBackend> Conv2d<B> {
                 .forward_pointwise(x.reshape([n, self.in_channels(), h * w]))
                 .reshape([n, self.out_channels(), h, w]);
             match activation {
-                Some(activation) => Tensor::from_primitive(TensorPrimitive::Float(
-                    activation.apply::<B>(y.into_primitive().tensor()),
-                )),
+                Some(activation) => apply_kernel(y, activation),
                 None => y,
             }
         } else {
