@@ -91,16 +91,14 @@ fn training_batch_norm_equals_burns_autodiff_of_its_definition() {
         };
         let (ours, reference) = (run(true), run(false));
         let shape = format!("{:?}", [n, c, h, w]);
-        // Both sides compute the statistics in f32, in different orders; with 8 values of mean
-        // 3 and spread 2 per channel ([8, 32, 1, 1]) the normalisation magnifies the mean's
-        // rounding, and the backend's own operations (`--features ndarray`) came out 1.5e-5 off.
-        close(&format!("{shape} y"), &ours.0[0], &reference.0[0], 1e-4);
+        // 1e-5: an approximate reciprocal (burn-ndarray's `recip()` is `rcp14` in its SIMD
+        // lanes, 6e-5 off) in the scale fails it, as it did before the default body divided.
+        close(&format!("{shape} y"), &ours.0[0], &reference.0[0], 1e-5);
         close(&format!("{shape} dx"), &ours.0[1], &reference.0[1], 1e-4);
-        // dγ sums x̂ · dy, so it inherits x̂'s rounding (above).
         for (i, (what, tolerance)) in [
             ("mean", 1e-5),
             ("var", 1e-5),
-            ("dgamma", 1e-4),
+            ("dgamma", 1e-5),
             ("dbeta", 1e-5),
         ]
         .into_iter()

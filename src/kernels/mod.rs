@@ -130,6 +130,15 @@ fn channel_rows<B: Backend>(t: Tensor<B, 1>) -> Tensor<B, 3> {
     t.reshape([1, c, 1])
 }
 
+/// `1 / √(var + ε)`, rounded once as the division it is. Not `recip()`: burn-ndarray computes
+/// that with the processor's approximate reciprocal (`rcp14`, 14 bits) in its SIMD lanes and
+/// exactly in the scalar remainder, so the BatchNorm's scale depended on where the buffer
+/// happened to start: training on burn-ndarray was not repeatable in the 7th digit.
+fn inv_std<B: Backend>(var: Tensor<B, 1>, epsilon: f64) -> Tensor<B, 1> {
+    let std = var.add_scalar(epsilon).sqrt();
+    Tensor::ones_like(&std) / std
+}
+
 /// [`ConvBackend::batch_norm_train`] with the backend's own operations.
 fn batch_norm_train_with_ops<B: Backend>(
     x: FloatTensor<B>,
@@ -146,7 +155,7 @@ fn batch_norm_train_with_ops<B: Backend>(
     let mean = channel_mean(x.clone());
     let centered = x - channel_rows(mean.clone());
     let var = channel_mean(centered.clone().square());
-    let scale = var.clone().add_scalar(epsilon).sqrt().recip() * float::<B, 1>(gamma);
+    let scale = inv_std(var.clone(), epsilon) * float::<B, 1>(gamma);
     let y = centered * channel_rows(scale) + channel_rows(float::<B, 1>(beta));
     (
         y.reshape([n, c, h, w]).into_primitive().tensor(),
@@ -168,7 +177,7 @@ fn batch_norm_train_grad_with_ops<B: Backend>(
     let [n, c, h, w] = x.dims();
     let count = (n * h * w) as f64;
     let per_channel_sum = |t: Tensor<B, 3>| t.sum_dim(2).sum_dim(0).reshape([c]);
-    let inv_std = float::<B, 1>(var).add_scalar(epsilon).sqrt().recip();
+    let inv_std = inv_std(float::<B, 1>(var), epsilon);
     let x_hat = (x.reshape([n, c, h * w]) - channel_rows(float::<B, 1>(mean)))
         * channel_rows(inv_std.clone());
     let dy = float::<B, 4>(output_grad).reshape([n, c, h * w]);
