@@ -21,6 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Feature extraction (frozen backbone, new head), then fine-tuning from `features.14` on.
     let recipe = TransferRecipe::keras_exercise("features.14");
+    CpuAutodiff::seed(&device, 42); // the new head's initial weights, the same on every run
     let model = model.with_new_head(sets.train.classes().len(), &device);
     let head = fit(model, &train, &val, &recipe.feature_extraction, &device)?;
     let tuned = fit(

@@ -64,4 +64,6 @@ pub mod prelude {
     };
     pub use crate::viz::plot_history;
     pub use crate::weights::{ImportReport, ModelInfo, load_model, save_model};
+    /// burn's backend trait, for `B::seed(&device, seed)` before drawing a new head.
+    pub use burn::tensor::backend::Backend;
 }
