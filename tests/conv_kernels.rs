@@ -219,6 +219,38 @@ fn batch_one_splits_the_products_and_stays_exact() {
 }
 
 #[test]
+fn images_sharing_one_product_stay_exact() {
+    // Small output maps in batches of several images per thread: their im2col matrices side
+    // by side in one product (forward, input gradient, weight gradient), in pools of 1–3
+    // threads, so that products hold 1 to 8 images and some batches end in a shorter one.
+    let mut cases: Vec<Case> = vec![
+        [8, 256, 256, 3, 1, 1, 1, 14],
+        [8, 256, 512, 3, 2, 1, 1, 14],
+        [8, 512, 512, 3, 1, 1, 1, 7],
+        [8, 256, 512, 1, 2, 0, 1, 14],
+        [7, 160, 960, 1, 1, 0, 1, 7],
+        [5, 96, 576, 1, 1, 0, 1, 14],
+        [6, 8, 12, 3, 2, 1, 2, 9],
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    for mut case in random_cases(30) {
+        case[0] = rng.random_range(3..=9);
+        cases.push(case);
+    }
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        pool.install(|| {
+            for case in &cases {
+                check_case(case, &[SimdLevel::current()]);
+            }
+        });
+    }
+}
+
+#[test]
 fn unsupported_shapes_are_left_to_burn() {
     let dilated = ConvOptions::new([1, 1], [1, 1], [2, 2], 1);
     assert!(ConvGeometry::new([1, 3, 8, 8], [4, 3, 3, 3], &dilated).is_none());

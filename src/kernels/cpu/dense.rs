@@ -1,13 +1,16 @@
-//! Dense and grouped convolutions as matrix products, one image and group at a time:
+//! Dense and grouped convolutions as matrix products, one group at a time:
 //!
 //! - forward: `Y[co, p] = W[co, k] · col(X)[k, p]`,
 //! - input gradient: `col(dX)[k, p] = Wᵀ[k, co] · dY[co, p]`, folded back by col2im,
 //! - weight gradient: `dW[co, k] += dY[co, p] · col(X)ᵀ[p, k]`,
 //!
-//! where `k` runs over (input channel, kernel row, kernel column) and `p` over output pixels.
-//! The im2col matrix lives in a per-thread scratch buffer that grows once and is reused (fresh
-//! zero-filled pages were about 15 % of a training step); a 1×1, stride-1, unpadded convolution
-//! uses the activation itself as that matrix.
+//! where `k` runs over (input channel, kernel row, kernel column) and `p` over output pixels:
+//! one image's, or, for small maps in a large enough batch, several images' side by side (see
+//! `MIN_PRODUCT_COLUMNS`). The im2col matrix lives in a per-thread scratch buffer that grows
+//! once and is reused (fresh zero-filled pages were about 15 % of a training step); a 1×1,
+//! stride-1, unpadded convolution of one image uses the activation itself as that matrix. With
+//! fewer images than threads, gemm splits each product and the im2col and epilogue passes are
+//! split by channel, so that batch 1 keeps every core busy.
 
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -95,6 +98,23 @@ fn matmul(
     }
 }
 
+/// Fewest output pixels a matrix product is given when the batch allows: below this, the
+/// products of small late-stage maps (7×7, 14×14) spend more time re-packing the weight, once per
+/// image, than multiplying, so several images share one product (their im2col matrices side by
+/// side).
+const MIN_PRODUCT_COLUMNS: usize = 1024;
+
+/// How a batch is cut into matrix products.
+#[derive(Clone, Copy, Debug)]
+struct BatchSplit {
+    /// Images per product (the last product of the batch may have fewer).
+    images: usize,
+    /// Whether products run in parallel, one per thread; else one at a time, each split by gemm.
+    parallel: bool,
+    /// The parallelism inside each product.
+    parallelism: Parallelism,
+}
+
 impl ConvGeometry {
     fn group_sizes(&self) -> (usize, usize, usize, usize) {
         let c_in_group = self.c_in / self.groups;
@@ -112,45 +132,55 @@ impl ConvGeometry {
         self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.padding == [0, 0]
     }
 
-    /// Images processed in parallel, and the `gemm` parallelism inside each: with fewer images
-    /// than threads, each product is split instead.
-    fn split(&self) -> (bool, Parallelism) {
-        let threads = rayon::current_num_threads();
-        if self.n >= threads || threads == 1 {
-            (true, Parallelism::None)
-        } else {
-            (false, Parallelism::Rayon(threads))
+    /// With fewer images than threads, one product per image, each split over the threads.
+    /// Otherwise products in parallel, each of one image or, for small output maps, of several:
+    /// as many as bring it to [`MIN_PRODUCT_COLUMNS`] pixels while every thread still gets a
+    /// product, and as many products as a multiple of the threads, so no thread waits at the end.
+    fn split(&self) -> BatchSplit {
+        let threads = rayon::current_num_threads().max(1);
+        if self.n < threads {
+            return BatchSplit {
+                images: 1,
+                parallel: false,
+                parallelism: Parallelism::Rayon(threads),
+            };
+        }
+        let pixels = (self.oh * self.ow).max(1);
+        let most = MIN_PRODUCT_COLUMNS
+            .div_ceil(pixels)
+            .min(self.n.div_ceil(threads));
+        let products = self.n.div_ceil(most).next_multiple_of(threads).min(self.n);
+        BatchSplit {
+            images: self.n.div_ceil(products),
+            parallel: true,
+            parallelism: Parallelism::None,
         }
     }
 }
 
-/// Writes the im2col matrix `[c · kh · kw, oh · ow]` of one group's input planes `x`
-/// (`[c, h, w]`) into `col`; the zero border is written, not read.
-fn im2col(g: &ConvGeometry, x: &[f32], channels: usize, col: &mut [f32]) {
+/// Writes the im2col rows of one input plane (`kh · kw` rows of `oh · ow` columns, row `r` at
+/// `rows[r * row_stride..]`); the zero border is written, not read.
+fn im2col_plane(g: &ConvGeometry, plane: &[f32], rows: &mut [f32], row_stride: usize) {
     let p = g.oh * g.ow;
     let (sw, pw) = (g.stride[1], g.padding[1]);
-    let mut rows = col.chunks_exact_mut(p);
-    for c in 0..channels {
-        let plane = &x[c * g.h * g.w..][..g.h * g.w];
-        for ki in 0..g.kh {
-            for kj in 0..g.kw {
-                let Some(row) = rows.next() else { return };
-                let (lo, hi) = g.valid_cols(kj);
-                for (oh, out) in row.chunks_exact_mut(g.ow).enumerate() {
-                    let Some(ih) = g.input_row(oh, ki).filter(|_| lo < hi) else {
-                        out.fill(0.0);
-                        continue;
-                    };
-                    out[..lo].fill(0.0);
-                    out[hi..].fill(0.0);
-                    let src = &plane[ih * g.w..][..g.w];
-                    let first = lo * sw + kj - pw;
-                    if sw == 1 {
-                        out[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
-                    } else {
-                        for (i, o) in out[lo..hi].iter_mut().enumerate() {
-                            *o = src[first + i * sw];
-                        }
+    for ki in 0..g.kh {
+        for kj in 0..g.kw {
+            let row = &mut rows[(ki * g.kw + kj) * row_stride..][..p];
+            let (lo, hi) = g.valid_cols(kj);
+            for (oh, out) in row.chunks_exact_mut(g.ow).enumerate() {
+                let Some(ih) = g.input_row(oh, ki).filter(|_| lo < hi) else {
+                    out.fill(0.0);
+                    continue;
+                };
+                out[..lo].fill(0.0);
+                out[hi..].fill(0.0);
+                let src = &plane[ih * g.w..][..g.w];
+                let first = lo * sw + kj - pw;
+                if sw == 1 {
+                    out[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                } else {
+                    for (i, o) in out[lo..hi].iter_mut().enumerate() {
+                        *o = src[first + i * sw];
                     }
                 }
             }
@@ -158,28 +188,60 @@ fn im2col(g: &ConvGeometry, x: &[f32], channels: usize, col: &mut [f32]) {
     }
 }
 
+/// Writes the im2col matrix `[c · kh · kw, oh · ow]` of one group's input planes `x`
+/// (`[c, h, w]`) into `col`, rows `row_stride` apart (wider than `oh · ow` when several images'
+/// matrices lie side by side); the planes in parallel if `parallel`.
+fn im2col(
+    g: &ConvGeometry,
+    x: &[f32],
+    channels: usize,
+    col: &mut [f32],
+    row_stride: usize,
+    parallel: bool,
+) {
+    // The last plane's block may end after its last row (`oh · ow` long, not `row_stride`).
+    let (plane, block) = (g.h * g.w, g.kh * g.kw * row_stride);
+    let x = &x[..channels * plane];
+    if parallel {
+        col.par_chunks_mut(block)
+            .zip(x.par_chunks(plane))
+            .for_each(|(rows, plane)| im2col_plane(g, plane, rows, row_stride));
+    } else {
+        col.chunks_mut(block)
+            .zip(x.chunks(plane))
+            .for_each(|(rows, plane)| im2col_plane(g, plane, rows, row_stride));
+    }
+}
+
 /// Runs `f` with the im2col matrix `[channels · kh · kw, oh · ow]` of one group's input planes:
 /// the planes themselves for a pointwise convolution, else this thread's scratch buffer.
-fn with_im2col<R>(g: &ConvGeometry, x: &[f32], channels: usize, f: impl FnOnce(&[f32]) -> R) -> R {
+fn with_im2col<R>(
+    g: &ConvGeometry,
+    x: &[f32],
+    channels: usize,
+    parallel: bool,
+    f: impl FnOnce(&[f32]) -> R,
+) -> R {
     if g.is_pointwise() {
         return f(x);
     }
-    with_scratch(channels * g.kh * g.kw * g.oh * g.ow, |col| {
-        im2col(g, x, channels, col);
+    let p = g.oh * g.ow;
+    with_scratch(channels * g.kh * g.kw * p, |col| {
+        im2col(g, x, channels, col, p, parallel);
         f(col)
     })
 }
 
-/// Adds the im2col-shaped gradient `col` back onto one group's input planes `dx` (`[c, h, w]`).
-fn col2im(g: &ConvGeometry, col: &[f32], channels: usize, dx: &mut [f32]) {
+/// Adds the im2col-shaped gradient `col` (rows `row_stride` apart) back onto one group's input
+/// planes `dx` (`[c, h, w]`).
+fn col2im(g: &ConvGeometry, col: &[f32], channels: usize, dx: &mut [f32], row_stride: usize) {
     let p = g.oh * g.ow;
     let (sw, pw) = (g.stride[1], g.padding[1]);
-    let mut rows = col.chunks_exact(p);
     for c in 0..channels {
         let plane = &mut dx[c * g.h * g.w..][..g.h * g.w];
         for ki in 0..g.kh {
             for kj in 0..g.kw {
-                let Some(row) = rows.next() else { return };
+                let row = &col[((c * g.kh + ki) * g.kw + kj) * row_stride..][..p];
                 let (lo, hi) = g.valid_cols(kj);
                 if lo >= hi {
                     continue;
@@ -205,6 +267,24 @@ fn col2im(g: &ConvGeometry, col: &[f32], channels: usize, dx: &mut [f32]) {
     }
 }
 
+/// Copies channels `[first, first + rows)` of each image of `images` (`[i, channels, p]`) side by
+/// side into `dst` (`[rows, i · p]`): the layout of a product over several images.
+fn gather_rows(
+    images: &[f32],
+    channels: usize,
+    p: usize,
+    first: usize,
+    rows: usize,
+    dst: &mut [f32],
+) {
+    let count = images.len() / (channels * p);
+    for (r, dst_row) in dst.chunks_exact_mut(count * p).take(rows).enumerate() {
+        for (image, out) in dst_row.chunks_exact_mut(p).enumerate() {
+            out.copy_from_slice(&images[(image * channels + first + r) * p..][..p]);
+        }
+    }
+}
+
 /// `len` zeros, written rather than allocated zeroed. A zeroed allocation of this size comes from
 /// fresh pages that the kernel maps to its shared zero page until written; a buffer that is
 /// read before it is written (added into) then faults twice per page, the second time to copy
@@ -216,21 +296,23 @@ fn written_zeros(len: usize) -> Vec<f32> {
     zeros
 }
 
-/// Runs `one_image(i, out)` on each image's `per_image` outputs, in parallel or in turn.
-fn for_each_image(
+/// Runs `one_product(first_image, out)` on the outputs of each product's images (`per_image`
+/// values each), in parallel or in turn.
+fn for_each_product(
     out: &mut [f32],
     per_image: usize,
-    parallel: bool,
-    one_image: impl Fn(usize, &mut [f32]) + Sync,
+    split: BatchSplit,
+    one_product: impl Fn(usize, &mut [f32]) + Sync,
 ) {
-    if parallel {
-        out.par_chunks_mut(per_image)
+    let len = split.images * per_image;
+    if split.parallel {
+        out.par_chunks_mut(len)
             .enumerate()
-            .for_each(|(i, chunk)| one_image(i, chunk));
+            .for_each(|(i, chunk)| one_product(i * split.images, chunk));
     } else {
-        out.chunks_mut(per_image)
+        out.chunks_mut(len)
             .enumerate()
-            .for_each(|(i, chunk)| one_image(i, chunk));
+            .for_each(|(i, chunk)| one_product(i * split.images, chunk));
     }
 }
 
@@ -245,35 +327,61 @@ pub fn forward(
     level: SimdLevel,
 ) -> Vec<f32> {
     let (c_in_group, c_out_group, k, p) = g.group_sizes();
+    let in_image = g.c_in * g.h * g.w;
     let mut y = vec![0.0f32; g.n * g.c_out * p];
-    let (by_image, parallelism) = g.split();
-    let one_image = |image: usize, out: &mut [f32]| {
-        let x_image = &x[image * g.c_in * g.h * g.w..][..g.c_in * g.h * g.w];
+    let split = g.split();
+    let one_product = |first: usize, out: &mut [f32]| {
+        let images = out.len() / (g.c_out * p);
+        let x_images = &x[first * in_image..][..images * in_image];
         for group in 0..g.groups {
-            let x_group = &x_image[group * c_in_group * g.h * g.w..][..c_in_group * g.h * g.w];
             let w_group =
                 MatRef::row_major(&weight[group * c_out_group * k..][..c_out_group * k], k);
-            let out_group = &mut out[group * c_out_group * p..][..c_out_group * p];
-            with_im2col(g, x_group, c_in_group, |col| {
-                let rhs = MatRef::row_major(col, p);
-                matmul(
-                    [c_out_group, p, k],
-                    out_group,
-                    w_group,
-                    rhs,
-                    false,
-                    parallelism,
-                );
+            let group_planes = |image: usize| {
+                &x_images[image * in_image + group * c_in_group * g.h * g.w..]
+                    [..c_in_group * g.h * g.w]
+            };
+            if images == 1 {
+                let out_group = &mut out[group * c_out_group * p..][..c_out_group * p];
+                with_im2col(g, group_planes(0), c_in_group, !split.parallel, |col| {
+                    let rhs = MatRef::row_major(col, p);
+                    let dims = [c_out_group, p, k];
+                    matmul(dims, out_group, w_group, rhs, false, split.parallelism);
+                });
+                continue;
+            }
+            // Several images: their im2col matrices side by side, one product, then each
+            // image's rows copied to its place.
+            let cols = images * p;
+            with_scratch(k * cols + c_out_group * cols, |scratch| {
+                let (col, product) = scratch.split_at_mut(k * cols);
+                for image in 0..images {
+                    let planes = group_planes(image);
+                    im2col(g, planes, c_in_group, &mut col[image * p..], cols, false);
+                }
+                let rhs = MatRef::row_major(col, cols);
+                let dims = [c_out_group, cols, k];
+                matmul(dims, product, w_group, rhs, false, split.parallelism);
+                for (co, row) in product.chunks_exact(cols).enumerate() {
+                    for (image, pixels) in row.chunks_exact(p).enumerate() {
+                        let channel = group * c_out_group + co;
+                        out[(image * g.c_out + channel) * p..][..p].copy_from_slice(pixels);
+                    }
+                }
             });
         }
         if bias.is_some() || activation.is_some() {
-            for (channel, row) in out.chunks_exact_mut(p).enumerate() {
-                let b = bias.map(|bias| bias[channel]);
-                epilogue(level, row, b, activation);
+            let finish = |(row, out): (usize, &mut [f32])| {
+                let b = bias.map(|bias| bias[row % g.c_out]);
+                epilogue(level, out, b, activation);
+            };
+            if split.parallel {
+                out.chunks_exact_mut(p).enumerate().for_each(finish);
+            } else {
+                out.par_chunks_exact_mut(p).enumerate().for_each(finish);
             }
         }
     };
-    for_each_image(&mut y, g.c_out * p, by_image, one_image);
+    for_each_product(&mut y, g.c_out * p, split, one_product);
     y
 }
 
@@ -282,34 +390,62 @@ pub fn input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
     let (c_in_group, c_out_group, k, p) = g.group_sizes();
     let plane = g.h * g.w;
     let mut dx = vec![0.0f32; g.n * g.c_in * plane];
-    let (by_image, parallelism) = g.split();
-    let one_image = |image: usize, out: &mut [f32]| {
-        let dy_image = &dy[image * g.c_out * p..][..g.c_out * p];
+    let split = g.split();
+    let one_product = |first: usize, out: &mut [f32]| {
+        let images = out.len() / (g.c_in * plane);
+        let dy_images = &dy[first * g.c_out * p..][..images * g.c_out * p];
         for group in 0..g.groups {
             let w_t = MatRef::transposed(&weight[group * c_out_group * k..][..c_out_group * k], k);
-            let dy_group =
-                MatRef::row_major(&dy_image[group * c_out_group * p..][..c_out_group * p], p);
-            let dx_group = &mut out[group * c_in_group * plane..][..c_in_group * plane];
-            if g.is_pointwise() {
-                matmul(
-                    [k, p, c_out_group],
-                    dx_group,
-                    w_t,
-                    dy_group,
-                    false,
-                    parallelism,
-                );
-            } else {
-                with_scratch(k * p, |col| {
-                    matmul([k, p, c_out_group], col, w_t, dy_group, false, parallelism);
-                    // col2im adds: see `written_zeros`.
-                    dx_group.fill(0.0);
-                    col2im(g, col, c_in_group, dx_group);
-                });
+            if images == 1 {
+                let dy_group =
+                    MatRef::row_major(&dy_images[group * c_out_group * p..][..c_out_group * p], p);
+                let dx_group = &mut out[group * c_in_group * plane..][..c_in_group * plane];
+                if g.is_pointwise() {
+                    let dims = [k, p, c_out_group];
+                    matmul(dims, dx_group, w_t, dy_group, false, split.parallelism);
+                } else {
+                    with_scratch(k * p, |col| {
+                        let dims = [k, p, c_out_group];
+                        matmul(dims, col, w_t, dy_group, false, split.parallelism);
+                        // col2im adds: see `written_zeros`.
+                        dx_group.fill(0.0);
+                        col2im(g, col, c_in_group, dx_group, p);
+                    });
+                }
+                continue;
             }
+            // Several images: their output gradients side by side, one product, then each
+            // image's im2col-shaped gradient folded back.
+            let cols = images * p;
+            with_scratch(c_out_group * cols + k * cols, |scratch| {
+                let (dy_side, col) = scratch.split_at_mut(c_out_group * cols);
+                gather_rows(
+                    dy_images,
+                    g.c_out,
+                    p,
+                    group * c_out_group,
+                    c_out_group,
+                    dy_side,
+                );
+                let rhs = MatRef::row_major(dy_side, cols);
+                matmul(
+                    [k, cols, c_out_group],
+                    col,
+                    w_t,
+                    rhs,
+                    false,
+                    split.parallelism,
+                );
+                for image in 0..images {
+                    let dx_group = &mut out[(image * g.c_in + group * c_in_group) * plane..]
+                        [..c_in_group * plane];
+                    dx_group.fill(0.0);
+                    col2im(g, &col[image * p..], c_in_group, dx_group, cols);
+                }
+            });
         }
     };
-    for_each_image(&mut dx, g.c_in * plane, by_image, one_image);
+    for_each_product(&mut dx, g.c_in * plane, split, one_product);
     dx
 }
 
@@ -318,9 +454,10 @@ pub fn input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
 /// the result does not depend on which thread ran what.
 pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (c_in_group, c_out_group, k, p) = g.group_sizes();
+    let in_image = g.c_in * g.h * g.w;
     let len = g.c_out * k;
-    let (by_image, parallelism) = g.split();
-    let chunks = if by_image {
+    let split = g.split();
+    let chunks = if split.parallel {
         rayon::current_num_threads().min(g.n).max(1)
     } else {
         1
@@ -329,26 +466,58 @@ pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let accumulate_images = |images: std::ops::Range<usize>| {
         // gemm adds into it: see `written_zeros`.
         let mut dw = written_zeros(len);
-        for image in images {
-            let x_image = &x[image * g.c_in * g.h * g.w..][..g.c_in * g.h * g.w];
-            let dy_image = &dy[image * g.c_out * p..][..g.c_out * p];
+        let mut first = images.start;
+        while first < images.end {
+            // `split.images` at a time: one product sums them (along its inner dimension).
+            let count = split.images.min(images.end - first);
+            let cols = count * p;
+            let x_images = &x[first * in_image..][..count * in_image];
+            let dy_images = &dy[first * g.c_out * p..][..count * g.c_out * p];
             for group in 0..g.groups {
-                let x_group = &x_image[group * c_in_group * g.h * g.w..][..c_in_group * g.h * g.w];
-                let dy_group =
-                    MatRef::row_major(&dy_image[group * c_out_group * p..][..c_out_group * p], p);
                 let dw_group = &mut dw[group * c_out_group * k..][..c_out_group * k];
-                with_im2col(g, x_group, c_in_group, |col| {
-                    let col_t = MatRef::transposed(col, p);
-                    matmul(
-                        [c_out_group, k, p],
-                        dw_group,
-                        dy_group,
-                        col_t,
-                        true,
-                        parallelism,
+                let group_planes = |image: usize| {
+                    &x_images[image * in_image + group * c_in_group * g.h * g.w..]
+                        [..c_in_group * g.h * g.w]
+                };
+                if count == 1 {
+                    let dy_group = MatRef::row_major(
+                        &dy_images[group * c_out_group * p..][..c_out_group * p],
+                        p,
                     );
+                    with_im2col(g, group_planes(0), c_in_group, !split.parallel, |col| {
+                        let col_t = MatRef::transposed(col, p);
+                        let dims = [c_out_group, k, p];
+                        matmul(dims, dw_group, dy_group, col_t, true, split.parallelism);
+                    });
+                    continue;
+                }
+                with_scratch(c_out_group * cols + k * cols, |scratch| {
+                    let (dy_side, col) = scratch.split_at_mut(c_out_group * cols);
+                    gather_rows(
+                        dy_images,
+                        g.c_out,
+                        p,
+                        group * c_out_group,
+                        c_out_group,
+                        dy_side,
+                    );
+                    for image in 0..count {
+                        im2col(
+                            g,
+                            group_planes(image),
+                            c_in_group,
+                            &mut col[image * p..],
+                            cols,
+                            false,
+                        );
+                    }
+                    let lhs = MatRef::row_major(dy_side, cols);
+                    let col_t = MatRef::transposed(col, cols);
+                    let dims = [c_out_group, k, cols];
+                    matmul(dims, dw_group, lhs, col_t, true, split.parallelism);
                 });
             }
+            first += count;
         }
         dw
     };
