@@ -104,6 +104,11 @@ fn matmul(
 /// side).
 const MIN_PRODUCT_COLUMNS: usize = 1024;
 
+/// Most scratch elements (8 MiB) a product of several images may use per thread, about what one
+/// image's im2col matrix of ResNet's first stage (3×3 over 64 channels, 56×56) takes: without it,
+/// 16 images of 7×7 at batch 32 took 16 MiB per thread, which raised a training step's peak.
+const MAX_PRODUCT_SCRATCH: usize = 1 << 21;
+
 /// How a batch is cut into matrix products.
 #[derive(Clone, Copy, Debug)]
 struct BatchSplit {
@@ -133,9 +138,11 @@ impl ConvGeometry {
     }
 
     /// With fewer images than threads, one product per image, each split over the threads.
-    /// Otherwise products in parallel, each of one image or, for small output maps, of several:
+    /// Otherwise products in parallel, each of one image or, for small output maps of convolutions
+    /// other than pointwise ones, of several:
     /// as many as bring it to [`MIN_PRODUCT_COLUMNS`] pixels while every thread still gets a
-    /// product, and as many products as a multiple of the threads, so no thread waits at the end.
+    /// product and the scratch stays within [`MAX_PRODUCT_SCRATCH`], and as many products as a
+    /// multiple of the threads, so no thread waits at the end.
     fn split(&self) -> BatchSplit {
         let threads = rayon::current_num_threads().max(1);
         if self.n < threads {
@@ -145,10 +152,22 @@ impl ConvGeometry {
                 parallelism: Parallelism::Rayon(threads),
             };
         }
+        if self.is_pointwise() {
+            // Its product reads the activation where it lies; side by side would copy it.
+            return BatchSplit {
+                images: 1,
+                parallel: true,
+                parallelism: Parallelism::None,
+            };
+        }
         let pixels = (self.oh * self.ow).max(1);
+        let (_, c_out_group, k, _) = self.group_sizes();
+        let scratch_per_image = (k + c_out_group) * pixels;
         let most = MIN_PRODUCT_COLUMNS
             .div_ceil(pixels)
-            .min(self.n.div_ceil(threads));
+            .min(MAX_PRODUCT_SCRATCH / scratch_per_image.max(1))
+            .min(self.n.div_ceil(threads))
+            .max(1);
         let products = self.n.div_ceil(most).next_multiple_of(threads).min(self.n);
         BatchSplit {
             images: self.n.div_ceil(products),
