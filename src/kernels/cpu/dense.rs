@@ -304,6 +304,32 @@ fn gather_rows(
     }
 }
 
+/// Runs `f(dy_side, col)` on this thread's scratch, split into the output gradients of one
+/// group's channels for `images` images side by side (`[c_out / groups, images · oh · ow]`,
+/// gathered from `dy_images`) and room for an im2col matrix of as many columns.
+fn with_gathered_output_grad<R>(
+    g: &ConvGeometry,
+    dy_images: &[f32],
+    group: usize,
+    images: usize,
+    f: impl FnOnce(&[f32], &mut [f32]) -> R,
+) -> R {
+    let (_, c_out_group, k, p) = g.group_sizes();
+    let cols = images * p;
+    with_scratch(c_out_group * cols + k * cols, |scratch| {
+        let (dy_side, col) = scratch.split_at_mut(c_out_group * cols);
+        gather_rows(
+            dy_images,
+            g.c_out,
+            p,
+            group * c_out_group,
+            c_out_group,
+            dy_side,
+        );
+        f(dy_side, col)
+    })
+}
+
 /// `len` zeros, written rather than allocated zeroed. A zeroed allocation of this size comes from
 /// fresh pages that the kernel maps to its shared zero page until written; a buffer that is
 /// read before it is written (added into) then faults twice per page, the second time to copy
@@ -436,16 +462,7 @@ pub fn input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
             // Several images: their output gradients side by side, one product, then each
             // image's im2col-shaped gradient folded back.
             let cols = images * p;
-            with_scratch(c_out_group * cols + k * cols, |scratch| {
-                let (dy_side, col) = scratch.split_at_mut(c_out_group * cols);
-                gather_rows(
-                    dy_images,
-                    g.c_out,
-                    p,
-                    group * c_out_group,
-                    c_out_group,
-                    dy_side,
-                );
+            with_gathered_output_grad(g, dy_images, group, images, |dy_side, col| {
                 let rhs = MatRef::row_major(dy_side, cols);
                 matmul(
                     [k, cols, c_out_group],
@@ -510,16 +527,7 @@ pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
                     });
                     continue;
                 }
-                with_scratch(c_out_group * cols + k * cols, |scratch| {
-                    let (dy_side, col) = scratch.split_at_mut(c_out_group * cols);
-                    gather_rows(
-                        dy_images,
-                        g.c_out,
-                        p,
-                        group * c_out_group,
-                        c_out_group,
-                        dy_side,
-                    );
+                with_gathered_output_grad(g, dy_images, group, count, |dy_side, col| {
                     for image in 0..count {
                         im2col(
                             g,
