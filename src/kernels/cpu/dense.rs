@@ -330,6 +330,35 @@ fn with_gathered_output_grad<R>(
     })
 }
 
+/// One group's input planes (`[c_in / groups, h, w]`) of image `image` of `x_images`.
+fn group_planes<'a>(
+    g: &ConvGeometry,
+    x_images: &'a [f32],
+    image: usize,
+    group: usize,
+) -> &'a [f32] {
+    let (c_in_group, plane) = (g.c_in / g.groups, g.h * g.w);
+    &x_images[(image * g.c_in + group * c_in_group) * plane..][..c_in_group * plane]
+}
+
+/// Writes the im2col matrices of one group's planes of every image of `x_images` side by side
+/// into `col` (`[k, images · oh · ow]`): the right-hand side of a product over several images.
+fn im2col_side_by_side(g: &ConvGeometry, x_images: &[f32], group: usize, col: &mut [f32]) {
+    let images = x_images.len() / (g.c_in * g.h * g.w);
+    let p = g.oh * g.ow;
+    for image in 0..images {
+        let planes = group_planes(g, x_images, image, group);
+        im2col(
+            g,
+            planes,
+            g.c_in / g.groups,
+            &mut col[image * p..],
+            images * p,
+            false,
+        );
+    }
+}
+
 /// `len` zeros, written rather than allocated zeroed. A zeroed allocation of this size comes from
 /// fresh pages that the kernel maps to its shared zero page until written; a buffer that is
 /// read before it is written (added into) then faults twice per page, the second time to copy
@@ -381,13 +410,10 @@ pub fn forward(
         for group in 0..g.groups {
             let w_group =
                 MatRef::row_major(&weight[group * c_out_group * k..][..c_out_group * k], k);
-            let group_planes = |image: usize| {
-                &x_images[image * in_image + group * c_in_group * g.h * g.w..]
-                    [..c_in_group * g.h * g.w]
-            };
             if images == 1 {
                 let out_group = &mut out[group * c_out_group * p..][..c_out_group * p];
-                with_im2col(g, group_planes(0), c_in_group, !split.parallel, |col| {
+                let planes = group_planes(g, x_images, 0, group);
+                with_im2col(g, planes, c_in_group, !split.parallel, |col| {
                     let rhs = MatRef::row_major(col, p);
                     let dims = [c_out_group, p, k];
                     matmul(dims, out_group, w_group, rhs, false, split.parallelism);
@@ -399,10 +425,7 @@ pub fn forward(
             let cols = images * p;
             with_scratch(k * cols + c_out_group * cols, |scratch| {
                 let (col, product) = scratch.split_at_mut(k * cols);
-                for image in 0..images {
-                    let planes = group_planes(image);
-                    im2col(g, planes, c_in_group, &mut col[image * p..], cols, false);
-                }
+                im2col_side_by_side(g, x_images, group, col);
                 let rhs = MatRef::row_major(col, cols);
                 let dims = [c_out_group, cols, k];
                 matmul(dims, product, w_group, rhs, false, split.parallelism);
@@ -511,16 +534,13 @@ pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
             let dy_images = &dy[first * g.c_out * p..][..count * g.c_out * p];
             for group in 0..g.groups {
                 let dw_group = &mut dw[group * c_out_group * k..][..c_out_group * k];
-                let group_planes = |image: usize| {
-                    &x_images[image * in_image + group * c_in_group * g.h * g.w..]
-                        [..c_in_group * g.h * g.w]
-                };
                 if count == 1 {
                     let dy_group = MatRef::row_major(
                         &dy_images[group * c_out_group * p..][..c_out_group * p],
                         p,
                     );
-                    with_im2col(g, group_planes(0), c_in_group, !split.parallel, |col| {
+                    let planes = group_planes(g, x_images, 0, group);
+                    with_im2col(g, planes, c_in_group, !split.parallel, |col| {
                         let col_t = MatRef::transposed(col, p);
                         let dims = [c_out_group, k, p];
                         matmul(dims, dw_group, dy_group, col_t, true, split.parallelism);
@@ -528,16 +548,7 @@ pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
                     continue;
                 }
                 with_gathered_output_grad(g, dy_images, group, count, |dy_side, col| {
-                    for image in 0..count {
-                        im2col(
-                            g,
-                            group_planes(image),
-                            c_in_group,
-                            &mut col[image * p..],
-                            cols,
-                            false,
-                        );
-                    }
+                    im2col_side_by_side(g, x_images, group, col);
                     let lhs = MatRef::row_major(dy_side, cols);
                     let col_t = MatRef::transposed(col, cols);
                     let dims = [c_out_group, k, cols];
