@@ -948,3 +948,64 @@ fn shared_dangling_input_is_an_error() {
     );
     assert_names_file(&err, &label);
 }
+
+/// Constant nodes that break the ONNX schema (an input, no output, no value, two values, a
+/// string or sparse value) are refused by name before onnx-ir, whose constant lifting panics on
+/// them (a fuzzer finding: a Constant whose name field became an input). Runs on the committed
+/// fuzz seed, so without ../shared too.
+#[test]
+fn malformed_constant_nodes_are_refused_by_name() {
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/seeds/onnx_load/mobilenet_v2_w010_bn.onnx");
+    let label = PathBuf::from("constants.onnx");
+    let clean = decode(&seed);
+    let first_constant = clean
+        .graph
+        .node
+        .iter()
+        .position(|n| n.op_type == "Constant")
+        .expect("the seed has Constant nodes (ReLU6 bounds)");
+    read_onnx_bytes(&encode(&clean), &label).expect("the seed itself reads");
+
+    // onnx-ir keeps `NodeProto` private: each edit reaches the node through the model.
+    type Edit = fn(&mut ModelProto, usize);
+    let edits: [(&str, Edit); 6] = [
+        ("an input", |m, i| {
+            let n = &mut m.graph.mut_or_insert_default().node[i];
+            n.input.push(n.name.clone());
+        }),
+        ("no output", |m, i| {
+            m.graph.mut_or_insert_default().node[i].output.clear();
+        }),
+        ("no value", |m, i| {
+            m.graph.mut_or_insert_default().node[i].attribute.clear();
+        }),
+        ("two values", |m, i| {
+            let n = &mut m.graph.mut_or_insert_default().node[i];
+            let again = n.attribute[0].clone();
+            n.attribute.push(again);
+        }),
+        ("a string value", |m, i| {
+            let a = &mut m.graph.mut_or_insert_default().node[i].attribute[0];
+            a.name = "value_string".into();
+            a.type_ = protobuf::EnumOrUnknown::from_i32(3); // STRING
+            a.s = b"six".to_vec().into();
+        }),
+        ("a sparse value", |m, i| {
+            let a = &mut m.graph.mut_or_insert_default().node[i].attribute[0];
+            a.name = "sparse_value".into();
+            a.type_ = protobuf::EnumOrUnknown::from_i32(11); // SPARSE_TENSOR
+        }),
+    ];
+    for (what, edit) in edits {
+        let mut model = clean.clone();
+        edit(&mut model, first_constant);
+        let err = read_onnx_bytes(&encode(&model), &label).unwrap_err();
+        assert!(
+            matches!(&err, OnnxError::NotAModel { reason, .. }
+                if reason.contains(&format!("Constant node #{first_constant}"))),
+            "a Constant with {what}: {err:?}"
+        );
+        assert_names_file(&err, &label);
+    }
+}

@@ -47,6 +47,7 @@ const ATTR_INT: i32 = 2;
 const ATTR_STRING: i32 = 3;
 const ATTR_TENSOR: i32 = 4;
 const ATTR_INTS: i32 = 7;
+const ATTR_SPARSE_TENSOR: i32 = 11;
 
 /// The type the ONNX operator schemas give an attribute of this name (the same for every
 /// operator that has it), for the attributes of the operators a CNN file holds.
@@ -77,7 +78,8 @@ fn expected_attr_type(name: &str) -> Option<i32> {
 
 /// Refuses what onnx-ir unwraps or asserts on and would panic over: enum fields with values
 /// outside the schema or `UNDEFINED` (attribute types, tensor data locations) and attributes
-/// whose type is not the one their operator schema gives; in nested graphs too.
+/// whose type is not the one their operator schema gives, malformed `Constant` nodes; in nested
+/// graphs too.
 fn check_enums(graph: &onnx_ir::GraphProto, path: &Path) -> Result<(), OnnxError> {
     let malformed = |reason: String| OnnxError::Malformed {
         path: path.to_path_buf(),
@@ -95,6 +97,21 @@ fn check_enums(graph: &onnx_ir::GraphProto, path: &Path) -> Result<(), OnnxError
         check_tensor(t)?;
     }
     for (index, node) in graph.node.iter().enumerate() {
+        if node.op_type == "Constant" {
+            let attributes: Vec<(&str, i32)> = node
+                .attribute
+                .iter()
+                .map(|a| (a.name.as_str(), a.type_.value()))
+                .collect();
+            check_constant(
+                index,
+                &node.name,
+                &node.input,
+                &node.output,
+                &attributes,
+                path,
+            )?;
+        }
         for a in &node.attribute {
             let found = a.type_.value();
             if a.type_.enum_value().is_err() || found == ATTR_UNDEFINED {
@@ -107,7 +124,7 @@ fn check_enums(graph: &onnx_ir::GraphProto, path: &Path) -> Result<(), OnnxError
             // of a Constant may also be a sparse tensor; neither is checked here.
             if let Some(expected) = expected_attr_type(&a.name)
                 && found != expected
-                && !(a.name == "value" && found == 11)
+                && !(a.name == "value" && found == ATTR_SPARSE_TENSOR)
             {
                 return Err(malformed(format!(
                     "attribute `{}` of node #{index} ({}) has type {found}, the operator schema \
@@ -124,6 +141,62 @@ fn check_enums(graph: &onnx_ir::GraphProto, path: &Path) -> Result<(), OnnxError
         }
     }
     Ok(())
+}
+
+/// The `Constant` attributes onnx-ir turns into data: one of them, and nothing else.
+const CONSTANT_VALUE_ATTRS: [&str; 5] = [
+    "value",
+    "value_float",
+    "value_floats",
+    "value_int",
+    "value_ints",
+];
+
+/// Refuses a `Constant` node that is not what the ONNX schema allows and onnx-ir's constant
+/// lifting assumes (it panics otherwise, at the node that reads the constant): no inputs, one
+/// output, and exactly one numeric value attribute (string and sparse values are not weights).
+/// (onnx-ir keeps `NodeProto` private, so the node comes in parts: its index and name, inputs,
+/// outputs and `(name, type)` of each attribute.)
+fn check_constant(
+    index: usize,
+    name: &str,
+    inputs: &[String],
+    outputs: &[String],
+    attributes: &[(&str, i32)],
+    path: &Path,
+) -> Result<(), OnnxError> {
+    let invalid = |reason: String| OnnxError::NotAModel {
+        path: path.to_path_buf(),
+        reason: format!("Constant node #{index} (`{name}`) {reason}"),
+    };
+    if !inputs.is_empty() {
+        return Err(invalid(format!(
+            "has {} input(s) ({}); the ONNX Constant operator takes none",
+            inputs.len(),
+            inputs.join(", ")
+        )));
+    }
+    if outputs.len() != 1 || outputs[0].is_empty() {
+        return Err(invalid(format!(
+            "has {} output(s); a Constant has exactly one, named",
+            outputs.iter().filter(|o| !o.is_empty()).count()
+        )));
+    }
+    match attributes {
+        [(attr, kind)] if CONSTANT_VALUE_ATTRS.contains(attr) && *kind != ATTR_SPARSE_TENSOR => {
+            Ok(())
+        }
+        _ => Err(invalid(format!(
+            "has attributes [{}]; a Constant holding weights has exactly one of {}, not a \
+             string or sparse value",
+            attributes
+                .iter()
+                .map(|(attr, _)| *attr)
+                .collect::<Vec<_>>()
+                .join(", "),
+            CONSTANT_VALUE_ATTRS.join(", ")
+        ))),
+    }
 }
 
 /// The version of the default (`ai.onnx`) operator set, if the model imports it.
