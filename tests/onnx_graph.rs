@@ -1009,3 +1009,36 @@ fn malformed_constant_nodes_are_refused_by_name() {
         assert_names_file(&err, &label);
     }
 }
+
+/// A Flatten over another axis than 1 is refused by name before onnx-ir, which indexes the
+/// input's shape by the axis unchecked (a fuzzer finding: axis 122).
+#[test]
+fn flatten_over_another_axis_is_refused() {
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/seeds/onnx_load/mobilenet_v2_w010_folded.onnx");
+    let label = PathBuf::from("flatten.onnx");
+    let clean = decode(&seed);
+    let flatten = clean
+        .graph
+        .node
+        .iter()
+        .position(|n| n.op_type == "Flatten")
+        .expect("the seed flattens its pooled features");
+    for axis in [0i64, 2, 4, 122, -1] {
+        let mut model = clean.clone();
+        let node = &mut model.graph.mut_or_insert_default().node[flatten];
+        let a = node
+            .attribute
+            .iter_mut()
+            .find(|a| a.name == "axis")
+            .expect("the seed's Flatten names its axis");
+        a.i = axis;
+        let err = read_onnx_bytes(&encode(&model), &label).unwrap_err();
+        assert!(
+            matches!(&err, OnnxError::Unsupported { op_type, reason, .. }
+                if op_type == "Flatten" && reason.contains(&format!("axis {axis}"))),
+            "axis {axis}: {err:?}"
+        );
+        assert_names_file(&err, &label);
+    }
+}

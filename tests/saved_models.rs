@@ -79,21 +79,26 @@ fn a_folded_model_is_refused_naming_the_file() {
     assert!(!file.exists());
 }
 
+/// The saved file's bytes with `from` replaced by `to` in its (unchecksummed) JSON header.
+fn with_header_edit(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+    let header_len = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
+    let header = String::from_utf8(bytes[16..16 + header_len].to_vec()).unwrap();
+    let crafted = header.replace(from, to);
+    assert_ne!(crafted, header, "`{from}` is not in the header: {header}");
+    let mut altered = bytes[..8].to_vec();
+    altered.extend_from_slice(&(crafted.len() as u64).to_le_bytes());
+    altered.extend_from_slice(crafted.as_bytes());
+    altered.extend_from_slice(&bytes[16 + header_len..]);
+    altered
+}
+
 #[test]
 fn preprocessing_that_asks_for_giant_images_is_refused_on_load() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("model.tvm");
     save_model(&small_model(), &info(), &file).unwrap();
-    // Rewrite the (unchecksummed) JSON header with an absurd input size.
     let bytes = std::fs::read(&file).unwrap();
-    let header_len = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
-    let header = String::from_utf8(bytes[16..16 + header_len].to_vec()).unwrap();
-    let crafted = header.replace("\"image_size\":96", "\"image_size\":4000000000");
-    assert_ne!(crafted, header);
-    let mut altered = bytes[..8].to_vec();
-    altered.extend_from_slice(&(crafted.len() as u64).to_le_bytes());
-    altered.extend_from_slice(crafted.as_bytes());
-    altered.extend_from_slice(&bytes[16 + header_len..]);
+    let altered = with_header_edit(&bytes, "\"image_size\":96", "\"image_size\":4000000000");
     let label = dir.path().join("crafted.tvm");
     let Err(err) = load_model_bytes::<Cpu, MobileNetV2<Cpu>>(&altered, &label, &Device::default())
     else {
@@ -101,4 +106,42 @@ fn preprocessing_that_asks_for_giant_images_is_refused_on_load() {
     };
     assert!(matches!(err, WeightsError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("crafted.tvm"), "{err}");
+}
+
+/// Configuration values a network cannot be built from (burn's dropout asserts on a probability
+/// above 1: a fuzzer finding) are refused on load, naming the file and the field, for the
+/// concrete model and `AnyModel` alike.
+#[test]
+fn configurations_no_network_has_are_refused_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("model.tvm");
+    save_model(&small_model(), &info(), &file).unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    let label = dir.path().join("damaged.tvm");
+    let device = Device::default();
+    for (from, to, field) in [
+        ("\"dropout\":0.2", "\"dropout\":1.2", "dropout"),
+        ("\"dropout\":0.2", "\"dropout\":-0.5", "dropout"),
+        ("\"width_mult\":0.35", "\"width_mult\":0.0", "width_mult"),
+        ("\"width_mult\":0.35", "\"width_mult\":1e300", "width_mult"),
+        (
+            "\"round_nearest\":8",
+            "\"round_nearest\":0",
+            "round_nearest",
+        ),
+        ("\"num_classes\":2", "\"num_classes\":0", "num_classes"),
+    ] {
+        let altered = with_header_edit(&bytes, from, to);
+        let concrete = load_model_bytes::<Cpu, MobileNetV2<Cpu>>(&altered, &label, &device);
+        let any = load_model_bytes::<Cpu, AnyModel<Cpu>>(&altered, &label, &device);
+        for err in [concrete.err(), any.err()] {
+            let err = err.unwrap_or_else(|| panic!("{to} was accepted"));
+            assert!(matches!(err, WeightsError::Corrupt { .. }), "{to}: {err}");
+            let message = err.to_string();
+            assert!(
+                message.contains("damaged.tvm") && message.contains(field),
+                "{to}: {message}"
+            );
+        }
+    }
 }

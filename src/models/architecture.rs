@@ -56,6 +56,47 @@ pub trait ArchitectureConfig:
     /// Looks at an ONNX graph's backbone: `None` when it is not this architecture, else its
     /// configuration, or an error saying why the graph is this family but cannot be loaded.
     fn recognise(onnx: &OnnxBackbone<'_>) -> Option<Result<Self, WeightsError>>;
+
+    /// Checks the values a network can be built from (a saved file's header is read before any
+    /// module exists, and burn's layers assert on some values, e.g. a dropout above 1): `Err`
+    /// says which field is wrong and why.
+    fn check(&self) -> Result<(), String>;
+}
+
+/// Largest width or depth multiplier a configuration may ask for: torchvision's published
+/// networks use 0.35–1.4 (width) and up to 3.1 (depth, EfficientNet-B7); a file asking for more
+/// is damaged, and its network would be built before its weights could disagree.
+pub(crate) const MAX_MULTIPLIER: f64 = 16.0;
+
+/// Checks a probability field (dropout, stochastic depth): finite, within `[0, 1]`.
+pub(crate) fn check_probability(field: &str, p: f64) -> Result<(), String> {
+    if (0.0..=1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} is {p}; a probability must lie within [0, 1]"
+        ))
+    }
+}
+
+/// Checks a width or depth multiplier: finite, above 0, at most [`MAX_MULTIPLIER`].
+pub(crate) fn check_multiplier(field: &str, m: f64) -> Result<(), String> {
+    if m > 0.0 && m <= MAX_MULTIPLIER {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} is {m}; a multiplier must lie within (0, {MAX_MULTIPLIER}]"
+        ))
+    }
+}
+
+/// Checks the number of classes: at least one.
+pub(crate) fn check_classes(num_classes: usize) -> Result<(), String> {
+    if num_classes == 0 {
+        Err("num_classes is 0; a classifier has at least one class".into())
+    } else {
+        Ok(())
+    }
 }
 
 /// A classifier that can describe itself by its configuration and be rebuilt from one: what

@@ -19,6 +19,7 @@ use super::layers::{
 use super::mobilenet_v2::make_divisible;
 use super::summary;
 use super::torch_paths::{numbered_module, transparent_module_enum};
+use super::architecture::{check_classes, check_multiplier, check_probability};
 use super::{Architecture, ArchitectureConfig, ImageClassifier};
 use crate::weights::WeightsError;
 use crate::weights::import::OnnxBackbone;
@@ -252,6 +253,21 @@ impl ArchitectureConfig for EfficientNetConfig {
 
     fn with_classes(self, num_classes: usize) -> Self {
         self.with_num_classes(num_classes)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        check_classes(self.num_classes)?;
+        check_multiplier("width_mult", self.width_mult)?;
+        check_multiplier("depth_mult", self.depth_mult)?;
+        check_probability("dropout", self.dropout)?;
+        check_probability("stochastic_depth_prob", self.stochastic_depth_prob)?;
+        if !(self.batch_norm_epsilon > 0.0 && self.batch_norm_epsilon < 1.0) {
+            return Err(format!(
+                "batch_norm_epsilon is {}; it must lie within (0, 1)",
+                self.batch_norm_epsilon
+            ));
+        }
+        Ok(())
     }
 
     fn recognise(onnx: &OnnxBackbone<'_>) -> Option<Result<Self, WeightsError>> {

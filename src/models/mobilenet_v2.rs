@@ -16,6 +16,7 @@ use super::layers::{
 };
 use super::summary;
 use super::torch_paths::{numbered_module, transparent_module_enum};
+use super::architecture::{check_classes, check_multiplier, check_probability};
 use super::{Architecture, ArchitectureConfig, ImageClassifier};
 use crate::weights::WeightsError;
 use crate::weights::import::OnnxBackbone;
@@ -189,6 +190,20 @@ impl ArchitectureConfig for MobileNetV2Config {
 
     fn with_classes(self, num_classes: usize) -> Self {
         self.with_num_classes(num_classes)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        check_classes(self.num_classes)?;
+        check_multiplier("width_mult", self.width_mult)?;
+        check_probability("dropout", self.dropout)?;
+        if !(1..=256).contains(&self.round_nearest) {
+            return Err(format!(
+                "round_nearest is {}; channel counts round to a multiple within 1..=256 \
+                 (torchvision: 8)",
+                self.round_nearest
+            ));
+        }
+        Ok(())
     }
 
     fn recognise(onnx: &OnnxBackbone<'_>) -> Option<Result<Self, WeightsError>> {

@@ -20,6 +20,7 @@ use super::layers::{
 use super::mobilenet_v2::make_divisible;
 use super::summary;
 use super::torch_paths::{numbered_module, transparent_module_enum};
+use super::architecture::{check_classes, check_multiplier, check_probability};
 use super::{Architecture, ArchitectureConfig, ImageClassifier};
 use crate::weights::WeightsError;
 use crate::weights::import::OnnxBackbone;
@@ -307,6 +308,12 @@ impl ArchitectureConfig for MobileNetV3Config {
 
     fn with_classes(self, num_classes: usize) -> Self {
         self.with_num_classes(num_classes)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        check_classes(self.num_classes)?;
+        check_multiplier("width_mult", self.width_mult)?;
+        check_probability("dropout", self.dropout)
     }
 
     fn recognise(onnx: &OnnxBackbone<'_>) -> Option<Result<Self, WeightsError>> {

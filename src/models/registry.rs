@@ -71,6 +71,14 @@ macro_rules! architectures {
                 }
             }
 
+            /// Checks the configuration's values before a network is built from it (see
+            /// [`ArchitectureConfig::check`]).
+            pub fn check(&self) -> Result<(), String> {
+                match self {
+                    $( ModelSpec::$model(c) => c.check(), )+
+                }
+            }
+
             /// The block fine-tuning unfreezes from by default (see
             /// [`ArchitectureConfig::fine_tune_from`]).
             pub fn fine_tune_from(&self) -> &'static str {
@@ -140,6 +148,10 @@ macro_rules! architectures {
 
             fn fine_tune_from(&self) -> &'static str {
                 ModelSpec::fine_tune_from(self)
+            }
+
+            fn check(&self) -> Result<(), String> {
+                ModelSpec::check(self)
             }
 
             fn with_classes(self, num_classes: usize) -> Self {

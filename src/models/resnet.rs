@@ -13,6 +13,7 @@ use super::layers::{
     LinearConfig, conv_bn_activated,
 };
 use super::summary;
+use super::architecture::{check_classes};
 use super::{Architecture, ArchitectureConfig, ImageClassifier};
 use crate::weights::WeightsError;
 use crate::weights::import::OnnxBackbone;
@@ -122,6 +123,18 @@ impl ArchitectureConfig for ResNetConfig {
 
     fn with_classes(self, num_classes: usize) -> Self {
         self.with_num_classes(num_classes)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        check_classes(self.num_classes)?;
+        // torchvision's deepest stage (ResNet152's third) has 36 blocks.
+        if self.layers.iter().any(|&n| !(1..=64).contains(&n)) {
+            return Err(format!(
+                "layers is {:?}; each stage has 1 to 64 blocks",
+                self.layers
+            ));
+        }
+        Ok(())
     }
 
     fn recognise(onnx: &OnnxBackbone<'_>) -> Option<Result<Self, WeightsError>> {

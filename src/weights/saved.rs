@@ -127,6 +127,18 @@ pub fn load_model_bytes<B: ConvBackend, M: Architecture<B>>(
             path: path.to_path_buf(),
             reason,
         })?;
+    // The header is not covered by the sections' checksums: a damaged value (a dropout of 1.2)
+    // would reach burn's layers, which assert on it.
+    header
+        .spec
+        .check()
+        .map_err(|reason| WeightsError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!(
+                "its {} configuration is invalid: {reason}",
+                header.spec.name()
+            ),
+        })?;
     let model = M::from_spec(&header.spec, device).ok_or_else(|| WeightsError::Architecture {
         path: path.to_path_buf(),
         expected: <M::Config as ArchitectureConfig>::FAMILY.into(),

@@ -313,9 +313,21 @@ impl<'a> GraphReader<'a> {
                     keepdims: node.int("keepdims", 1) != 0,
                 }
             }
-            "Flatten" => LayerKind::Flatten {
-                axis: node.int("axis", 1),
-            },
+            "Flatten" => {
+                // Classifiers flatten `[N, C, 1, 1]` into `[N, C]`; onnx-ir indexes the input's
+                // shape by the axis unchecked (a panic for an axis past its rank).
+                let axis = node.int("axis", 1);
+                if axis != 1 {
+                    return Err(self.unsupported(
+                        node,
+                        format!(
+                            "axis {axis}; only axis 1 (`[N, C, ...]` into `[N, C * ...]`, as \
+                             image classifiers flatten their features) is supported"
+                        ),
+                    ));
+                }
+                LayerKind::Flatten { axis }
+            }
             "Reshape" => LayerKind::Reshape {
                 shape: self.optional_ints(node, 1)?,
             },
