@@ -1042,3 +1042,43 @@ fn flatten_over_another_axis_is_refused() {
         assert_names_file(&err, &label);
     }
 }
+
+/// An attribute the ONNX schema does not give the operator is refused by name before onnx-ir,
+/// whose importers panic on attributes they do not expect (a fuzzer finding: Gemm's `transB`
+/// became `b%ta`).
+#[test]
+fn attributes_outside_the_schema_are_refused() {
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/seeds/onnx_load/mobilenet_v2_w010_bn.onnx");
+    let label = PathBuf::from("attributes.onnx");
+    let clean = decode(&seed);
+    for op in [
+        "Gemm",
+        "Conv",
+        "BatchNormalization",
+        "Clip",
+        "Flatten",
+        "Add",
+    ] {
+        let index = clean
+            .graph
+            .node
+            .iter()
+            .position(|n| n.op_type == op)
+            .unwrap_or_else(|| panic!("the seed has a {op}"));
+        let mut model = clean.clone();
+        let node = &mut model.graph.mut_or_insert_default().node[index];
+        let mut extra = node.attribute.first().cloned().unwrap_or_default();
+        extra.name = "b%ta".into();
+        extra.type_ = protobuf::EnumOrUnknown::from_i32(2); // INT
+        extra.i = 1;
+        node.attribute.push(extra);
+        let err = read_onnx_bytes(&encode(&model), &label).unwrap_err();
+        assert!(
+            matches!(&err, OnnxError::Unsupported { op_type, reason, .. }
+                if op_type == op && reason.contains("`b%ta`")),
+            "{op}: {err:?}"
+        );
+        assert_names_file(&err, &label);
+    }
+}

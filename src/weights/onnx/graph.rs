@@ -7,6 +7,7 @@ use std::path::Path;
 
 use onnx_ir::{ModelProto, TensorProto};
 
+use super::ops::schema_attributes;
 use super::tensor::{to_f32, to_i64};
 use super::validate::default_opset;
 use super::{LayerKind, OnnxError, OnnxLayer, OnnxModel, OnnxTensor};
@@ -244,6 +245,25 @@ impl<'a> GraphReader<'a> {
     ) -> Result<Option<OnnxLayer>, OnnxError> {
         if !(node.domain.is_empty() || node.domain == "ai.onnx") {
             return Err(self.unsupported_op(node));
+        }
+        if let Some(allowed) = schema_attributes(&node.op_type) {
+            let mut names: Vec<&String> = node.attrs.keys().collect();
+            names.sort();
+            if let Some(unknown) = names.into_iter().find(|n| !allowed.contains(&n.as_str())) {
+                return Err(self.unsupported(
+                    node,
+                    format!(
+                        "attribute `{unknown}`, which the ONNX schema does not give {} (it takes: \
+                         {})",
+                        node.op_type,
+                        if allowed.is_empty() {
+                            "none".to_string()
+                        } else {
+                            allowed.join(", ")
+                        }
+                    ),
+                ));
+            }
         }
         // Constants and constant pass-throughs become values, not layers.
         match node.op_type.as_str() {

@@ -9,6 +9,67 @@ use super::{
     OnnxTensor, PoolLayer,
 };
 
+/// The attributes the ONNX schema gives each operator the reader supports (within the opsets
+/// onnx-ir 0.21 reads), `None` for operators it does not support. onnx-ir's importers panic on
+/// an attribute they do not expect (`Config extraction failed`), so any other is refused first.
+pub(super) fn schema_attributes(op_type: &str) -> Option<&'static [&'static str]> {
+    const POOL: &[&str] = &[
+        "auto_pad",
+        "ceil_mode",
+        "count_include_pad",
+        "dilations",
+        "kernel_shape",
+        "pads",
+        "storage_order",
+        "strides",
+    ];
+    Some(match op_type {
+        "Conv" => &[
+            "auto_pad",
+            "dilations",
+            "group",
+            "kernel_shape",
+            "pads",
+            "strides",
+        ],
+        "BatchNormalization" => &[
+            "epsilon",
+            "momentum",
+            "spatial",
+            "consumed_inputs",
+            "is_test",
+            "training_mode",
+        ],
+        "Gemm" => &["alpha", "beta", "transA", "transB"],
+        "HardSigmoid" => &["alpha", "beta"],
+        "Clip" => &["min", "max"],
+        // `storage_order` is MaxPool's, `count_include_pad` AveragePool's: one list for both is
+        // looser than the schema, and both are read only by their own operator.
+        "MaxPool" | "AveragePool" => POOL,
+        "ReduceMean" => &["axes", "keepdims", "noop_with_empty_axes"],
+        "Flatten" | "Concat" | "Softmax" | "Gather" => &["axis"],
+        "Reshape" => &["allowzero"],
+        "Squeeze" | "Unsqueeze" => &["axes"],
+        "Transpose" => &["perm"],
+        "Pad" => &["mode", "pads", "value"],
+        "Dropout" => &["ratio", "seed"],
+        "Shape" => &["start", "end"],
+        "Cast" => &["to", "saturate"],
+        "Slice" => &["starts", "ends", "axes"],
+        "ConstantOfShape" => &["value"],
+        "Constant" => &[
+            "value",
+            "value_float",
+            "value_floats",
+            "value_int",
+            "value_ints",
+        ],
+        "MatMul" | "Add" | "Sub" | "Mul" | "Div" | "Relu" | "HardSwish" | "Sigmoid"
+        | "GlobalAveragePool" | "Identity" => &[],
+        _ => return None,
+    })
+}
+
 impl GraphReader<'_> {
     pub(super) fn conv(&self, node: &Node) -> Result<ConvLayer, OnnxError> {
         let weight = self.weight(node, 1, "weight")?;
