@@ -5,7 +5,7 @@ Runs, in this order and with the same thread count:
   1. benches/pytorch_reference.py --only forward --only train (PyTorch eager and onnxruntime on
      torchvision's models, exported to ONNX per input size and kept for step 3);
   2. cargo bench --bench forward (folded inference, flex) and --bench train_step (criterion
-     medians, read from target/criterion/*/new/estimates.json);
+     medians, read from $CARGO_TARGET_DIR or target/, criterion/*/new/estimates.json);
   3. tract (benches/tract, its own crate so the main build never compiles it) on the same ONNX
      files, one process per model: a model tract cannot load or run reads n/a.
 Then prints one markdown table of medians (ms) and ratios (this crate's time / theirs: below
@@ -69,6 +69,13 @@ def model_list(text):
     return [m for m in MODELS if m in names]
 
 
+def target_dir():
+    """Cargo's target directory, where criterion writes: `CARGO_TARGET_DIR` when set (relative
+    to the repository), else `target/`."""
+    target = os.environ.get("CARGO_TARGET_DIR")
+    return os.path.join(ROOT, target or "target")
+
+
 def criterion_filter(prefix, models):
     """A criterion filter (a regex on `GROUP/FUNCTION/PARAMETER` ids) for `models` under
     `prefix`: `^forward_fused/flex/(resnet18|efficientnet_b0)/`."""
@@ -77,7 +84,7 @@ def criterion_filter(prefix, models):
 
 def criterion_median_ms(group, function, since):
     """Median of a criterion benchmark run after `since` (seconds since the epoch)."""
-    path = os.path.join(ROOT, "target", "criterion", group, function, "new", "estimates.json")
+    path = os.path.join(target_dir(), "criterion", group, function, "new", "estimates.json")
     if not os.path.exists(path) or os.path.getmtime(path) < since:
         sys.exit(f"compare.py: no fresh criterion result at {path}")
     with open(path) as f:
