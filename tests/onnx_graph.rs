@@ -949,22 +949,35 @@ fn shared_dangling_input_is_an_error() {
     assert_names_file(&err, &label);
 }
 
+/// A committed fuzz seed (`fuzz/seeds/onnx_load/`), decoded: a small MobileNetV2 that every
+/// clone has, for tests that edit a real graph without ../shared.
+fn committed_seed(file: &str) -> ModelProto {
+    decode(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/seeds/onnx_load")
+            .join(file),
+    )
+}
+
+/// The index of the first `op` node of `model`'s graph.
+fn first_node(model: &ModelProto, op: &str) -> usize {
+    model
+        .graph
+        .node
+        .iter()
+        .position(|n| n.op_type == op)
+        .unwrap_or_else(|| panic!("the seed has a {op} node"))
+}
+
 /// Constant nodes that break the ONNX schema (an input, no output, no value, two values, a
 /// string or sparse value) are refused by name before onnx-ir, whose constant lifting panics on
 /// them (a fuzzer finding: a Constant whose name field became an input). Runs on the committed
 /// fuzz seed, so without ../shared too.
 #[test]
 fn malformed_constant_nodes_are_refused_by_name() {
-    let seed = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/seeds/onnx_load/mobilenet_v2_w010_bn.onnx");
     let label = PathBuf::from("constants.onnx");
-    let clean = decode(&seed);
-    let first_constant = clean
-        .graph
-        .node
-        .iter()
-        .position(|n| n.op_type == "Constant")
-        .expect("the seed has Constant nodes (ReLU6 bounds)");
+    let clean = committed_seed("mobilenet_v2_w010_bn.onnx");
+    let first_constant = first_node(&clean, "Constant");
     read_onnx_bytes(&encode(&clean), &label).expect("the seed itself reads");
 
     // onnx-ir keeps `NodeProto` private: each edit reaches the node through the model.
@@ -1014,16 +1027,9 @@ fn malformed_constant_nodes_are_refused_by_name() {
 /// input's shape by the axis unchecked (a fuzzer finding: axis 122).
 #[test]
 fn flatten_over_another_axis_is_refused() {
-    let seed = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/seeds/onnx_load/mobilenet_v2_w010_folded.onnx");
     let label = PathBuf::from("flatten.onnx");
-    let clean = decode(&seed);
-    let flatten = clean
-        .graph
-        .node
-        .iter()
-        .position(|n| n.op_type == "Flatten")
-        .expect("the seed flattens its pooled features");
+    let clean = committed_seed("mobilenet_v2_w010_folded.onnx");
+    let flatten = first_node(&clean, "Flatten");
     for axis in [0i64, 2, 4, 122, -1] {
         let mut model = clean.clone();
         let node = &mut model.graph.mut_or_insert_default().node[flatten];
@@ -1048,10 +1054,8 @@ fn flatten_over_another_axis_is_refused() {
 /// became `b%ta`).
 #[test]
 fn attributes_outside_the_schema_are_refused() {
-    let seed = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/seeds/onnx_load/mobilenet_v2_w010_bn.onnx");
     let label = PathBuf::from("attributes.onnx");
-    let clean = decode(&seed);
+    let clean = committed_seed("mobilenet_v2_w010_bn.onnx");
     for op in [
         "Gemm",
         "Conv",
@@ -1060,12 +1064,7 @@ fn attributes_outside_the_schema_are_refused() {
         "Flatten",
         "Add",
     ] {
-        let index = clean
-            .graph
-            .node
-            .iter()
-            .position(|n| n.op_type == op)
-            .unwrap_or_else(|| panic!("the seed has a {op}"));
+        let index = first_node(&clean, op);
         let mut model = clean.clone();
         let node = &mut model.graph.mut_or_insert_default().node[index];
         let mut extra = node.attribute.first().cloned().unwrap_or_default();
