@@ -13,7 +13,7 @@ use super::layers::{
     LinearConfig, conv_bn_activated,
 };
 use super::summary;
-use super::architecture::{check_classes};
+use super::architecture::check_classes;
 use super::{Architecture, ArchitectureConfig, ImageClassifier};
 use crate::weights::WeightsError;
 use crate::weights::import::OnnxBackbone;

@@ -4,6 +4,7 @@
 
 use super::graph::{GraphReader, Node};
 use super::tensor::to_f32;
+use super::validate::CONSTANT_VALUE_ATTRS;
 use super::{
     AutoPad, BatchNormLayer, ConvLayer, LayerKind, LinearLayer, LinearSource, OnnxError, OnnxLayer,
     OnnxTensor, PoolLayer,
@@ -57,13 +58,7 @@ pub(super) fn schema_attributes(op_type: &str) -> Option<&'static [&'static str]
         "Cast" => &["to", "saturate"],
         "Slice" => &["starts", "ends", "axes"],
         "ConstantOfShape" => &["value"],
-        "Constant" => &[
-            "value",
-            "value_float",
-            "value_floats",
-            "value_int",
-            "value_ints",
-        ],
+        "Constant" => &CONSTANT_VALUE_ATTRS,
         "MatMul" | "Add" | "Sub" | "Mul" | "Div" | "Relu" | "HardSwish" | "Sigmoid"
         | "GlobalAveragePool" | "Identity" => &[],
         _ => return None,

@@ -143,8 +143,9 @@ fn check_enums(graph: &onnx_ir::GraphProto, path: &Path) -> Result<(), OnnxError
     Ok(())
 }
 
-/// The `Constant` attributes onnx-ir turns into data: one of them, and nothing else.
-const CONSTANT_VALUE_ATTRS: [&str; 5] = [
+/// The `Constant` attributes onnx-ir turns into data: one of them, and nothing else (also the
+/// operator's schema in [`super::ops::schema_attributes`]).
+pub(super) const CONSTANT_VALUE_ATTRS: [&str; 5] = [
     "value",
     "value_float",
     "value_floats",
