@@ -7,8 +7,11 @@ use std::sync::OnceLock;
 
 use burn::backend::Flex;
 use burn::tensor::ops::{ConvOptions, FloatTensor, FloatTensorOps, ModuleOps};
-use burn::tensor::{Bytes, DType, Shape};
+use std::mem::MaybeUninit;
+
+use burn::tensor::{AllocationProperty, Bytes, DType, Shape};
 use burn_flex::{FlexTensor, Layout};
+use burn_std::AllocationController;
 
 use super::cpu::{self, ConvGeometry, SimdLevel};
 use super::{
@@ -61,12 +64,51 @@ fn from_vec(values: Vec<f32>, dims: [usize; 4]) -> FlexTensor {
     from_vec_shaped(values, Shape::new(dims))
 }
 
+/// A contiguous `f32` tensor of `values`; a large one given back to [`cpu::buffers`] when
+/// dropped, when buffers are kept (see there).
 fn from_vec_shaped(values: Vec<f32>, shape: Shape) -> FlexTensor {
-    FlexTensor::new(
-        Bytes::from_elems(values),
-        Layout::contiguous(shape),
-        DType::F32,
-    )
+    let bytes = if cpu::buffers::keeps(values.len()) {
+        let len = size_of_val(values.as_slice());
+        // SAFETY: `len` is the byte length of `values`, every one of its elements initialized.
+        unsafe { Bytes::from_controller(Box::new(Recycled(values)), len) }
+    } else {
+        Bytes::from_elems(values)
+    };
+    FlexTensor::new(bytes, Layout::contiguous(shape), DType::F32)
+}
+
+/// A kernel's output buffer inside a tensor: given back to [`cpu::buffers`] when the last tensor
+/// holding it is dropped, for the next output of its length.
+struct Recycled(Vec<f32>);
+
+impl AllocationController for Recycled {
+    fn alloc_align(&self) -> usize {
+        align_of::<f32>()
+    }
+
+    fn property(&self) -> AllocationProperty {
+        AllocationProperty::Other
+    }
+
+    fn memory(&self) -> &[MaybeUninit<u8>] {
+        let bytes = size_of_val(self.0.as_slice());
+        // SAFETY: the vector's elements are `bytes` initialized bytes at its pointer, borrowed
+        // for as long as `self` is.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast(), bytes) }
+    }
+
+    unsafe fn memory_mut(&mut self) -> &mut [MaybeUninit<u8>] {
+        let bytes = size_of_val(self.0.as_slice());
+        // SAFETY: as in `memory`, borrowed mutably; the caller writes only initialized bytes
+        // (the trait's contract), and any bit pattern is a valid `f32`.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast(), bytes) }
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        cpu::buffers::recycle(std::mem::take(&mut self.0));
+    }
 }
 
 /// `[N, C, H·W]` of a BatchNorm's `x` `[N, C, H, W]` when the kernels take it: every operand

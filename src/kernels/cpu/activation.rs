@@ -15,8 +15,8 @@
 
 use rayon::prelude::*;
 
-use super::SimdLevel;
 use super::simd::{madd, simd_dispatch};
+use super::{SimdLevel, buffers};
 use crate::kernels::ConvActivation;
 
 /// Elements per parallel task: large enough to amortise the task, small enough to share a
@@ -200,7 +200,7 @@ simd_dispatch! {
 
 /// Hardswish, `x · clamp(x + 3, 0, 6) / 6`, of every element, at `level`.
 pub fn hardswish(x: &[f32], level: SimdLevel) -> Vec<f32> {
-    let mut y = vec![0.0; x.len()];
+    let mut y = buffers::to_overwrite(x.len());
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(y, x)| hardswish_chunk(level, x, y));
@@ -216,7 +216,7 @@ pub fn hardswish_in_place(x: &mut [f32], level: SimdLevel) {
 /// The gradient of Hardswish at `x` given the output gradient `dy` (same length), as torch's
 /// `hardswish_backward`: 0 for `x < −3`, `dy · (x / 3 + 0.5)` for `−3 ≤ x ≤ 3`, `dy` above.
 pub fn hardswish_grad(x: &[f32], dy: &[f32], level: SimdLevel) -> Vec<f32> {
-    let mut dx = vec![0.0; x.len()];
+    let mut dx = buffers::to_overwrite(x.len());
     dx.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
         .for_each(|(dx, (x, dy))| hardswish_grad_chunk(level, x, dy, dx));
@@ -241,7 +241,7 @@ simd_dispatch! {
 /// `clamp(x, min, max)` of every element, at `level` (NaN stays NaN's clamp: `max(NaN, min)`
 /// is `min`, as in burn's clamp on burn-flex).
 pub fn hardtanh(x: &[f32], min: f32, max: f32, level: SimdLevel) -> Vec<f32> {
-    let mut y = vec![0.0; x.len()];
+    let mut y = buffers::to_overwrite(x.len());
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(y, x)| hardtanh_chunk(level, x, min, max, y));
@@ -258,7 +258,7 @@ pub fn hardtanh_in_place(x: &mut [f32], min: f32, max: f32, level: SimdLevel) {
 /// The gradient of Hardtanh at `x` given the output gradient `dy` (same length): `dy` where
 /// `min < x < max`, else 0.
 pub fn hardtanh_grad(x: &[f32], dy: &[f32], min: f32, max: f32, level: SimdLevel) -> Vec<f32> {
-    let mut dx = vec![0.0; x.len()];
+    let mut dx = buffers::to_overwrite(x.len());
     dx.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
         .for_each(|(dx, (x, dy))| hardtanh_grad_chunk(level, x, dy, min, max, dx));
@@ -282,7 +282,7 @@ simd_dispatch! {
 
 /// `x · σ(x)` of every element, at `level`.
 pub fn silu(x: &[f32], level: SimdLevel) -> Vec<f32> {
-    let mut y = vec![0.0; x.len()];
+    let mut y = buffers::to_overwrite(x.len());
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(y, x)| silu_chunk(level, x, y));
@@ -297,7 +297,7 @@ pub fn silu_in_place(x: &mut [f32], level: SimdLevel) {
 
 /// The gradient of SiLU at `x` times the output gradient `dy` (same length), at `level`.
 pub fn silu_grad(x: &[f32], dy: &[f32], level: SimdLevel) -> Vec<f32> {
-    let mut dx = vec![0.0; x.len()];
+    let mut dx = buffers::to_overwrite(x.len());
     dx.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
         .for_each(|(dx, (x, dy))| silu_grad_chunk(level, x, dy, dx));

@@ -15,8 +15,8 @@
 
 use rayon::prelude::*;
 
-use super::SimdLevel;
 use super::simd::{madd, simd_dispatch};
+use super::{SimdLevel, buffers};
 
 /// Lanes of the partial sums inside a plane (one AVX-512 register).
 const LANES: usize = 16;
@@ -198,7 +198,7 @@ pub fn batch_norm_train(
             ]
         })
         .collect();
-    let mut y = vec![0f32; x.len()];
+    let mut y = buffers::to_overwrite(x.len());
     if plane > 0 {
         y.par_chunks_mut(plane)
             .zip(x.par_chunks(plane))
@@ -254,7 +254,7 @@ pub fn batch_norm_train_grad(
             [k0 as f32, k1 as f32, k2 as f32]
         })
         .collect();
-    let mut dx = vec![0f32; x.len()];
+    let mut dx = buffers::to_overwrite(x.len());
     if plane > 0 {
         dx.par_chunks_mut(plane)
             .zip(x.par_chunks(plane).zip(dy.par_chunks(plane)))

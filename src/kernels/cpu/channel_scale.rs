@@ -8,8 +8,8 @@
 
 use rayon::prelude::*;
 
-use super::SimdLevel;
 use super::simd::{madd, simd_dispatch};
+use super::{SimdLevel, buffers};
 
 /// Elements per parallel task (whole planes, at least one).
 const CHUNK: usize = 1 << 14;
@@ -85,7 +85,7 @@ simd_dispatch! {
 /// `x` (`scale.len()` planes of `plane` elements) with each plane times its factor in `scale`.
 pub fn channel_scale(x: &[f32], scale: &[f32], plane: usize, level: SimdLevel) -> Vec<f32> {
     assert_eq!(x.len(), scale.len() * plane, "channel_scale: sizes");
-    let mut y = vec![0.0; x.len()];
+    let mut y = buffers::to_overwrite(x.len());
     if plane == 0 {
         return y;
     }

@@ -16,7 +16,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::activation::epilogue;
-use super::{ConvGeometry, SimdLevel, with_scratch};
+use super::{ConvGeometry, SimdLevel, buffers, with_scratch};
 use crate::kernels::ConvActivation;
 
 /// A row-major or strided view of a matrix inside a slice: element `(i, j)` at
@@ -402,7 +402,7 @@ pub fn forward(
 ) -> Vec<f32> {
     let (c_in_group, c_out_group, k, p) = g.group_sizes();
     let in_image = g.c_in * g.h * g.w;
-    let mut y = vec![0.0f32; g.n * g.c_out * p];
+    let mut y = buffers::to_overwrite(g.n * g.c_out * p);
     let split = g.split();
     let one_product = |first: usize, out: &mut [f32]| {
         let images = out.len() / (g.c_out * p);
@@ -457,7 +457,8 @@ pub fn forward(
 pub fn input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
     let (c_in_group, c_out_group, k, p) = g.group_sizes();
     let plane = g.h * g.w;
-    let mut dx = vec![0.0f32; g.n * g.c_in * plane];
+    // Every group's rows are written (a product's output, or zeros then col2im's sums).
+    let mut dx = buffers::to_overwrite(g.n * g.c_in * plane);
     let split = g.split();
     let one_product = |first: usize, out: &mut [f32]| {
         let images = out.len() / (g.c_in * plane);

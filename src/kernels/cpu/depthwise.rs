@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::activation::epilogue;
 use super::simd::{madd, simd_dispatch};
-use super::{ConvGeometry, SimdLevel, with_scratch};
+use super::{ConvGeometry, SimdLevel, buffers, with_scratch};
 use crate::kernels::ConvActivation;
 
 /// Elements of the wide output processed per pass over the taps: keeps the run of outputs and
@@ -162,7 +162,7 @@ pub fn forward(
 ) -> Vec<f32> {
     let (plane_in, plane_out, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
     let ph = Phases::of(g);
-    let mut y = vec![0.0f32; g.n * g.c_out * plane_out];
+    let mut y = buffers::to_overwrite(g.n * g.c_out * plane_out);
     y.par_chunks_mut(plane_out)
         .enumerate()
         .for_each(|(plane, out)| {
@@ -190,7 +190,7 @@ pub fn forward(
 pub fn input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32], level: SimdLevel) -> Vec<f32> {
     let (plane_in, plane_out, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
     let ph = Phases::of(g);
-    let mut dx = vec![0.0f32; g.n * g.c_in * plane_in];
+    let mut dx = buffers::zeroed(g.n * g.c_in * plane_in);
     dx.par_chunks_mut(plane_in)
         .enumerate()
         .for_each(|(plane, out)| {

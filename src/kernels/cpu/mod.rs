@@ -20,6 +20,7 @@
 
 pub mod activation;
 pub mod batch_norm;
+pub mod buffers;
 pub mod channel_scale;
 pub mod dense;
 pub mod depthwise;

@@ -13,8 +13,8 @@
 
 use rayon::prelude::*;
 
-use super::SimdLevel;
 use super::simd::simd_dispatch;
+use super::{SimdLevel, buffers};
 
 /// Sizes of one 2-D max pooling (dilation 1, outputs rounded down): input planes `[h, w]`,
 /// window `[kh, kw]`, strides, padding, output planes `[oh, ow]`.
@@ -123,7 +123,7 @@ simd_dispatch! {
 pub fn max_pool2d(g: &PoolGeometry, x: &[f32], level: SimdLevel) -> Vec<f32> {
     let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
     assert_eq!(x.len(), g.planes * plane_in, "max_pool2d: input length");
-    let mut y = vec![0.0f32; g.planes * plane_out];
+    let mut y = buffers::to_overwrite(g.planes * plane_out);
     y.par_chunks_mut(plane_out)
         .zip(x.par_chunks(plane_in))
         .for_each_init(
@@ -143,7 +143,8 @@ pub fn max_pool2d_grad(g: &PoolGeometry, x: &[f32], dy: &[f32], level: SimdLevel
         x.len() == g.planes * plane_in && dy.len() == g.planes * plane_out,
         "max_pool2d_grad: operand lengths"
     );
-    let mut dx = vec![0.0f32; g.planes * plane_in];
+    // `max_pool_grad_plane` zeroes each plane first.
+    let mut dx = buffers::to_overwrite(g.planes * plane_in);
     dx.par_chunks_mut(plane_in)
         .zip(x.par_chunks(plane_in).zip(dy.par_chunks(plane_out)))
         .for_each_init(

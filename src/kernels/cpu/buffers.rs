@@ -1,0 +1,239 @@
+//! Kept output buffers, when asked for: the large tensors the kernels return (activations, their
+//! gradients) come back here when the last tensor holding one is dropped, and the next request
+//! for the same number of elements takes it instead of fresh memory.
+//!
+//! Off unless the environment variable `TRANSFER_VISION_KEEP_BUFFERS_MIB` gives how many MiB
+//! may be kept (read once per process). Why one would: a freshly allocated buffer of a few MiB
+//! is mapped page by page on its first write and given back to the system when freed; a
+//! training step writes hundreds of MiB of such buffers, and clearing and mapping those pages
+//! took 5–25 % of a step (BENCHMARKS.md: a MobileNetV2 full step 10–30 % faster with 1024). Why it is off: memory kept here is not there for the allocator's other requests, so a
+//! step's peak rises (a first full step at batch 32: MobileNetV2 +13 %, ResNet18 +28 % with
+//! 1024), and the crate keeps the peak at or below what it was.
+//!
+//! Reuse is by exact length (a step allocates the same shapes every time). A request that finds
+//! none frees kept buffers of at least its size (oldest first), and no more than the given MiB
+//! are kept; buffers under [`MIN_ELEMENTS`] are never kept (the allocator's heap serves those
+//! without page faults). [`release`] frees everything kept.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+/// Buffers with fewer elements than this (256 KiB) are neither kept nor taken from here.
+pub const MIN_ELEMENTS: usize = 64 * 1024;
+
+/// The most bytes kept for reuse at once: `TRANSFER_VISION_KEEP_BUFFERS_MIB` MiB, 0 (nothing
+/// kept) when it is unset or not a number.
+pub fn max_kept_bytes() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::env::var("TRANSFER_VISION_KEEP_BUFFERS_MIB")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .map_or(0, |mib| mib.saturating_mul(1 << 20))
+    })
+}
+
+/// Whether a buffer of `len` elements would be kept when given back.
+pub fn keeps(len: usize) -> bool {
+    keeps_within(len, max_kept_bytes())
+}
+
+/// Whether a buffer of `len` elements is kept under a limit of `max_bytes`.
+fn keeps_within(len: usize, max_bytes: usize) -> bool {
+    len >= MIN_ELEMENTS && len.saturating_mul(size_of::<f32>()) <= max_bytes
+}
+
+/// Buffers kept for reuse, by length.
+#[derive(Default)]
+struct Kept {
+    /// Buffers of each length, each with the tick it came back at (oldest first).
+    by_len: HashMap<usize, Vec<(u64, Vec<f32>)>>,
+    /// Bytes held in `by_len`.
+    bytes: usize,
+    /// Counts returns, to find the oldest buffer.
+    tick: u64,
+}
+
+impl Kept {
+    /// A kept buffer of exactly `len` elements, the most recently returned one. When there is
+    /// none, kept buffers of at least `len` elements in all (oldest first) are taken out to be
+    /// freed (the second value), so that what is kept does not pile up beside fresh requests.
+    fn take(&mut self, len: usize) -> (Option<Vec<f32>>, Vec<Vec<f32>>) {
+        if let Some(list) = self.by_len.get_mut(&len)
+            && let Some((_, buffer)) = list.pop()
+        {
+            if list.is_empty() {
+                self.by_len.remove(&len);
+            }
+            self.bytes -= len * size_of::<f32>();
+            return (Some(buffer), Vec::new());
+        }
+        (None, self.evict_oldest(len * size_of::<f32>()))
+    }
+
+    /// Keeps `buffer`; returns the oldest buffers taken out to stay within `max_bytes`.
+    fn keep(&mut self, buffer: Vec<f32>, max_bytes: usize) -> Vec<Vec<f32>> {
+        self.tick += 1;
+        let len = buffer.len();
+        self.by_len
+            .entry(len)
+            .or_default()
+            .push((self.tick, buffer));
+        self.bytes += len * size_of::<f32>();
+        let over = self.bytes.saturating_sub(max_bytes);
+        self.evict_oldest(over)
+    }
+
+    /// Removes the oldest kept buffers until at least `bytes` are removed or none is left.
+    fn evict_oldest(&mut self, bytes: usize) -> Vec<Vec<f32>> {
+        let mut evicted = Vec::new();
+        let mut freed = 0;
+        while freed < bytes {
+            let oldest = self
+                .by_len
+                .iter()
+                .filter_map(|(len, list)| list.first().map(|(tick, _)| (*tick, *len)))
+                .min();
+            let Some((_, len)) = oldest else {
+                break;
+            };
+            let Some(list) = self.by_len.get_mut(&len) else {
+                break;
+            };
+            let (_, buffer) = list.remove(0);
+            if list.is_empty() {
+                self.by_len.remove(&len);
+            }
+            freed += buffer.len() * size_of::<f32>();
+            evicted.push(buffer);
+        }
+        self.bytes -= freed;
+        evicted
+    }
+}
+
+static KEPT: Mutex<Option<Kept>> = Mutex::new(None);
+
+/// Runs `f` on the kept buffers; a poisoned lock (a panic elsewhere while holding it) is taken
+/// over, since the map is consistent between statements.
+fn with_kept<R>(f: impl FnOnce(&mut Kept) -> R) -> R {
+    let mut guard = KEPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    f(guard.get_or_insert_with(Kept::default))
+}
+
+/// A kept buffer of `len` elements, if buffers are kept and one of that length is.
+fn take(len: usize) -> Option<Vec<f32>> {
+    if !keeps(len) {
+        return None;
+    }
+    let (found, evicted) = with_kept(|kept| kept.take(len));
+    // Freed outside the lock.
+    drop(evicted);
+    found
+}
+
+/// `len` zeros, in a kept buffer when one of that length is.
+pub fn zeroed(len: usize) -> Vec<f32> {
+    match take(len) {
+        Some(mut buffer) => {
+            buffer.fill(0.0);
+            buffer
+        }
+        None => vec![0.0; len],
+    }
+}
+
+/// `len` elements whose values are unspecified (a kept buffer's old contents, or zeros): for a
+/// kernel that writes every element before anything reads it.
+pub fn to_overwrite(len: usize) -> Vec<f32> {
+    let mut buffer = take(len).unwrap_or_else(|| vec![0.0; len]);
+    // In the crate's unit tests and debug builds, an element a kernel forgot to write shows as
+    // NaN rather than as an old value or a plausible zero.
+    if cfg!(any(test, debug_assertions)) {
+        buffer.fill(f32::NAN);
+    }
+    buffer
+}
+
+/// Keeps `buffer` for a later request of its length when buffers are kept and it is large
+/// enough (else frees it); frees the oldest kept buffers beyond [`max_kept_bytes`].
+pub fn recycle(buffer: Vec<f32>) {
+    let len = buffer.len();
+    // Only exact allocations: a request of `len` then holds no hidden spare capacity.
+    if !keeps(len) || buffer.capacity() != len {
+        return;
+    }
+    let evicted = with_kept(|kept| kept.keep(buffer, max_kept_bytes()));
+    drop(evicted);
+}
+
+/// Frees every kept buffer (for a program that is done training and wants the memory back).
+pub fn release() {
+    let kept = with_kept(std::mem::take);
+    drop(kept);
+}
+
+/// Bytes kept for reuse right now.
+pub fn kept_bytes() -> usize {
+    with_kept(|kept| kept.bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn buffers_are_reused_by_exact_length_most_recent_first() {
+        let mut kept = Kept::default();
+        let len = MIN_ELEMENTS + 7;
+        let (a, b) = (vec![1.0; len], vec![2.0; len]);
+        let b_address = b.as_ptr();
+        assert!(kept.keep(a, 64 * MIB).is_empty());
+        assert!(kept.keep(b, 64 * MIB).is_empty());
+        assert_eq!(kept.bytes, 2 * len * 4);
+        let (found, evicted) = kept.take(len);
+        let found = found.expect("a kept buffer of that length");
+        assert_eq!(found.as_ptr(), b_address, "the most recently kept");
+        assert!(evicted.is_empty());
+        assert_eq!(kept.bytes, len * 4);
+    }
+
+    #[test]
+    fn a_miss_frees_the_oldest_kept_buffers_of_at_least_its_size() {
+        let mut kept = Kept::default();
+        let (small, large) = (MIN_ELEMENTS, 3 * MIN_ELEMENTS);
+        kept.keep(vec![0.0; small], 64 * MIB); // oldest
+        kept.keep(vec![0.0; small], 64 * MIB);
+        kept.keep(vec![0.0; large], 64 * MIB); // newest
+        let (found, evicted) = kept.take(2 * MIN_ELEMENTS);
+        assert!(found.is_none(), "no buffer of that length");
+        assert_eq!(evicted.len(), 2, "the two oldest, together its size");
+        assert!(evicted.iter().all(|b| b.len() == small));
+        assert_eq!(kept.bytes, large * 4);
+    }
+
+    #[test]
+    fn no_more_than_the_limit_is_kept() {
+        let mut kept = Kept::default();
+        let len = MIB / 4; // 1 MiB each
+        for _ in 0..3 {
+            kept.keep(vec![0.0; len], 2 * MIB);
+        }
+        assert_eq!(kept.bytes, 2 * MIB, "the oldest freed");
+        assert!(
+            !keeps_within(MIN_ELEMENTS - 1, 64 * MIB),
+            "small buffers are not kept"
+        );
+        assert!(!keeps_within(len, MIB - 1), "nor one above the limit");
+        assert!(!keeps_within(len, 0), "nor any when keeping is off");
+    }
+
+    #[test]
+    fn fresh_buffers_to_overwrite_are_poisoned_in_tests() {
+        // Catches a kernel that leaves an element unwritten (the buffer may be a kept one).
+        assert!(to_overwrite(MIN_ELEMENTS + 1).iter().all(|v| v.is_nan()));
+        assert!(zeroed(MIN_ELEMENTS + 1).iter().all(|&v| v == 0.0));
+    }
+}
