@@ -15,6 +15,9 @@
 //!   Hardswish ([`batch_norm`], [`activation`]), and the squeeze-and-excitation gate's channel
 //!   scale ([`channel_scale`]), compiled per [`SimdLevel`] the same way.
 //!
+//! - The kernels' large outputs can be kept for reuse instead of fresh pages, when asked for
+//!   ([`buffers`], off by default).
+//!
 //! Work is split over images (and over planes for depthwise layers); a batch smaller than the
 //! thread count lets `gemm` split each product instead, so batch 1 uses every core.
 
