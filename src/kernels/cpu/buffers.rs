@@ -6,9 +6,10 @@
 //! may be kept (read once per process). Why one would: a freshly allocated buffer of a few MiB
 //! is mapped page by page on its first write and given back to the system when freed; a
 //! training step writes hundreds of MiB of such buffers, and clearing and mapping those pages
-//! took 5–25 % of a step (BENCHMARKS.md: a MobileNetV2 full step 10–30 % faster with 1024). Why it is off: memory kept here is not there for the allocator's other requests, so a
-//! step's peak rises (a first full step at batch 32: MobileNetV2 +13 %, ResNet18 +28 % with
-//! 1024), and the crate keeps the peak at or below what it was.
+//! took 5–25 % of a step (BENCHMARKS.md: a MobileNetV2 full step 10–30 % faster with 1024).
+//! Why it is off: memory kept here is not there for the allocator's other requests, so a step's
+//! peak rises (a first full step at batch 32: MobileNetV2 +13 %, ResNet18 +28 % with 1024), and
+//! the crate keeps the peak at or below what it was.
 //!
 //! Reuse is by exact length (a step allocates the same shapes every time). A request that finds
 //! none frees kept buffers of at least its size (oldest first), and no more than the given MiB
