@@ -22,7 +22,8 @@ fn a_step_on_kept_buffers_equals_the_step_on_fresh_ones() {
         .with_num_classes(3)
         .with_dropout(0.0)
         .init::<A>(&device);
-    // No dropout: the two steps must see the same network. The stem's output, 2 × 32 × 48 × 48, is above the size buffers are kept from.
+    // No dropout: the two steps must see the same network. The stem's output, 2 × 32 × 48 × 48,
+    // is above the size buffers are kept from.
     let x = Tensor::<A, 4>::random([2, 3, 96, 96], Distribution::Default, &device);
     let step = || {
         // The input's gradient runs through every layer's backward.

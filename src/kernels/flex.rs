@@ -2,8 +2,8 @@
 //! anything else (other dtypes, dilation) falls back to burn-flex's own, as does everything when
 //! the environment variable `TRANSFER_VISION_KERNELS=burn` is set (read once per process: to
 //! measure both in one binary, or to rule the kernels out when chasing a numerical question).
-//! Outputs of the kernels are plain tensors, or, with `TRANSFER_VISION_KEEP_BUFFERS_MIB` set, tensors
-//! whose buffer goes back to [`cpu::buffers`] when dropped.
+//! Outputs of the kernels are plain tensors, or, with `TRANSFER_VISION_KEEP_BUFFERS_MIB` set,
+//! tensors whose buffer goes back to [`cpu::buffers`] when dropped.
 
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
