@@ -16,7 +16,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::activation::epilogue;
-use super::{ConvGeometry, SimdLevel, buffers, with_scratch};
+use super::{ConvGeometry, SimdLevel, buffers, with_scratch, with_second_scratch};
 use crate::kernels::ConvActivation;
 
 /// A row-major or strided view of a matrix inside a slice: element `(i, j)` at
@@ -180,6 +180,42 @@ impl ConvGeometry {
 /// Writes the im2col rows of one input plane (`kh · kw` rows of `oh · ow` columns, row `r` at
 /// `rows[r * row_stride..]`); the zero border is written, not read.
 fn im2col_plane(g: &ConvGeometry, plane: &[f32], rows: &mut [f32], row_stride: usize) {
+    let sw = g.stride[1];
+    if sw > 1 && g.kh * g.kw > g.stride[0] * sw {
+        // Each input element is read by several taps: split the rows by column phase once, so
+        // that every tap copies contiguous runs instead of gathering every `sw`-th element (the
+        // gather was a fifth of the 7×7 stride-2 stem's forward pass).
+        let wq = g.w.div_ceil(sw);
+        with_second_scratch(g.h * sw * wq, |phases| {
+            split_column_phases(g, plane, phases, wq);
+            im2col_rows(g, rows, row_stride, |ih, first, out| {
+                let src = &phases[(ih * sw + first % sw) * wq..][..wq];
+                out.copy_from_slice(&src[first / sw..][..out.len()]);
+            });
+        });
+    } else {
+        im2col_rows(g, rows, row_stride, |ih, first, out| {
+            let src = &plane[ih * g.w..][..g.w];
+            if sw == 1 {
+                out.copy_from_slice(&src[first..][..out.len()]);
+            } else {
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = src[first + i * sw];
+                }
+            }
+        });
+    }
+}
+
+/// The loop of [`im2col_plane`] over taps and output rows: writes the zero border and has
+/// `copy(ih, first, out)` fill each run `out` of valid output columns with input row `ih`'s
+/// columns `first, first + sw, ...`.
+fn im2col_rows(
+    g: &ConvGeometry,
+    rows: &mut [f32],
+    row_stride: usize,
+    mut copy: impl FnMut(usize, usize, &mut [f32]),
+) {
     let p = g.oh * g.ow;
     let (sw, pw) = (g.stride[1], g.padding[1]);
     for ki in 0..g.kh {
@@ -193,15 +229,24 @@ fn im2col_plane(g: &ConvGeometry, plane: &[f32], rows: &mut [f32], row_stride: u
                 };
                 out[..lo].fill(0.0);
                 out[hi..].fill(0.0);
-                let src = &plane[ih * g.w..][..g.w];
-                let first = lo * sw + kj - pw;
-                if sw == 1 {
-                    out[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
-                } else {
-                    for (i, o) in out[lo..hi].iter_mut().enumerate() {
-                        *o = src[first + i * sw];
-                    }
-                }
+                copy(ih, lo * sw + kj - pw, &mut out[lo..hi]);
+            }
+        }
+    }
+}
+
+/// Copies each row `r` of `plane` (`[h, w]`) into `sw` runs of `wq = ⌈w / sw⌉`, run `b` (at
+/// `(r · sw + b) · wq`) holding columns `b, b + sw, ...` (the last runs one short where `w` is
+/// not a multiple of `sw`; that element is never read).
+fn split_column_phases(g: &ConvGeometry, plane: &[f32], phases: &mut [f32], wq: usize) {
+    let sw = g.stride[1];
+    for (row, out) in plane
+        .chunks_exact(g.w)
+        .zip(phases.chunks_exact_mut(sw * wq))
+    {
+        for (b, run) in out.chunks_exact_mut(wq).enumerate() {
+            for (o, &v) in run.iter_mut().zip(row.iter().skip(b).step_by(sw)) {
+                *o = v;
             }
         }
     }
