@@ -7,9 +7,14 @@ Runs, in this order and with the same thread count:
   2. cargo bench --bench forward (folded inference, flex) and --bench train_step (criterion
      medians, read from $CARGO_TARGET_DIR or target/, criterion/*/new/estimates.json);
   3. tract (benches/tract, its own crate so the main build never compiles it) on the same ONNX
-     files, one process per model: a model tract cannot load or run reads n/a.
-Then prints one markdown table of medians (ms) and ratios (this crate's time / theirs: below
-1.0 means this crate is faster), which is what BENCHMARKS.md records.
+     files, one process per model: a model tract cannot load or run reads n/a;
+  4. with resnet18 among the models, its convolutions one by one (benches/conv_layers.json):
+     pytorch_reference.py --only conv_layers and cargo bench --bench conv_layers.
+Then prints markdown tables of medians (ms) and ratios (this crate's time / theirs: below
+1.0 means this crate is faster), which is what BENCHMARKS.md records. The convolutions' table
+ends with their count-weighted sums beside the full training step: how much of the step's gap
+lies in the convolutions and how much around them (each engine's convolutions timed alone,
+outside the step, so the split is an estimate).
 
   /work/venv/bin/python benches/compare.py [--threads 2] [--quick] [--json PATH]
       [--models mobilenet_v3_small,efficientnet_b0]
@@ -32,6 +37,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONV_PASSES = ("forward", "input_grad", "weight_grad")
 MODELS = ("mobilenet_v2", "resnet18", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0")
 SIZES = (160, 224)
 BATCHES = (1, 16)
@@ -112,6 +118,11 @@ def main():
     py_cmd = [sys.executable, "benches/pytorch_reference.py", "--only", "forward", "--only", "train",
               "--threads", str(args.threads), "--keep-onnx", onnx_dir, "--json", py_json,
               "--models", ",".join(models)]
+    with open(os.path.join(ROOT, "benches", "conv_layers.json")) as f:
+        conv_spec = json.load(f)
+    conv_layers = conv_spec["network"] in models
+    if conv_layers:
+        py_cmd += ["--only", "conv_layers"]
     if args.quick:
         py_cmd.append("--quick")
     run(py_cmd)
@@ -123,6 +134,8 @@ def main():
             theirs[("forward", row["model"], row["input"], row["batch"], row["engine"])] = row["median_ms"]
         elif row["section"] == "train":
             theirs[("train", row["model"], row["regime"], row["engine"])] = row["median_ms"]
+        elif row["section"] == "conv_layers":
+            theirs[("conv", row["layer"], row["conv_pass"])] = row["median_ms"]
 
     # 2. This crate.
     env = {"RAYON_NUM_THREADS": str(args.threads)}
@@ -140,6 +153,14 @@ def main():
                     "forward_fused_flex", os.path.join(model, f"b{batch}_{size}"), started)
         for regime, function in REGIMES:
             ours[("train", model, regime)] = criterion_median_ms(f"train_step_{model}", function, started)
+    if conv_layers:
+        run(["cargo", "bench", "--bench", "conv_layers"], env=env)
+        for layer in conv_spec["layers"]:
+            for conv_pass in CONV_PASSES:
+                if conv_pass == "input_grad" and not layer.get("input_grad", True):
+                    continue
+                group = f"conv_layers_{conv_spec['network']}_{layer['name']}"
+                ours[("conv", layer["name"], conv_pass)] = criterion_median_ms(group, conv_pass, started)
 
     # 3. tract, on the files step 1 exported: built once, then one process per model, so that a
     # model tract cannot load or run (an unsupported operator, a panic) leaves its rows n/a and
@@ -201,6 +222,32 @@ def main():
             pt = theirs.get(("train", model, regime, "pytorch"))
             rows.append(dict(section="train", model=model, regime=regime, ours=mine, pytorch=pt))
             lines.append(f"| {model} | {regime} | {fmt(mine)} | {fmt(pt)} | {ratio(mine, pt)} |")
+    if conv_layers:
+        network = conv_spec["network"]
+        lines += ["", f"| {network} convolution (batch {conv_spec['batch']}, 224) | count | pass | "
+                  "this crate | PyTorch | ÷ PyTorch |", "|---|---|---|---|---|---|"]
+        sums = {"this crate": 0.0, "PyTorch": 0.0}
+        for layer in conv_spec["layers"]:
+            for conv_pass in CONV_PASSES:
+                mine = ours.get(("conv", layer["name"], conv_pass))
+                if mine is None:
+                    continue
+                pt = theirs.get(("conv", layer["name"], conv_pass))
+                sums["this crate"] += layer["count"] * mine
+                sums["PyTorch"] += layer["count"] * (pt or 0.0)
+                rows.append(dict(section="conv_layers", layer=layer["name"], count=layer["count"],
+                                 conv_pass=conv_pass, ours=mine, pytorch=pt))
+                lines.append(f"| {layer['name']} | {layer['count']} | {conv_pass} | {fmt(mine)} | "
+                             f"{fmt(pt)} | {ratio(mine, pt)} |")
+        mine_sum, pt_sum = sums["this crate"], sums["PyTorch"]
+        step_mine, step_pt = ours[("train", network, "full")], theirs.get(("train", network, "full", "pytorch"))
+        lines.append(f"| all {sum(l['count'] for l in conv_spec['layers'])} convolutions, count-weighted "
+                     f"| | every pass | {fmt(mine_sum)} | {fmt(pt_sum)} | {ratio(mine_sum, pt_sum)} |")
+        lines.append(f"| full training step | | | {fmt(step_mine)} | {fmt(step_pt)} | {ratio(step_mine, step_pt)} |")
+        if step_pt is not None:
+            rest_mine, rest_pt = step_mine - mine_sum, step_pt - pt_sum
+            lines.append(f"| the step less its convolutions | | | {fmt(rest_mine)} | {fmt(rest_pt)} | "
+                         f"{ratio(rest_mine, rest_pt) if rest_pt > 0 else '–'} |")
     print("\n".join(lines))
     if args.json:
         with open(args.json, "w") as f:

@@ -21,6 +21,10 @@ Measures, on the CPU, with the same thread count for every engine (default 2):
            step (imports, model, batch, optimizer) so the step's own share is visible. Read from
            VmHWM, not ru_maxrss: on Linux ru_maxrss is inherited across fork + exec, so a child
            reports at least its parent's peak (the JSON keeps ru_maxrss for reference).
+  conv_layers  (only with --only conv_layers) ResNet18's convolutions one by one at batch 16,
+           224, as listed in benches/conv_layers.json: forward (F.conv2d) and the input and the
+           weight gradient each on its own (aten::convolution_backward with one output asked
+           for), the counterpart of benches/conv_layers.rs.
   epoch    (only with --epoch [DATA_DIR] or --only epoch) seconds per train and val epoch of the
            PyTorch transfer-learning tutorial recipe on hymenoptera_data (ImageFolder train/val,
            RandomResizedCrop 224 + flip / Resize 256 + CenterCrop 224, ImageNet normalisation,
@@ -40,7 +44,7 @@ Setup (see benches/README.md):
   /work/venv/bin/pip install torch torchvision onnxruntime onnx numpy pillow
 Usage:
   /work/venv/bin/python benches/pytorch_reference.py [--threads 2] [--repeats 20] [--quick]
-      [--only forward|train|memory|epoch ...] [--models NAME,NAME...] [--epoch [DATA_DIR]]
+      [--only forward|train|memory|epoch|conv_layers ...] [--models NAME,NAME...] [--epoch [DATA_DIR]]
       [--json PATH]
 """
 import argparse
@@ -68,7 +72,7 @@ MODELS = ("mobilenet_v2", "resnet18", "mobilenet_v3_small", "mobilenet_v3_large"
 # counterparts (benches/train_memory.rs, benches/epoch_time.rs).
 MEMORY_EPOCH_MODELS = ("mobilenet_v2", "resnet18")
 REGIMES = ("head", "last_blocks", "full")
-SECTIONS = ("forward", "train", "memory", "epoch")
+SECTIONS = ("forward", "train", "memory", "epoch", "conv_layers")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,6 +283,40 @@ def bench_train(args, log):
 
 
 # ---------------------------------------------------------------------------------------------
+# convolutions one by one
+
+
+def bench_conv_layers(args, log):
+    with open(os.path.join(HERE, "conv_layers.json")) as f:
+        spec = json.load(f)
+    rows = []
+    batch = spec["batch"]
+    torch.manual_seed(0)
+    for layer in spec["layers"]:
+        c_in, c_out, size, k = layer["c_in"], layer["c_out"], layer["size"], layer["kernel"]
+        stride, padding = [layer["stride"]] * 2, [layer["padding"]] * 2
+        x = torch.rand(batch, c_in, size, size) - 0.5
+        w = torch.rand(c_out, c_in, k, k) - 0.5
+        dy = torch.rand_like(torch.nn.functional.conv2d(x, w, stride=stride, padding=padding)) - 0.5
+
+        def backward(mask):
+            return lambda: torch.ops.aten.convolution_backward(
+                dy, x, w, None, stride, padding, [1, 1], False, [0, 0], 1, mask)
+
+        passes = {"forward": lambda: torch.nn.functional.conv2d(x, w, stride=stride,
+                                                                 padding=padding),
+                  "weight_grad": backward([False, True, False])}
+        if layer.get("input_grad", True):
+            passes["input_grad"] = backward([True, False, False])
+        for name, fn in passes.items():
+            r = time_it(fn, args.warmup, args.repeats)
+            rows.append(dict(section="conv_layers", network=spec["network"], layer=layer["name"],
+                             count=layer["count"], conv_pass=name, engine="pytorch", **r))
+            log(f"conv {layer['name']} {name}: {r['median_ms']:.2f} ms")
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
 # peak memory (in a fresh subprocess per case)
 
 
@@ -449,6 +487,14 @@ def markdown(rows):
                        f"{r['peak_rss_mib'] - r['before_step_rss_mib']:.0f} | "
                        f"{r['step_ms']:.0f} |")
         out.append("")
+    conv = [r for r in rows if r["section"] == "conv_layers"]
+    if conv:
+        out += ["### Convolutions one by one, batch 16, 224 (ms, median)", "",
+                "| layer | convolutions | pass | PyTorch |", "|---|---|---|---|"]
+        for r in conv:
+            out.append(f"| {r['network']} {r['layer']} | {r['count']} | {r['conv_pass']} | "
+                       f"{r['median_ms']:.2f} |")
+        out.append("")
     ep = [r for r in rows if r["section"] == "epoch"]
     if ep:
         out += ["### Seconds per epoch, hymenoptera, tutorial recipe (median)", "",
@@ -543,7 +589,7 @@ def main():
     for s in SECTIONS:
         if s in sections:
             rows += {"forward": bench_forward, "train": bench_train, "memory": bench_memory,
-                     "epoch": bench_epoch}[s](args, log)
+                     "epoch": bench_epoch, "conv_layers": bench_conv_layers}[s](args, log)
     meta["loadavg_end"] = loadavg()
     meta["wall_s"] = time.perf_counter() - t0
 
