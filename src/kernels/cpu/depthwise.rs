@@ -30,17 +30,17 @@ const LANES: usize = 16;
 
 /// The stride-phase layout of one padded plane.
 #[derive(Debug, Clone, Copy)]
-struct Phases {
+pub(super) struct Phases {
     /// Rows of each phase plane.
     hq: usize,
     /// Columns of each phase plane (also the width of the wide output).
-    wq: usize,
+    pub(super) wq: usize,
     /// Elements of the wide output: `(oh − 1) · wq + ow`.
     wide: usize,
 }
 
 impl Phases {
-    fn of(g: &ConvGeometry) -> Self {
+    pub(super) fn of(g: &ConvGeometry) -> Self {
         let [sh, sw] = g.stride;
         let hq = (g.h + 2 * g.padding[0]).div_ceil(sh);
         let wq = (g.w + 2 * g.padding[1]).div_ceil(sw);
@@ -55,12 +55,12 @@ impl Phases {
         self.hq * self.wq
     }
 
-    fn planes_len(&self, g: &ConvGeometry) -> usize {
+    pub(super) fn planes_len(&self, g: &ConvGeometry) -> usize {
         self.plane() * g.stride[0] * g.stride[1]
     }
 
     /// The phase plane and offset into it that tap `(ki, kj)` reads.
-    fn tap(&self, g: &ConvGeometry, ki: usize, kj: usize) -> (usize, usize) {
+    pub(super) fn tap(&self, g: &ConvGeometry, ki: usize, kj: usize) -> (usize, usize) {
         let [sh, sw] = g.stride;
         let phase = (ki % sh) * sw + kj % sw;
         (phase * self.plane(), (ki / sh) * self.wq + kj / sw)
@@ -113,7 +113,7 @@ impl Phases {
 }
 
 /// Copies one input plane `[h, w]` into its padded phase planes (zeros everywhere else).
-fn scatter_phases(g: &ConvGeometry, ph: &Phases, x: &[f32], planes: &mut [f32]) {
+pub(super) fn scatter_phases(g: &ConvGeometry, ph: &Phases, x: &[f32], planes: &mut [f32]) {
     planes.fill(0.0);
     let [pad_h, pad_w] = g.padding;
     if g.stride == [1, 1] {
