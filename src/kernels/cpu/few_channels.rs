@@ -25,6 +25,9 @@ const CHANNELS: usize = 8;
 /// Output pixels (of one row) per tile.
 const PIXELS: usize = 16;
 
+/// Taps whose weight-gradient sums run together, sharing each load of output gradients.
+const TAPS: usize = 3;
+
 /// Most input channels (per group) this path takes; beyond, im2col's product is deep enough
 /// for gemm to run at speed.
 pub(super) const MAX_INPUT_CHANNELS: usize = 4;
@@ -50,14 +53,7 @@ pub fn forward(
     let depth = g.c_in * taps_per_channel;
     let ph = Phases::of(g);
     let planes_len = ph.planes_len(g);
-    // Where each (input channel, tap) reads, relative to the output pixel's wide position.
-    let offsets: Vec<usize> = (0..g.c_in)
-        .flat_map(|c| (0..g.kh).flat_map(move |ki| (0..g.kw).map(move |kj| (c, ki, kj))))
-        .map(|(c, ki, kj)| {
-            let (base, offset) = ph.tap(g, ki, kj);
-            c * planes_len + base + offset
-        })
-        .collect();
+    let offsets = tap_offsets(g, &ph);
     // Every output channel's weights tap by tap, `CHANNELS` per tap and block of channels
     // (zeros past the last channel).
     let blocks = g.c_out.div_ceil(CHANNELS);
@@ -134,6 +130,118 @@ pub fn forward(
     y
 }
 
+/// Weight gradient `[c_out, c_in, kh, kw]`: `dw[c, t] = Σ_n Σ_p dy[n, c, p] · x(n, t, p)`, where
+/// `x(n, t, p)` is the input tap `t` reads for output pixel `p`. Every image's input is copied
+/// into phase planes once; then each block of [`CHANNELS`] output channels runs over the batch
+/// in order, its output gradients laid out at the phase width (zeros in the extra columns, so
+/// that the inputs they meet add nothing), and sums [`TAPS`] taps at a time over the pixels in
+/// registers. Blocks are independent, so the result does not depend on the thread count.
+pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], level: SimdLevel) -> Vec<f32> {
+    let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
+    let depth = g.c_in * g.kh * g.kw;
+    let ph = Phases::of(g);
+    let planes_len = ph.planes_len(g);
+    let offsets = tap_offsets(g, &ph);
+    // The wide output gradient, rounded up to whole runs of `PIXELS` (zeros past the end).
+    let wide = (g.oh * ph.wq).next_multiple_of(PIXELS);
+    let image_len = g.c_in * planes_len;
+    // Every image's phase planes, and `PIXELS` of slack for the last run's reads.
+    let mut phases = vec![0.0f32; g.n * image_len + wide];
+    phases[..g.n * image_len]
+        .par_chunks_mut(planes_len)
+        .zip(x[..g.n * g.c_in * plane_in].par_chunks(plane_in))
+        .for_each(|(planes, plane)| scatter_phases(g, &ph, plane, planes));
+    let mut dw = vec![0.0f32; g.c_out * depth];
+    dw.par_chunks_mut(CHANNELS * depth)
+        .enumerate()
+        .for_each(|(block, dw_block)| {
+            let channels = dw_block.len() / depth;
+            let first = block * CHANNELS;
+            with_scratch(CHANNELS * wide, |dy_wide| {
+                // Channels past the last stay zero: their sums are dropped.
+                dy_wide.fill(0.0);
+                for image in 0..g.n {
+                    for c in 0..channels {
+                        let plane = &dy[(image * g.c_out + first + c) * plane_out..][..plane_out];
+                        let rows = &mut dy_wide[c * wide..][..wide];
+                        for (oh, row) in plane.chunks_exact(g.ow).enumerate() {
+                            rows[oh * ph.wq..][..g.ow].copy_from_slice(row);
+                        }
+                    }
+                    let image_phases = &phases[image * image_len..][..image_len + wide];
+                    for (group, taps) in offsets.chunks(TAPS).enumerate() {
+                        let mut sums = [[0.0f32; TAPS]; CHANNELS];
+                        sum_taps(level, image_phases, taps, dy_wide, wide, &mut sums);
+                        for (c, group_sums) in sums.iter().take(channels).enumerate() {
+                            for (i, &v) in group_sums.iter().take(taps.len()).enumerate() {
+                                dw_block[c * depth + TAPS * group + i] += v;
+                            }
+                        }
+                    }
+                }
+            });
+        });
+    dw
+}
+
+/// Where each (input channel, tap) reads in an image's phase planes, relative to the output
+/// pixel's wide position, in the weight's order.
+fn tap_offsets(g: &ConvGeometry, ph: &Phases) -> Vec<usize> {
+    let planes_len = ph.planes_len(g);
+    (0..g.c_in)
+        .flat_map(|c| (0..g.kh).flat_map(move |ki| (0..g.kw).map(move |kj| (c, ki, kj))))
+        .map(|(c, ki, kj)| {
+            let (base, offset) = ph.tap(g, ki, kj);
+            c * planes_len + base + offset
+        })
+        .collect()
+}
+
+/// `sums[c][i] = Σ_p dy_wide[c · wide + p] · planes[taps[i] + p]` for the (up to [`TAPS`])
+/// taps of `taps`, `p` over `[0, wide)`, at `level`: the pixels summed in 16 (or 8)
+/// interleaved partial sums, then those in order.
+fn sum_taps(
+    level: SimdLevel,
+    planes: &[f32],
+    taps: &[usize],
+    dy_wide: &[f32],
+    wide: usize,
+    sums: &mut [[f32; TAPS]; CHANNELS],
+) {
+    // A short last group repeats its last tap; the repeated sums are dropped.
+    let pair: [usize; TAPS] = std::array::from_fn(|i| taps[i.min(taps.len() - 1)]);
+    match level.min(SimdLevel::detected()) {
+        // SAFETY: as in `sum_tile`.
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => unsafe { x86::sum_taps_avx512(planes, pair, dy_wide, wide, sums) },
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => unsafe { x86::sum_taps_avx2(planes, pair, dy_wide, wide, sums) },
+        _ => sum_taps_portable(planes, pair, dy_wide, wide, sums),
+    }
+}
+
+fn sum_taps_portable(
+    planes: &[f32],
+    pair: [usize; TAPS],
+    dy_wide: &[f32],
+    wide: usize,
+    sums: &mut [[f32; TAPS]; CHANNELS],
+) {
+    for (c, channel_sums) in sums.iter_mut().enumerate() {
+        let dy = &dy_wide[c * wide..][..wide];
+        for (sum, &offset) in channel_sums.iter_mut().zip(&pair) {
+            let inputs = &planes[offset..][..wide];
+            let mut lanes = [0.0f32; PIXELS];
+            for (d, x) in dy.chunks_exact(PIXELS).zip(inputs.chunks_exact(PIXELS)) {
+                for l in 0..PIXELS {
+                    lanes[l] = madd::<false>(d[l], x[l], lanes[l]);
+                }
+            }
+            *sum = lanes.iter().sum();
+        }
+    }
+}
+
 /// One tile: `tile[c][p] = Σ_t weights[t · CHANNELS + c] · planes[offsets[t] + start + p]`,
 /// summed over the taps `t` in order, at `level`. Written with intrinsics: left to itself, the
 /// compiler vectorised this loop across the channels, with gathers, 15× slower.
@@ -179,7 +287,7 @@ fn sum_tile_portable(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{CHANNELS, PIXELS};
+    use super::{CHANNELS, PIXELS, TAPS};
 
     /// [`super::sum_tile`] with one 16-lane register per channel: 8 accumulators, one load of
     /// inputs and 8 broadcast weights per tap.
@@ -232,6 +340,95 @@ mod x86 {
                 let out = &mut row[half..][..8];
                 // SAFETY: `out` holds the 8 floats the unaligned store writes.
                 unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sum) };
+            }
+        }
+    }
+
+    /// [`super::sum_taps`]: 8 channels × 3 taps of 16-lane sums, one load of 16 output
+    /// gradients per channel and of 16 inputs per tap for 24 multiply-adds (fewer taps left the
+    /// loop waiting on the output gradients' reloads from L2).
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn sum_taps_avx512(
+        planes: &[f32],
+        pair: [usize; TAPS],
+        dy_wide: &[f32],
+        wide: usize,
+        sums: &mut [[f32; TAPS]; CHANNELS],
+    ) {
+        const { assert!(PIXELS == 16) };
+        assert!(
+            wide.is_multiple_of(16)
+                && dy_wide.len() >= CHANNELS * wide
+                && pair.iter().all(|&offset| offset + wide <= planes.len()),
+            "sum_taps: runs of {wide} outside the slices"
+        );
+        // Raw pointers: with ten slices' bounds in play the loop ran out of general registers
+        // and reloaded them from the stack on every step.
+        let x_runs = pair.map(|offset| planes[offset..].as_ptr());
+        let dy_runs: [*const f32; CHANNELS] = std::array::from_fn(|c| dy_wide[c * wide..].as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); TAPS]; CHANNELS];
+        for p in (0..wide).step_by(16) {
+            // SAFETY: each pointer starts a run of at least `wide` floats (asserted above) and
+            // `p + 16 <= wide`, `wide` being a multiple of 16.
+            let x = x_runs.map(|run| unsafe { _mm512_loadu_ps(run.add(p)) });
+            for (channel_acc, run) in acc.iter_mut().zip(dy_runs) {
+                // SAFETY: as above.
+                let d = unsafe { _mm512_loadu_ps(run.add(p)) };
+                for (a, &x) in channel_acc.iter_mut().zip(&x) {
+                    *a = _mm512_fmadd_ps(d, x, *a);
+                }
+            }
+        }
+        for (channel_sums, channel_acc) in sums.iter_mut().zip(acc) {
+            for (sum, a) in channel_sums.iter_mut().zip(channel_acc) {
+                let mut lanes = [0.0f32; 16];
+                // SAFETY: `lanes` holds the 16 floats the store writes.
+                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), a) };
+                *sum = lanes.iter().sum();
+            }
+        }
+    }
+
+    /// [`super::sum_taps`] on 8-lane registers, 4 channels at a time (8 channels × 3 taps of
+    /// accumulators would not fit AVX2's 16 registers).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn sum_taps_avx2(
+        planes: &[f32],
+        pair: [usize; TAPS],
+        dy_wide: &[f32],
+        wide: usize,
+        sums: &mut [[f32; TAPS]; CHANNELS],
+    ) {
+        assert!(
+            wide.is_multiple_of(8)
+                && dy_wide.len() >= CHANNELS * wide
+                && pair.iter().all(|&offset| offset + wide <= planes.len()),
+            "sum_taps: runs of {wide} outside the slices"
+        );
+        let x_runs = pair.map(|offset| planes[offset..].as_ptr());
+        for half in [0, CHANNELS / 2] {
+            let dy_runs: [*const f32; CHANNELS / 2] =
+                std::array::from_fn(|c| dy_wide[(half + c) * wide..].as_ptr());
+            let mut acc = [[_mm256_setzero_ps(); TAPS]; CHANNELS / 2];
+            for p in (0..wide).step_by(8) {
+                // SAFETY: each pointer starts a run of at least `wide` floats (asserted above)
+                // and `p + 8 <= wide`, `wide` being a multiple of 8.
+                let x = x_runs.map(|run| unsafe { _mm256_loadu_ps(run.add(p)) });
+                for (channel_acc, run) in acc.iter_mut().zip(dy_runs) {
+                    // SAFETY: as above.
+                    let d = unsafe { _mm256_loadu_ps(run.add(p)) };
+                    for (a, &x) in channel_acc.iter_mut().zip(&x) {
+                        *a = _mm256_fmadd_ps(d, x, *a);
+                    }
+                }
+            }
+            for (channel_sums, channel_acc) in sums[half..].iter_mut().zip(acc) {
+                for (sum, a) in channel_sums.iter_mut().zip(channel_acc) {
+                    let mut lanes = [0.0f32; 8];
+                    // SAFETY: `lanes` holds the 8 floats the store writes.
+                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), a) };
+                    *sum = lanes.iter().sum();
+                }
             }
         }
     }

@@ -10,7 +10,8 @@
 //! - Dense convolutions over at most four input channels (the stems: 3×3 or 7×7 over the colour
 //!   channels) skip im2col: their product is too shallow for gemm to repay it. They run directly
 //!   on stride-phase copies of the input, a register tile of 8 output channels × 16 pixels
-//!   ([`few_channels`]; forward pass only, the gradients stay on the matrix products).
+//!   ([`few_channels`]; their weight gradient there too, two taps × 8 channels at a time; the
+//!   input gradient of a stem is never asked for in training and stays on the products).
 //! - Depthwise convolutions (`groups == C_in == C_out`, MobileNetV2's 3×3 stride 1 and 2) run
 //!   plane by plane as row-wise multiply-adds ([`depthwise`]), compiled three times (AVX-512,
 //!   AVX2+FMA, portable) and chosen at run time ([`SimdLevel`]).
@@ -242,6 +243,8 @@ pub fn conv2d_input_grad(
 pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], level: SimdLevel) -> Vec<f32> {
     if g.is_depthwise() {
         depthwise::weight_grad(g, x, dy, level)
+    } else if few_channels::covers(g) {
+        few_channels::weight_grad(g, x, dy, level)
     } else {
         dense::weight_grad(g, x, dy)
     }
