@@ -7,11 +7,10 @@
 //!   crate (the one burn-flex uses), whose micro-kernels pick AVX-512, AVX2+FMA or a portable
 //!   path at run time. The weight gradient sums per-thread partial products over fixed chunks of
 //!   the batch, so a run with a given thread count is repeatable bit for bit.
-//! - Dense convolutions over at most four input channels (the stems: 3×3 or 7×7 over the colour
-//!   channels) skip im2col: their product is too shallow for gemm to repay it. They run directly
-//!   on stride-phase copies of the input, a register tile of 8 output channels × 16 pixels
-//!   ([`few_channels`]; their weight gradient there too, two taps × 8 channels at a time; the
-//!   input gradient of a stem is never asked for in training and stays on the products).
+//! - The weight gradient of dense convolutions over at most four input channels (the stems: 3×3
+//!   or 7×7 over the colour channels) skips im2col, too costly for so shallow a product: it sums
+//!   8 output channels × 3 taps over the pixels of stride-phase copies of the input, in
+//!   registers ([`few_channels`]).
 //! - Depthwise convolutions (`groups == C_in == C_out`, MobileNetV2's 3×3 stride 1 and 2) run
 //!   plane by plane as row-wise multiply-adds ([`depthwise`]), compiled three times (AVX-512,
 //!   AVX2+FMA, portable) and chosen at run time ([`SimdLevel`]).
@@ -217,8 +216,6 @@ pub fn conv2d_activated(
 ) -> Vec<f32> {
     if g.is_depthwise() {
         depthwise::forward(g, x, weight, bias, activation, level)
-    } else if few_channels::covers(g) {
-        few_channels::forward(g, x, weight, bias, activation, level)
     } else {
         dense::forward(g, x, weight, bias, activation, level)
     }
