@@ -120,28 +120,28 @@ fn sum_taps(
     sums: &mut [[f32; TAPS]; CHANNELS],
 ) {
     // A short last group repeats its last tap; the repeated sums are dropped.
-    let pair: [usize; TAPS] = std::array::from_fn(|i| taps[i.min(taps.len() - 1)]);
+    let group: [usize; TAPS] = std::array::from_fn(|i| taps[i.min(taps.len() - 1)]);
     match level.min(SimdLevel::detected()) {
         // SAFETY: the level is capped by `SimdLevel::detected`, which checked that this
         // processor has AVX-512F (respectively AVX2 and FMA), the features each is compiled for.
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 => unsafe { x86::sum_taps_avx512(planes, pair, dy_wide, wide, sums) },
+        SimdLevel::Avx512 => unsafe { x86::sum_taps_avx512(planes, group, dy_wide, wide, sums) },
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 => unsafe { x86::sum_taps_avx2(planes, pair, dy_wide, wide, sums) },
-        _ => sum_taps_portable(planes, pair, dy_wide, wide, sums),
+        SimdLevel::Avx2 => unsafe { x86::sum_taps_avx2(planes, group, dy_wide, wide, sums) },
+        _ => sum_taps_portable(planes, group, dy_wide, wide, sums),
     }
 }
 
 fn sum_taps_portable(
     planes: &[f32],
-    pair: [usize; TAPS],
+    group: [usize; TAPS],
     dy_wide: &[f32],
     wide: usize,
     sums: &mut [[f32; TAPS]; CHANNELS],
 ) {
     for (c, channel_sums) in sums.iter_mut().enumerate() {
         let dy = &dy_wide[c * wide..][..wide];
-        for (sum, &offset) in channel_sums.iter_mut().zip(&pair) {
+        for (sum, &offset) in channel_sums.iter_mut().zip(&group) {
             let inputs = &planes[offset..][..wide];
             let mut lanes = [0.0f32; PIXELS];
             for (d, x) in dy.chunks_exact(PIXELS).zip(inputs.chunks_exact(PIXELS)) {
@@ -154,11 +154,20 @@ fn sum_taps_portable(
     }
 }
 
+/// Whether `wide` is a whole number of [`PIXELS`] runs and every run the vector loops read lies
+/// inside its slice: each tap's `wide` inputs from its offset, each channel's `wide` output
+/// gradients.
+fn runs_fit(planes: &[f32], group: [usize; TAPS], dy_wide: &[f32], wide: usize) -> bool {
+    wide.is_multiple_of(PIXELS)
+        && dy_wide.len() >= CHANNELS * wide
+        && group.iter().all(|&offset| offset + wide <= planes.len())
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{CHANNELS, PIXELS, TAPS};
+    use super::{CHANNELS, PIXELS, TAPS, runs_fit};
 
     /// [`super::sum_taps`]: 8 channels × 3 taps of 16-lane sums, one load of 16 output
     /// gradients per channel and of 16 inputs per tap for 24 multiply-adds (fewer taps left the
@@ -166,21 +175,19 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     pub(super) fn sum_taps_avx512(
         planes: &[f32],
-        pair: [usize; TAPS],
+        group: [usize; TAPS],
         dy_wide: &[f32],
         wide: usize,
         sums: &mut [[f32; TAPS]; CHANNELS],
     ) {
         const { assert!(PIXELS == 16) };
         assert!(
-            wide.is_multiple_of(16)
-                && dy_wide.len() >= CHANNELS * wide
-                && pair.iter().all(|&offset| offset + wide <= planes.len()),
+            runs_fit(planes, group, dy_wide, wide),
             "sum_taps: runs of {wide} outside the slices"
         );
         // Raw pointers: with ten slices' bounds in play the loop ran out of general registers
         // and reloaded them from the stack on every step.
-        let x_runs = pair.map(|offset| planes[offset..].as_ptr());
+        let x_runs = group.map(|offset| planes[offset..].as_ptr());
         let dy_runs: [*const f32; CHANNELS] = std::array::from_fn(|c| dy_wide[c * wide..].as_ptr());
         let mut acc = [[_mm512_setzero_ps(); TAPS]; CHANNELS];
         for p in (0..wide).step_by(16) {
@@ -210,25 +217,23 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn sum_taps_avx2(
         planes: &[f32],
-        pair: [usize; TAPS],
+        group: [usize; TAPS],
         dy_wide: &[f32],
         wide: usize,
         sums: &mut [[f32; TAPS]; CHANNELS],
     ) {
         assert!(
-            wide.is_multiple_of(8)
-                && dy_wide.len() >= CHANNELS * wide
-                && pair.iter().all(|&offset| offset + wide <= planes.len()),
+            runs_fit(planes, group, dy_wide, wide),
             "sum_taps: runs of {wide} outside the slices"
         );
-        let x_runs = pair.map(|offset| planes[offset..].as_ptr());
+        let x_runs = group.map(|offset| planes[offset..].as_ptr());
         for half in [0, CHANNELS / 2] {
             let dy_runs: [*const f32; CHANNELS / 2] =
                 std::array::from_fn(|c| dy_wide[(half + c) * wide..].as_ptr());
             let mut acc = [[_mm256_setzero_ps(); TAPS]; CHANNELS / 2];
             for p in (0..wide).step_by(8) {
                 // SAFETY: each pointer starts a run of at least `wide` floats (asserted above)
-                // and `p + 8 <= wide`, `wide` being a multiple of 8.
+                // and `p + 8 <= wide`, `wide` being a multiple of 16.
                 let x = x_runs.map(|run| unsafe { _mm256_loadu_ps(run.add(p)) });
                 for (channel_acc, run) in acc.iter_mut().zip(dy_runs) {
                     // SAFETY: as above.
