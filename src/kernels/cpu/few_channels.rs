@@ -56,7 +56,8 @@ pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], level: SimdLevel) ->
     // The wide output gradient, rounded up to whole runs of `PIXELS` (zeros past the end).
     let wide = (g.oh * ph.wq).next_multiple_of(PIXELS);
     let image_len = g.c_in * planes_len;
-    // Every image's phase planes, and `PIXELS` of slack for the last run's reads.
+    // Every image's phase planes, then `wide` zeros: a tap's run of `wide` inputs may start
+    // anywhere in the last image's planes.
     let mut phases = vec![0.0f32; g.n * image_len + wide];
     phases[..g.n * image_len]
         .par_chunks_mut(planes_len)
