@@ -235,12 +235,17 @@ pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], level: SimdLevel) ->
 }
 
 /// Lays an output-gradient plane `[oh, ow]` out at the phase width, zeros in the extra columns
-/// (so that they add nothing where they are multiplied).
-fn widen(g: &ConvGeometry, ph: &Phases, dy: &[f32], wide: &mut [f32]) {
-    wide.fill(0.0);
+/// and past the last row (so that they add nothing where they are multiplied). Each element of
+/// `wide` is written once: callers widen plane after plane into the same buffer.
+pub(super) fn widen(g: &ConvGeometry, ph: &Phases, dy: &[f32], wide: &mut [f32]) {
     for (oh, row) in dy.chunks_exact(g.ow).enumerate() {
-        wide[oh * ph.wq..][..g.ow].copy_from_slice(row);
+        let run = &mut wide[oh * ph.wq..];
+        run[..g.ow].copy_from_slice(row);
+        let gap_end = ph.wq.min(run.len());
+        run[g.ow..gap_end].fill(0.0);
     }
+    let rows_end = (g.oh * ph.wq).min(wide.len());
+    wide[rows_end..].fill(0.0);
 }
 
 simd_dispatch! {

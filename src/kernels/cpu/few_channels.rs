@@ -17,7 +17,7 @@
 
 use rayon::prelude::*;
 
-use super::depthwise::{Phases, scatter_phases};
+use super::depthwise::{Phases, scatter_phases, widen};
 use super::simd::madd;
 use super::{ConvGeometry, SimdLevel, with_scratch};
 
@@ -71,14 +71,11 @@ pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], level: SimdLevel) ->
             let first = block * CHANNELS;
             with_scratch(CHANNELS * wide, |dy_wide| {
                 // Channels past the last stay zero: their sums are dropped.
-                dy_wide.fill(0.0);
+                dy_wide[channels * wide..].fill(0.0);
                 for image in 0..g.n {
                     for c in 0..channels {
                         let plane = &dy[(image * g.c_out + first + c) * plane_out..][..plane_out];
-                        let rows = &mut dy_wide[c * wide..][..wide];
-                        for (oh, row) in plane.chunks_exact(g.ow).enumerate() {
-                            rows[oh * ph.wq..][..g.ow].copy_from_slice(row);
-                        }
+                        widen(g, &ph, plane, &mut dy_wide[c * wide..][..wide]);
                     }
                     let image_phases = &phases[image * image_len..][..image_len + wide];
                     for (group, taps) in offsets.chunks(TAPS).enumerate() {
