@@ -252,6 +252,54 @@ fn images_sharing_one_product_stay_exact() {
 }
 
 #[test]
+fn direct_stride_one_convolutions_equal_burns_at_every_simd_level() {
+    // Shapes the direct kernels take: channels not a multiple of their tiles (8 output channels
+    // forward, 32 output and 4 input channels for the weight gradient), one input channel, kernels 2, 3 and 5, no padding (the input gradient then pads by k - 1), odd
+    // widths; batch 1 in pools of 2 and 3 threads splits an image by channel block.
+    let cases: Vec<Case> = vec![
+        [2, 5, 13, 3, 1, 1, 1, 30],
+        [1, 1, 9, 5, 1, 2, 1, 31],
+        [3, 7, 16, 3, 1, 0, 1, 30],
+        [1, 16, 8, 2, 1, 1, 1, 28],
+        [2, 9, 17, 5, 1, 0, 1, 33],
+        [1, 64, 64, 3, 1, 1, 1, 56],
+    ];
+    for case in &cases {
+        let g = geometry(case).expect("a valid case");
+        assert!(
+            cpu::direct::covers(&g),
+            "{case:?} is not on the direct path"
+        );
+        // Kernel rows of 3 taps: the weight gradient's tile too.
+        assert_eq!(
+            cpu::direct::covers_weight_grad(&g),
+            case[3] == 3,
+            "{case:?}"
+        );
+    }
+    // Strided, grouped and narrow maps stay on the matrix product.
+    for case in [
+        [2, 64, 128, 3, 2, 1, 1, 56],
+        [2, 8, 8, 3, 1, 1, 2, 56],
+        [2, 256, 256, 3, 1, 1, 1, 14],
+    ] {
+        let g = geometry(&case).expect("a valid case");
+        assert!(!cpu::direct::covers(&g), "{case:?} is on the direct path");
+    }
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        pool.install(|| {
+            for case in &cases {
+                check_case(case, &SimdLevel::supported());
+            }
+        });
+    }
+}
+
+#[test]
 fn unsupported_shapes_are_left_to_burn() {
     let dilated = ConvOptions::new([1, 1], [1, 1], [2, 2], 1);
     assert!(ConvGeometry::new([1, 3, 8, 8], [4, 3, 3, 3], &dilated).is_none());

@@ -7,6 +7,10 @@
 //!   crate (the one burn-flex uses), whose micro-kernels pick AVX-512, AVX2+FMA or a portable
 //!   path at run time. The weight gradient sums per-thread partial products over fixed chunks of
 //!   the batch, so a run with a given thread count is repeatable bit for bit.
+//! - Dense stride-1 convolutions on maps of 28×28 and larger (ResNet's first two stages of 3×3
+//!   layers) skip im2col for the forward pass and the input gradient: they read a zero-padded
+//!   copy of each image in place, a register tile of 8 output channels × 48 pixels at a time
+//!   ([`direct`]).
 //! - The weight gradient of dense convolutions over at most four input channels (the stems: 3×3
 //!   or 7×7 over the colour channels) skips im2col, too costly for so shallow a product: it sums
 //!   8 output channels × 3 taps over the pixels of stride-phase copies of the input, in
@@ -31,6 +35,7 @@ pub mod buffers;
 pub mod channel_scale;
 pub mod dense;
 pub mod depthwise;
+pub mod direct;
 pub mod few_channels;
 pub mod pool;
 mod simd;
@@ -216,6 +221,8 @@ pub fn conv2d_activated(
 ) -> Vec<f32> {
     if g.is_depthwise() {
         depthwise::forward(g, x, weight, bias, activation, level)
+    } else if direct::covers(g) {
+        direct::forward(g, x, weight, bias, activation, level)
     } else {
         dense::forward(g, x, weight, bias, activation, level)
     }
@@ -230,6 +237,8 @@ pub fn conv2d_input_grad(
 ) -> Vec<f32> {
     if g.is_depthwise() {
         depthwise::input_grad(g, weight, dy, level)
+    } else if direct::covers(g) {
+        direct::input_grad(g, weight, dy, level)
     } else {
         dense::input_grad(g, weight, dy)
     }
@@ -242,6 +251,8 @@ pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], level: SimdLe
         depthwise::weight_grad(g, x, dy, level)
     } else if few_channels::covers(g) {
         few_channels::weight_grad(g, x, dy, level)
+    } else if direct::covers_weight_grad(g) {
+        direct::weight_grad(g, x, dy, level)
     } else {
         dense::weight_grad(g, x, dy)
     }

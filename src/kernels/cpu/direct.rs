@@ -1,0 +1,782 @@
+//! Dense stride-1 convolutions (ResNet's 3×3 layers on maps of 28×28 and larger), forward and
+//! input gradient, computed directly from a zero-padded copy of each image, without an im2col
+//! matrix.
+//!
+//! Through im2col and gemm, about 30 % of such a layer was moving data: writing the im2col matrix
+//! (9 copies of the input), gemm repacking it, and folding the input gradient back (col2im).
+//! Here each image is copied once into planes with a zero border (`hp × wp` per channel). With
+//! output pixels numbered at the padded width, `q = r · wp + c`, tap `(ki, kj)` reads input
+//! `q + ki · wp + kj` of each padded plane: a run of outputs reads one contiguous run per tap.
+//! The `wp − ow` columns past each row's end are computed and dropped, which is why narrow maps
+//! (7×7: 7 of 9 columns) stay on the matrix product. A register tile of [`CHANNELS`] output
+//! channels × [`TILE`] pixels sums input channel after input channel, tap after tap: per tap,
+//! one load of inputs per vector and one broadcast weight per channel.
+//!
+//! The input gradient of a stride-1 convolution is the same kind of convolution of the output
+//! gradient: the kernel flipped, its input and output channels swapped, padding `k − 1 − p`.
+
+use rayon::prelude::*;
+
+use super::activation::epilogue;
+use super::{ConvGeometry, SimdLevel, buffers, with_scratch, with_second_scratch};
+use crate::kernels::ConvActivation;
+
+/// Output channels per register tile.
+const CHANNELS: usize = 8;
+
+/// Output pixels per register tile: three AVX-512 vectors (3 × 8 channels = 24 accumulators).
+const TILE: usize = 48;
+
+/// Narrowest output (and, for the input gradient, input) width this path takes. By measurement
+/// (batch 16 and 1, 2 cores): 56×56 and 28×28 maps gain 15–30 %; on 14×14 ones, whose padded
+/// rows drop 2 of 16 columns, it was no faster at batch 16 and a quarter slower on the input
+/// gradient at batch 1.
+pub const MIN_WIDTH: usize = 28;
+
+/// Whether this module computes `g`'s forward pass and input gradient: dense, stride 1, more than
+/// one tap, padding inside the kernel, and maps at least [`MIN_WIDTH`] wide.
+pub fn covers(g: &ConvGeometry) -> bool {
+    g.groups == 1
+        && g.stride == [1, 1]
+        && g.kh * g.kw > 1
+        && g.padding[0] < g.kh
+        && g.padding[1] < g.kw
+        && g.ow.min(g.w) >= MIN_WIDTH
+}
+
+/// Where one image's padded planes and wide output lie.
+struct Layout {
+    /// Padded width and height.
+    wp: usize,
+    /// Floats per padded plane.
+    plane: usize,
+    /// Each tap's offset in a padded plane, in the weight's order.
+    offsets: Vec<usize>,
+    /// Output pixels at the padded width, rounded up to whole tiles.
+    wide: usize,
+    /// Floats of one image's padded planes, with a tile of zeros after the last (the last
+    /// tile's dropped pixels read up to that far).
+    image_len: usize,
+}
+
+impl Layout {
+    fn of(g: &ConvGeometry) -> Self {
+        let wp = g.w + 2 * g.padding[1];
+        let hp = g.h + 2 * g.padding[0];
+        let plane = hp * wp;
+        let offsets = (0..g.kh)
+            .flat_map(|ki| (0..g.kw).map(move |kj| ki * wp + kj))
+            .collect();
+        // The last valid pixel reads at most `(oh - 1 + kh - 1) · wp + ow - 1 + kw - 1`, which
+        // is `plane - 1` at stride 1; a whole tile past it stays inside the slack.
+        Self {
+            wp,
+            plane,
+            offsets,
+            wide: (g.oh * wp).next_multiple_of(TILE),
+            image_len: g.c_in * plane + TILE,
+        }
+    }
+}
+
+/// Copies one image `[c_in, h, w]` into its padded planes, writing each element once.
+fn pad_image(g: &ConvGeometry, l: &Layout, x: &[f32], padded: &mut [f32]) {
+    let [ph, pw] = g.padding;
+    let (planes, tail) = padded[..l.image_len].split_at_mut(g.c_in * l.plane);
+    for (plane, src) in planes
+        .chunks_exact_mut(l.plane)
+        .zip(x.chunks_exact(g.h * g.w))
+    {
+        let (top, rest) = plane.split_at_mut(ph * l.wp);
+        top.fill(0.0);
+        let (middle, bottom) = rest.split_at_mut(g.h * l.wp);
+        for (row, src_row) in middle.chunks_exact_mut(l.wp).zip(src.chunks_exact(g.w)) {
+            row[..pw].fill(0.0);
+            row[pw..pw + g.w].copy_from_slice(src_row);
+            row[pw + g.w..].fill(0.0);
+        }
+        bottom.fill(0.0);
+    }
+    tail.fill(0.0);
+}
+
+/// The weight as blocks of [`CHANNELS`] output channels, each `[c_in][tap][CHANNELS]` (the
+/// channels a tile broadcasts side by side), zeros past the last output channel.
+/// `weight(co, ci, t)` gives tap `t` of the kernel from input channel `ci` to output channel
+/// `co`.
+fn pack(g: &ConvGeometry, weight: impl Fn(usize, usize, usize) -> f32) -> Vec<f32> {
+    let taps = g.kh * g.kw;
+    let block_len = g.c_in * taps * CHANNELS;
+    let mut packed = vec![0.0f32; g.c_out.div_ceil(CHANNELS) * block_len];
+    for (block, panel) in packed.chunks_exact_mut(block_len).enumerate() {
+        for (ci, per_input) in panel.chunks_exact_mut(taps * CHANNELS).enumerate() {
+            for (t, lanes) in per_input.chunks_exact_mut(CHANNELS).enumerate() {
+                for (c, lane) in lanes.iter_mut().enumerate() {
+                    let co = block * CHANNELS + c;
+                    if co < g.c_out {
+                        *lane = weight(co, ci, t);
+                    }
+                }
+            }
+        }
+    }
+    packed
+}
+
+/// Forward convolution `[n, c_out, oh, ow]` of a geometry [`covers`] takes, with the bias and
+/// `activation` applied to each output plane as it is written.
+pub fn forward(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    activation: Option<ConvActivation>,
+    level: SimdLevel,
+) -> Vec<f32> {
+    let taps = g.kh * g.kw;
+    let packed = pack(g, |co, ci, t| weight[(co * g.c_in + ci) * taps + t]);
+    run(g, x, &packed, bias, activation, level)
+}
+
+/// Input gradient `[n, c_in, h, w]` of a geometry [`covers`] takes: the stride-1 convolution of
+/// `dy` with the flipped, transposed kernel and padding `k − 1 − p`.
+pub fn input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32], level: SimdLevel) -> Vec<f32> {
+    let transposed = ConvGeometry {
+        n: g.n,
+        c_in: g.c_out,
+        h: g.oh,
+        w: g.ow,
+        c_out: g.c_in,
+        groups: 1,
+        kh: g.kh,
+        kw: g.kw,
+        stride: [1, 1],
+        padding: [g.kh - 1 - g.padding[0], g.kw - 1 - g.padding[1]],
+        oh: g.h,
+        ow: g.w,
+    };
+    let taps = g.kh * g.kw;
+    // Tap `t` of the flipped kernel is tap `taps - 1 - t` of the original.
+    let packed = pack(&transposed, |ci, co, t| {
+        weight[(co * g.c_in + ci) * taps + taps - 1 - t]
+    });
+    run(&transposed, dy, &packed, None, None, level)
+}
+
+/// The convolution of `x` with the packed weight: images in parallel when there are enough of
+/// them, else one image at a time with its channel blocks in parallel.
+fn run(
+    g: &ConvGeometry,
+    x: &[f32],
+    packed: &[f32],
+    bias: Option<&[f32]>,
+    activation: Option<ConvActivation>,
+    level: SimdLevel,
+) -> Vec<f32> {
+    let l = Layout::of(g);
+    let (in_image, out_plane) = (g.c_in * g.h * g.w, g.oh * g.ow);
+    let mut y = buffers::to_overwrite(g.n * g.c_out * out_plane);
+    let block_out = CHANNELS * out_plane;
+    let threads = rayon::current_num_threads().max(1);
+    let x_images = x[..g.n * in_image].chunks_exact(in_image);
+    if g.n >= threads {
+        y.par_chunks_mut(g.c_out * out_plane)
+            .zip(x_images.collect::<Vec<_>>())
+            .for_each(|(y_image, x_image)| {
+                with_scratch(l.image_len, |padded| {
+                    pad_image(g, &l, x_image, padded);
+                    let args = (g, &l, &*padded, packed, bias, activation, level);
+                    channel_blocks(args, 0, y_image);
+                });
+            });
+    } else {
+        let mut padded = vec![0.0f32; l.image_len];
+        for (y_image, x_image) in y.chunks_mut(g.c_out * out_plane).zip(x_images) {
+            pad_image(g, &l, x_image, &mut padded);
+            y_image
+                .par_chunks_mut(block_out)
+                .enumerate()
+                .for_each(|(block, y_block)| {
+                    let args = (g, &l, &padded[..], packed, bias, activation, level);
+                    channel_blocks(args, block, y_block);
+                });
+        }
+    }
+    y
+}
+
+/// What [`channel_blocks`] reads: the geometry, layout, one image's padded planes, the packed
+/// weight, the bias, the activation and the level.
+type BlockArgs<'a> = (
+    &'a ConvGeometry,
+    &'a Layout,
+    &'a [f32],
+    &'a [f32],
+    Option<&'a [f32]>,
+    Option<ConvActivation>,
+    SimdLevel,
+);
+
+/// One image's output channels from `first_block · CHANNELS` on (as many as `y_blocks` holds),
+/// tile by tile over the pixels, every channel block per tile (its inputs stay in cache while the
+/// weights stream), each tile's valid columns copied to their planes; then the bias and
+/// activation over each plane.
+fn channel_blocks(args: BlockArgs, first_block: usize, y_blocks: &mut [f32]) {
+    let (g, l, padded, packed, bias, activation, level) = args;
+    let out_plane = g.oh * g.ow;
+    let block_len = g.c_in * l.offsets.len() * CHANNELS;
+    let mut acc = [0.0f32; CHANNELS * TILE];
+    for q in (0..l.wide).step_by(TILE) {
+        for (i, y_block) in y_blocks.chunks_mut(CHANNELS * out_plane).enumerate() {
+            let weights = &packed[(first_block + i) * block_len..][..block_len];
+            tile(
+                level, padded, &l.offsets, l.plane, g.c_in, weights, q, &mut acc,
+            );
+            for (y_plane, run) in y_block
+                .chunks_exact_mut(out_plane)
+                .zip(acc.chunks_exact(TILE))
+            {
+                scatter_tile(g, l, q, run, y_plane);
+            }
+        }
+    }
+    if bias.is_some() || activation.is_some() {
+        for (c, y_plane) in y_blocks.chunks_exact_mut(out_plane).enumerate() {
+            let b = bias.map(|bias| bias[first_block * CHANNELS + c]);
+            epilogue(level, y_plane, b, activation);
+        }
+    }
+}
+
+/// Copies the valid pixels of one channel's tile (wide positions `q ..q + TILE`) to its plane.
+fn scatter_tile(g: &ConvGeometry, l: &Layout, q: usize, run: &[f32], y_plane: &mut [f32]) {
+    let end = (q + TILE).min(g.oh * l.wp);
+    let mut at = q;
+    while at < end {
+        let (row, col) = (at / l.wp, at % l.wp);
+        let row_end = (row + 1) * l.wp;
+        if col < g.ow {
+            let cols = (g.ow - col).min(end - at);
+            y_plane[row * g.ow + col..][..cols].copy_from_slice(&run[at - q..][..cols]);
+        }
+        at = row_end;
+    }
+}
+
+/// Output channels per weight-gradient tile: the lanes of two AVX-512 vectors.
+const GRAD_CHANNELS: usize = 32;
+
+/// Input channels per weight-gradient tile, each with a kernel row of 3 taps: 12 broadcasts.
+const GRAD_INPUTS: usize = 4;
+
+/// Wide pixels per pass of the weight gradient: that many rows of 32 output gradients (16 KiB)
+/// stay in L1 while every input channel's tile reads them.
+const GRAD_PIXELS: usize = 128;
+
+/// Whether this module computes `g`'s weight gradient: what [`covers`] takes, with kernel rows
+/// of 3 taps (the tile's shape).
+pub fn covers_weight_grad(g: &ConvGeometry) -> bool {
+    covers(g) && g.kw == 3
+}
+
+/// Weight gradient `[c_out, c_in, kh, kw]` of a geometry [`covers_weight_grad`] takes:
+/// `dw[co, ci, t] = Σ_n Σ_q dy(n, co, q) · padded(n, ci, q + offset(t))` over the wide pixels
+/// `q`, the output gradient written at the padded width with zeros in the dropped columns.
+///
+/// The output channels run in the vector lanes: each image's output gradient is transposed to
+/// `[q][c_out]`, and a tile of 32 output channels × 4 input channels × 3 taps sums over the
+/// pixels with one broadcast input per (input channel, tap) and pixel, so every sum is one
+/// lane and none needs a horizontal add. Each of a fixed number of chunks of the batch sums its
+/// images into its own buffer, added in chunk order (the result does not depend on which thread
+/// ran what).
+pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], level: SimdLevel) -> Vec<f32> {
+    let l = Layout::of(g);
+    let taps = g.kh * g.kw;
+    let inputs = g.c_in.next_multiple_of(GRAD_INPUTS);
+    let lanes = g.c_out.next_multiple_of(GRAD_CHANNELS);
+    let pixels = g.oh * l.wp;
+    let (in_image, out_image) = (g.c_in * g.h * g.w, g.c_out * g.oh * g.ow);
+    let chunks = rayon::current_num_threads().min(g.n).max(1);
+    let per_chunk = g.n.div_ceil(chunks);
+    let partials: Vec<Vec<f32>> = (0..chunks)
+        .into_par_iter()
+        .map(|chunk| {
+            // `[ci][t][co]`, the output channels padded to whole tiles.
+            let mut dw_t = vec![0.0f32; inputs * taps * lanes];
+            let images = (chunk * per_chunk).min(g.n)..((chunk + 1) * per_chunk).min(g.n);
+            // Input channels past the last are zero planes (their sums are dropped), then a
+            // tile of zeros: the last row's dropped pixels read 2 past its plane.
+            let padded_len = inputs * l.plane + TILE;
+            with_scratch(padded_len, |padded| {
+                padded[g.c_in * l.plane..].fill(0.0);
+                with_second_scratch(pixels * lanes, |dy_t| {
+                    for image in images {
+                        pad_image(g, &l, &x[image * in_image..][..in_image], padded);
+                        transpose_wide(g, &l, &dy[image * out_image..][..out_image], dy_t, lanes);
+                        let args = (g, &l, &*padded, &*dy_t, lanes, level);
+                        accumulate_image(args, &mut dw_t);
+                    }
+                });
+            });
+            dw_t
+        })
+        .collect();
+    let mut partials = partials.into_iter();
+    let mut dw_t = partials.next().unwrap_or_default();
+    for partial in partials {
+        dw_t.iter_mut().zip(&partial).for_each(|(a, b)| *a += b);
+    }
+    let mut dw = vec![0.0f32; g.c_out * g.c_in * taps];
+    for (co, dw_co) in dw.chunks_exact_mut(g.c_in * taps).enumerate() {
+        for (row, v) in dw_co.iter_mut().enumerate() {
+            *v = dw_t[row * lanes + co];
+        }
+    }
+    dw
+}
+
+/// One image's output gradient `[c_out][oh][ow]` as `[q][lanes]` over the wide pixels `q`:
+/// zeros in the dropped columns and in the lanes past the last channel.
+fn transpose_wide(g: &ConvGeometry, l: &Layout, dy: &[f32], dy_t: &mut [f32], lanes: usize) {
+    let out_plane = g.oh * g.ow;
+    for (r, rows) in dy_t[..g.oh * l.wp * lanes]
+        .chunks_exact_mut(l.wp * lanes)
+        .enumerate()
+    {
+        let (valid, dropped) = rows.split_at_mut(g.ow * lanes);
+        dropped.fill(0.0);
+        for (c, pixel) in valid.chunks_exact_mut(lanes).enumerate() {
+            let at = r * g.ow + c;
+            for (co, v) in pixel[..g.c_out].iter_mut().enumerate() {
+                *v = dy[co * out_plane + at];
+            }
+            pixel[g.c_out..].fill(0.0);
+        }
+    }
+}
+
+/// What [`accumulate_image`] reads: the geometry, layout, one image's padded planes (input
+/// channels rounded up to [`GRAD_INPUTS`]), its transposed output gradient, its lane count and
+/// the level.
+type GradArgs<'a> = (
+    &'a ConvGeometry,
+    &'a Layout,
+    &'a [f32],
+    &'a [f32],
+    usize,
+    SimdLevel,
+);
+
+/// Adds one image's sums to `dw_t` (`[ci][t][lanes]`): pass after pass of [`GRAD_PIXELS`] wide
+/// pixels, each through every tile of output channels × input channels × kernel row.
+fn accumulate_image(args: GradArgs, dw_t: &mut [f32]) {
+    let (g, l, padded, dy_t, lanes, level) = args;
+    let taps = g.kh * g.kw;
+    let pixels = g.oh * l.wp;
+    for start in (0..pixels).step_by(GRAD_PIXELS) {
+        let run = start..(start + GRAD_PIXELS).min(pixels);
+        for first_lane in (0..lanes).step_by(GRAD_CHANNELS) {
+            for first_input in (0..dw_t.len() / (taps * lanes)).step_by(GRAD_INPUTS) {
+                for ki in 0..g.kh {
+                    let rows: [usize; GRAD_INPUTS] = std::array::from_fn(|i| {
+                        ((first_input + i) * taps + ki * g.kw) * lanes + first_lane
+                    });
+                    let planes: [usize; GRAD_INPUTS] =
+                        std::array::from_fn(|i| (first_input + i) * l.plane + ki * l.wp);
+                    let tile = GradTile {
+                        planes,
+                        rows,
+                        lanes,
+                        first_lane,
+                    };
+                    grad_tile(level, padded, dy_t, run.clone(), &tile, dw_t);
+                }
+            }
+        }
+    }
+}
+
+/// Where one weight-gradient tile reads and adds: each input channel's run start in the padded
+/// planes (its kernel row's first tap), each input channel's first row of 3 in `dw_t` at the
+/// tile's first lane, the lanes per row of `dw_t` and of the transposed output gradient, and the
+/// tile's first lane.
+struct GradTile {
+    planes: [usize; GRAD_INPUTS],
+    rows: [usize; GRAD_INPUTS],
+    lanes: usize,
+    first_lane: usize,
+}
+
+/// Whether everything a weight-gradient tile reads or adds to lies inside its slice.
+fn grad_tile_fits(
+    padded: &[f32],
+    dy_t: &[f32],
+    run: &std::ops::Range<usize>,
+    tile: &GradTile,
+    dw_t: &[f32],
+) -> bool {
+    !run.is_empty()
+        // The last input read is `p + (run.end - 1) + 2`.
+        && tile.planes.iter().all(|&p| p + run.end < padded.len())
+        && (run.end - 1) * tile.lanes + tile.first_lane + GRAD_CHANNELS <= dy_t.len()
+        && tile
+            .rows
+            .iter()
+            .all(|&r| r + 2 * tile.lanes + GRAD_CHANNELS <= dw_t.len())
+}
+
+/// `dw_t[rows[i] + kj · lanes + c] += Σ_q dy_t[q · lanes + first_lane + c] ·
+/// padded[planes[i] + q + kj]` for the tile's 4 input channels `i`, taps `kj < 3`, 32 lanes `c`
+/// and pixels `q` in `run`.
+fn grad_tile(
+    level: SimdLevel,
+    padded: &[f32],
+    dy_t: &[f32],
+    run: std::ops::Range<usize>,
+    tile: &GradTile,
+    dw_t: &mut [f32],
+) {
+    assert!(
+        grad_tile_fits(padded, dy_t, &run, tile, dw_t),
+        "direct conv weight-gradient tile over {run:?}: runs outside the slices"
+    );
+    match level.min(SimdLevel::detected()) {
+        // SAFETY: the level is capped by `SimdLevel::detected`, which checked that this
+        // processor has AVX-512F (respectively AVX2 and FMA), the features each is compiled for;
+        // the runs they read and write were checked above.
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => unsafe { x86::grad_tile_avx512(padded, dy_t, run, tile, dw_t) },
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => unsafe { x86::grad_tile_avx2(padded, dy_t, run, tile, dw_t) },
+        _ => grad_tile_portable(padded, dy_t, run, tile, dw_t),
+    }
+}
+
+fn grad_tile_portable(
+    padded: &[f32],
+    dy_t: &[f32],
+    run: std::ops::Range<usize>,
+    tile: &GradTile,
+    dw_t: &mut [f32],
+) {
+    for (&plane, &row) in tile.planes.iter().zip(&tile.rows) {
+        for kj in 0..3 {
+            let sums = &mut dw_t[row + kj * tile.lanes..][..GRAD_CHANNELS];
+            for q in run.clone() {
+                let x = padded[plane + q + kj];
+                let d = &dy_t[q * tile.lanes + tile.first_lane..][..GRAD_CHANNELS];
+                for (s, &d) in sums.iter_mut().zip(d) {
+                    *s += x * d;
+                }
+            }
+        }
+    }
+}
+
+/// Whether every run a tile reads lies inside its slice: tap runs of [`TILE`] inputs from `q`
+/// in each of `c_in` planes, and `c_in · taps` groups of [`CHANNELS`] weights.
+fn tile_fits(
+    padded: &[f32],
+    offsets: &[usize],
+    plane: usize,
+    c_in: usize,
+    weights: &[f32],
+    q: usize,
+) -> bool {
+    let last_offset = offsets.iter().copied().max().unwrap_or(0);
+    c_in > 0
+        && (c_in - 1) * plane + last_offset + q + TILE <= padded.len()
+        && weights.len() >= c_in * offsets.len() * CHANNELS
+}
+
+/// `out[c · TILE + i] = Σ_ci Σ_t weights[(ci · taps + t) · CHANNELS + c] ·
+/// padded[ci · plane + offsets[t] + q + i]` for the [`CHANNELS`] channels and `i < TILE`.
+#[allow(clippy::too_many_arguments)]
+fn tile(
+    level: SimdLevel,
+    padded: &[f32],
+    offsets: &[usize],
+    plane: usize,
+    c_in: usize,
+    weights: &[f32],
+    q: usize,
+    out: &mut [f32; CHANNELS * TILE],
+) {
+    assert!(
+        tile_fits(padded, offsets, plane, c_in, weights, q),
+        "direct conv tile at {q}: runs outside the slices"
+    );
+    match level.min(SimdLevel::detected()) {
+        // SAFETY: the level is capped by `SimdLevel::detected`, which checked that this
+        // processor has AVX-512F (respectively AVX2 and FMA), the features each is compiled for;
+        // the runs they read and write were checked above.
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => unsafe {
+            x86::tile_avx512(padded, offsets, plane, c_in, weights, q, out)
+        },
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => unsafe { x86::tile_avx2(padded, offsets, plane, c_in, weights, q, out) },
+        _ => tile_portable(padded, offsets, plane, c_in, weights, q, out),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tile_portable(
+    padded: &[f32],
+    offsets: &[usize],
+    plane: usize,
+    c_in: usize,
+    weights: &[f32],
+    q: usize,
+    out: &mut [f32; CHANNELS * TILE],
+) {
+    let mut acc = [[0.0f32; TILE]; CHANNELS];
+    let taps = offsets.len();
+    for ci in 0..c_in {
+        for (t, &offset) in offsets.iter().enumerate() {
+            let inputs = &padded[ci * plane + offset + q..][..TILE];
+            let lanes = &weights[(ci * taps + t) * CHANNELS..][..CHANNELS];
+            for (channel_acc, &w) in acc.iter_mut().zip(lanes) {
+                for (a, &x) in channel_acc.iter_mut().zip(inputs) {
+                    *a += w * x;
+                }
+            }
+        }
+    }
+    for (c, channel_acc) in acc.iter().enumerate() {
+        out[c * TILE..][..TILE].copy_from_slice(channel_acc);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use std::ops::Range;
+
+    use super::{CHANNELS, GRAD_CHANNELS, GRAD_INPUTS, GradTile, TILE, grad_tile_fits, tile_fits};
+
+    /// [`super::tile`] on 16-lane registers: 8 channels × 3 vectors, 24 accumulators, three
+    /// loads of inputs and 8 broadcasts per tap for 24 multiply-adds.
+    ///
+    /// # Safety
+    /// The processor has AVX-512F; `tile_fits` holds for the arguments.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile_avx512(
+        padded: &[f32],
+        offsets: &[usize],
+        plane: usize,
+        c_in: usize,
+        weights: &[f32],
+        q: usize,
+        out: &mut [f32; CHANNELS * TILE],
+    ) {
+        const { assert!(TILE == 48 && CHANNELS == 8) };
+        debug_assert!(tile_fits(padded, offsets, plane, c_in, weights, q));
+        let taps = offsets.len();
+        let mut acc = [[_mm512_setzero_ps(); 3]; CHANNELS];
+        let x = padded.as_ptr();
+        let w = weights.as_ptr();
+        for ci in 0..c_in {
+            for (t, &offset) in offsets.iter().enumerate() {
+                // SAFETY: `tile_fits`: the 48 inputs from this channel's tap run and the 8
+                // weights of this (channel, tap) lie inside their slices.
+                unsafe {
+                    let run = x.add(ci * plane + offset + q);
+                    let v = [
+                        _mm512_loadu_ps(run),
+                        _mm512_loadu_ps(run.add(16)),
+                        _mm512_loadu_ps(run.add(32)),
+                    ];
+                    let lanes = w.add((ci * taps + t) * CHANNELS);
+                    for (c, channel_acc) in acc.iter_mut().enumerate() {
+                        let b = _mm512_set1_ps(*lanes.add(c));
+                        for (a, &v) in channel_acc.iter_mut().zip(&v) {
+                            *a = _mm512_fmadd_ps(b, v, *a);
+                        }
+                    }
+                }
+            }
+        }
+        for (c, channel_acc) in acc.iter().enumerate() {
+            let run = &mut out[c * TILE..][..TILE];
+            for (j, &a) in channel_acc.iter().enumerate() {
+                // SAFETY: `run` holds 48 floats, `j · 16 + 16 <= 48`.
+                unsafe { _mm512_storeu_ps(run.as_mut_ptr().add(16 * j), a) };
+            }
+        }
+    }
+
+    /// [`super::grad_tile`] on 16-lane registers: 4 input channels × 3 taps × 2 vectors of
+    /// output channels, 24 accumulators; per pixel two loads of output gradients and 12
+    /// broadcast inputs for 24 multiply-adds.
+    ///
+    /// # Safety
+    /// The processor has AVX-512F; `grad_tile_fits` holds for the arguments.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn grad_tile_avx512(
+        padded: &[f32],
+        dy_t: &[f32],
+        run: Range<usize>,
+        tile: &GradTile,
+        dw_t: &mut [f32],
+    ) {
+        const { assert!(GRAD_CHANNELS == 32 && GRAD_INPUTS == 4) };
+        debug_assert!(grad_tile_fits(padded, dy_t, &run, tile, dw_t));
+        let lanes = tile.lanes;
+        let sums = dw_t.as_mut_ptr();
+        let mut acc = [[[_mm512_setzero_ps(); 2]; 3]; GRAD_INPUTS];
+        for (channel_acc, &row) in acc.iter_mut().zip(&tile.rows) {
+            for (kj, tap_acc) in channel_acc.iter_mut().enumerate() {
+                for (v, a) in tap_acc.iter_mut().enumerate() {
+                    // SAFETY: `grad_tile_fits`: the 32 sums of each row lie inside `dw_t`.
+                    *a = unsafe { _mm512_loadu_ps(sums.add(row + kj * lanes + 16 * v)) };
+                }
+            }
+        }
+        let x = tile.planes.map(|p| padded[p..].as_ptr());
+        let d = dy_t[tile.first_lane..].as_ptr();
+        for q in run {
+            // SAFETY: `grad_tile_fits`: 32 output gradients from row `q`, and the inputs
+            // `q .. q + 3` of each channel's run, lie inside their slices.
+            unsafe {
+                let dq = d.add(q * lanes);
+                let dv = [_mm512_loadu_ps(dq), _mm512_loadu_ps(dq.add(16))];
+                for (channel_acc, &xs) in acc.iter_mut().zip(&x) {
+                    for (kj, tap_acc) in channel_acc.iter_mut().enumerate() {
+                        let b = _mm512_set1_ps(*xs.add(q + kj));
+                        for (a, &dv) in tap_acc.iter_mut().zip(&dv) {
+                            *a = _mm512_fmadd_ps(b, dv, *a);
+                        }
+                    }
+                }
+            }
+        }
+        for (channel_acc, &row) in acc.iter().zip(&tile.rows) {
+            for (kj, tap_acc) in channel_acc.iter().enumerate() {
+                for (v, &a) in tap_acc.iter().enumerate() {
+                    // SAFETY: as for the loads above.
+                    unsafe { _mm512_storeu_ps(sums.add(row + kj * lanes + 16 * v), a) };
+                }
+            }
+        }
+    }
+
+    /// [`super::grad_tile`] on 8-lane registers: in four passes of 2 input channels × 3 taps ×
+    /// 2 vectors (12 accumulators, of AVX2's 16 registers).
+    ///
+    /// # Safety
+    /// The processor has AVX2 and FMA; `grad_tile_fits` holds for the arguments.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn grad_tile_avx2(
+        padded: &[f32],
+        dy_t: &[f32],
+        run: Range<usize>,
+        tile: &GradTile,
+        dw_t: &mut [f32],
+    ) {
+        debug_assert!(grad_tile_fits(padded, dy_t, &run, tile, dw_t));
+        let lanes = tile.lanes;
+        let sums = dw_t.as_mut_ptr();
+        for half in [0, GRAD_INPUTS / 2] {
+            for part in [0, GRAD_CHANNELS / 2] {
+                let rows = [tile.rows[half] + part, tile.rows[half + 1] + part];
+                let mut acc = [[[_mm256_setzero_ps(); 2]; 3]; 2];
+                for (channel_acc, &row) in acc.iter_mut().zip(&rows) {
+                    for (kj, tap_acc) in channel_acc.iter_mut().enumerate() {
+                        for (v, a) in tap_acc.iter_mut().enumerate() {
+                            // SAFETY: `grad_tile_fits`: the 32 sums of each row lie inside
+                            // `dw_t`, this pass's 16 among them.
+                            *a = unsafe { _mm256_loadu_ps(sums.add(row + kj * lanes + 8 * v)) };
+                        }
+                    }
+                }
+                let x = [
+                    padded[tile.planes[half]..].as_ptr(),
+                    padded[tile.planes[half + 1]..].as_ptr(),
+                ];
+                let d = dy_t[tile.first_lane + part..].as_ptr();
+                for q in run.clone() {
+                    // SAFETY: `grad_tile_fits`: these 16 of row `q`'s 32 output gradients, and
+                    // the inputs `q .. q + 3` of each channel's run, lie inside their slices.
+                    unsafe {
+                        let dq = d.add(q * lanes);
+                        let dv = [_mm256_loadu_ps(dq), _mm256_loadu_ps(dq.add(8))];
+                        for (channel_acc, &xs) in acc.iter_mut().zip(&x) {
+                            for (kj, tap_acc) in channel_acc.iter_mut().enumerate() {
+                                let b = _mm256_set1_ps(*xs.add(q + kj));
+                                for (a, &dv) in tap_acc.iter_mut().zip(&dv) {
+                                    *a = _mm256_fmadd_ps(b, dv, *a);
+                                }
+                            }
+                        }
+                    }
+                }
+                for (channel_acc, &row) in acc.iter().zip(&rows) {
+                    for (kj, tap_acc) in channel_acc.iter().enumerate() {
+                        for (v, &a) in tap_acc.iter().enumerate() {
+                            // SAFETY: as for the loads above.
+                            unsafe { _mm256_storeu_ps(sums.add(row + kj * lanes + 8 * v), a) };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`super::tile`] on 8-lane registers: in four passes of 4 channels × 3 vectors (12
+    /// accumulators, of AVX2's 16 registers).
+    ///
+    /// # Safety
+    /// The processor has AVX2 and FMA; `tile_fits` holds for the arguments.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile_avx2(
+        padded: &[f32],
+        offsets: &[usize],
+        plane: usize,
+        c_in: usize,
+        weights: &[f32],
+        q: usize,
+        out: &mut [f32; CHANNELS * TILE],
+    ) {
+        debug_assert!(tile_fits(padded, offsets, plane, c_in, weights, q));
+        let taps = offsets.len();
+        let x = padded.as_ptr();
+        let w = weights.as_ptr();
+        for half in [0, CHANNELS / 2] {
+            for part in [0, TILE / 2] {
+                let mut acc = [[_mm256_setzero_ps(); 3]; CHANNELS / 2];
+                for ci in 0..c_in {
+                    for (t, &offset) in offsets.iter().enumerate() {
+                        // SAFETY: `tile_fits`: the 24 inputs from `part` of this channel's tap
+                        // run and this half's 4 weights lie inside their slices.
+                        unsafe {
+                            let run = x.add(ci * plane + offset + q + part);
+                            let v = [
+                                _mm256_loadu_ps(run),
+                                _mm256_loadu_ps(run.add(8)),
+                                _mm256_loadu_ps(run.add(16)),
+                            ];
+                            let lanes = w.add((ci * taps + t) * CHANNELS + half);
+                            for (c, channel_acc) in acc.iter_mut().enumerate() {
+                                let b = _mm256_set1_ps(*lanes.add(c));
+                                for (a, &v) in channel_acc.iter_mut().zip(&v) {
+                                    *a = _mm256_fmadd_ps(b, v, *a);
+                                }
+                            }
+                        }
+                    }
+                }
+                for (c, channel_acc) in acc.iter().enumerate() {
+                    let run = &mut out[(half + c) * TILE + part..][..TILE / 2];
+                    for (j, &a) in channel_acc.iter().enumerate() {
+                        // SAFETY: `run` holds 24 floats, `j · 8 + 8 <= 24`.
+                        unsafe { _mm256_storeu_ps(run.as_mut_ptr().add(8 * j), a) };
+                    }
+                }
+            }
+        }
+    }
+}
