@@ -300,6 +300,51 @@ fn direct_stride_one_convolutions_equal_burns_at_every_simd_level() {
 }
 
 #[test]
+fn row_tile_convolutions_equal_burns_at_every_simd_level() {
+    // Shapes the row-tile kernels take (maps 14 to 27 wide): output channels not a multiple of
+    // the tile's 32, widths not a multiple of its runs of 7 (the last run moved left), an odd
+    // number of rows (a last tile of one row), no padding (the input gradient then pads by
+    // k - 1), kernels 3 and 5; batches of 1 to 5 in pools of 1 to 3 threads, so that images
+    // split unevenly over the threads and batch 1 splits an image by channel block.
+    let cases: Vec<Case> = vec![
+        [2, 5, 37, 3, 1, 1, 1, 15],
+        [3, 7, 16, 3, 1, 0, 1, 16],
+        [1, 9, 40, 5, 1, 2, 1, 20],
+        [5, 16, 33, 3, 1, 1, 1, 27],
+        [1, 64, 64, 3, 1, 1, 1, 14],
+    ];
+    for case in &cases {
+        let g = geometry(case).expect("a valid case");
+        assert!(
+            cpu::row_tiles::covers(&g),
+            "{case:?} is not on the row tiles"
+        );
+        assert!(!cpu::direct::covers(&g), "{case:?} is on the direct path");
+    }
+    // 7×7 and 28×28 maps, strided and grouped convolutions go elsewhere.
+    for case in [
+        [2, 512, 512, 3, 1, 1, 1, 7],
+        [2, 128, 128, 3, 1, 1, 1, 28],
+        [2, 64, 128, 3, 2, 1, 1, 28],
+        [2, 8, 8, 3, 1, 1, 2, 14],
+    ] {
+        let g = geometry(&case).expect("a valid case");
+        assert!(!cpu::row_tiles::covers(&g), "{case:?} is on the row tiles");
+    }
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        pool.install(|| {
+            for case in &cases {
+                check_case(case, &SimdLevel::supported());
+            }
+        });
+    }
+}
+
+#[test]
 fn unsupported_shapes_are_left_to_burn() {
     let dilated = ConvOptions::new([1, 1], [1, 1], [2, 2], 1);
     assert!(ConvGeometry::new([1, 3, 8, 8], [4, 3, 3, 3], &dilated).is_none());

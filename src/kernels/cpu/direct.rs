@@ -45,22 +45,22 @@ pub fn covers(g: &ConvGeometry) -> bool {
 }
 
 /// Where one image's padded planes and wide output lie.
-struct Layout {
-    /// Padded width and height.
-    wp: usize,
+pub(super) struct Layout {
+    /// Padded width.
+    pub(super) wp: usize,
     /// Floats per padded plane.
-    plane: usize,
+    pub(super) plane: usize,
     /// Each tap's offset in a padded plane, in the weight's order.
-    offsets: Vec<usize>,
+    pub(super) offsets: Vec<usize>,
     /// Output pixels at the padded width, rounded up to whole tiles.
     wide: usize,
     /// Floats of one image's padded planes, with a tile of zeros after the last (the last
     /// tile's dropped pixels read up to that far).
-    image_len: usize,
+    pub(super) image_len: usize,
 }
 
 impl Layout {
-    fn of(g: &ConvGeometry) -> Self {
+    pub(super) fn of(g: &ConvGeometry) -> Self {
         let wp = g.w + 2 * g.padding[1];
         let hp = g.h + 2 * g.padding[0];
         let plane = hp * wp;
@@ -80,7 +80,7 @@ impl Layout {
 }
 
 /// Copies one image `[c_in, h, w]` into its padded planes, writing each element once.
-fn pad_image(g: &ConvGeometry, l: &Layout, x: &[f32], padded: &mut [f32]) {
+pub(super) fn pad_image(g: &ConvGeometry, l: &Layout, x: &[f32], padded: &mut [f32]) {
     let [ph, pw] = g.padding;
     let (planes, tail) = padded[..l.image_len].split_at_mut(g.c_in * l.plane);
     for (plane, src) in planes
@@ -141,7 +141,19 @@ pub fn forward(
 /// Input gradient `[n, c_in, h, w]` of a geometry [`covers`] takes: the stride-1 convolution of
 /// `dy` with the flipped, transposed kernel and padding `k − 1 − p`.
 pub fn input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32], level: SimdLevel) -> Vec<f32> {
-    let transposed = ConvGeometry {
+    let transposed = transposed_geometry(g);
+    let taps = g.kh * g.kw;
+    // Tap `t` of the flipped kernel is tap `taps - 1 - t` of the original.
+    let packed = pack(&transposed, |ci, co, t| {
+        weight[(co * g.c_in + ci) * taps + taps - 1 - t]
+    });
+    run(&transposed, dy, &packed, None, None, level)
+}
+
+/// The stride-1 convolution whose forward pass is `g`'s input gradient: from `g`'s output
+/// channels to its input channels, padding `k − 1 − p`.
+pub(super) fn transposed_geometry(g: &ConvGeometry) -> ConvGeometry {
+    ConvGeometry {
         n: g.n,
         c_in: g.c_out,
         h: g.oh,
@@ -154,13 +166,7 @@ pub fn input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32], level: SimdLevel
         padding: [g.kh - 1 - g.padding[0], g.kw - 1 - g.padding[1]],
         oh: g.h,
         ow: g.w,
-    };
-    let taps = g.kh * g.kw;
-    // Tap `t` of the flipped kernel is tap `taps - 1 - t` of the original.
-    let packed = pack(&transposed, |ci, co, t| {
-        weight[(co * g.c_in + ci) * taps + taps - 1 - t]
-    });
-    run(&transposed, dy, &packed, None, None, level)
+    }
 }
 
 /// The convolution of `x` with the packed weight: images in parallel when there are enough of

@@ -10,7 +10,9 @@
 //! - Dense stride-1 convolutions on maps of 28×28 and larger (ResNet's first two stages of 3×3
 //!   layers) skip im2col for the forward pass and the input gradient: they read a zero-padded
 //!   copy of each image in place, a register tile of 8 output channels × 48 pixels at a time
-//!   ([`direct`]).
+//!   ([`direct`]); on maps 14 to 27 wide (ResNet's 14×14 stage) a tile puts 32 output channels
+//!   in the lanes over 2 rows × 7 pixels instead, so that no padded column is computed
+//!   ([`row_tiles`]).
 //! - The weight gradient of dense convolutions over at most four input channels (the stems: 3×3
 //!   or 7×7 over the colour channels) skips im2col, too costly for so shallow a product: it sums
 //!   8 output channels × 3 taps over the pixels of stride-phase copies of the input, in
@@ -38,6 +40,7 @@ pub mod depthwise;
 pub mod direct;
 pub mod few_channels;
 pub mod pool;
+pub mod row_tiles;
 mod simd;
 
 pub use simd::SimdLevel;
@@ -223,6 +226,8 @@ pub fn conv2d_activated(
         depthwise::forward(g, x, weight, bias, activation, level)
     } else if direct::covers(g) {
         direct::forward(g, x, weight, bias, activation, level)
+    } else if row_tiles::covers(g) {
+        row_tiles::forward(g, x, weight, bias, activation, level)
     } else {
         dense::forward(g, x, weight, bias, activation, level)
     }
@@ -239,6 +244,8 @@ pub fn conv2d_input_grad(
         depthwise::input_grad(g, weight, dy, level)
     } else if direct::covers(g) {
         direct::input_grad(g, weight, dy, level)
+    } else if row_tiles::covers(g) {
+        row_tiles::input_grad(g, weight, dy, level)
     } else {
         dense::input_grad(g, weight, dy)
     }
