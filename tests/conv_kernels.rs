@@ -253,15 +253,17 @@ fn images_sharing_one_product_stay_exact() {
 
 #[test]
 fn direct_stride_one_convolutions_equal_burns_at_every_simd_level() {
-    // Shapes the direct kernels take: channels not a multiple of their tiles (8 output channels
-    // forward, 32 output and 4 input channels for the weight gradient), one input channel, kernels 2, 3 and 5, no padding (the input gradient then pads by k - 1), odd
-    // widths; batch 1 in pools of 2 and 3 threads splits an image by channel block.
+    // Shapes the direct kernels take (maps 56 wide and more, where the row tiles stop): channels
+    // not a multiple of their tiles (8 output channels forward, 32 output and 4 input channels
+    // for the weight gradient), one input channel, kernels 2, 3 and 5, no padding (the input
+    // gradient then pads by k - 1), odd widths; batch 1 in pools of 2 and 3 threads splits an
+    // image by channel block.
     let cases: Vec<Case> = vec![
-        [2, 5, 13, 3, 1, 1, 1, 30],
-        [1, 1, 9, 5, 1, 2, 1, 31],
-        [3, 7, 16, 3, 1, 0, 1, 30],
-        [1, 16, 8, 2, 1, 1, 1, 28],
-        [2, 9, 17, 5, 1, 0, 1, 33],
+        [2, 5, 13, 3, 1, 1, 1, 57],
+        [1, 1, 9, 5, 1, 2, 1, 60],
+        [3, 7, 16, 3, 1, 0, 1, 58],
+        [1, 16, 8, 2, 1, 1, 1, 56],
+        [2, 9, 17, 5, 1, 0, 1, 60],
         [1, 64, 64, 3, 1, 1, 1, 56],
     ];
     for case in &cases {
@@ -270,6 +272,7 @@ fn direct_stride_one_convolutions_equal_burns_at_every_simd_level() {
             cpu::direct::covers(&g),
             "{case:?} is not on the direct path"
         );
+        assert!(!cpu::row_tiles::covers(&g), "{case:?} is on the row tiles");
         // Kernel rows of 3 taps: the weight gradient's tile too.
         assert_eq!(
             cpu::direct::covers_weight_grad(&g),
@@ -301,17 +304,20 @@ fn direct_stride_one_convolutions_equal_burns_at_every_simd_level() {
 
 #[test]
 fn row_tile_convolutions_equal_burns_at_every_simd_level() {
-    // Shapes the row-tile kernels take (maps 14 to 27 wide): output channels not a multiple of
+    // Shapes the row-tile kernels take (maps 14 to 55 wide): output channels not a multiple of
     // the tile's 32, widths not a multiple of its runs of 7 (the last run moved left), an odd
     // number of rows (a last tile of one row), no padding (the input gradient then pads by
     // k - 1), kernels 3 and 5; batches of 1 to 5 in pools of 1 to 3 threads, so that images
-    // split unevenly over the threads and batch 1 splits an image by channel block.
+    // split unevenly over the threads and batch 1 splits an image by channel block. From 28
+    // wide, 3×3 kernels' weight gradients run on the direct kernel.
     let cases: Vec<Case> = vec![
         [2, 5, 37, 3, 1, 1, 1, 15],
         [3, 7, 16, 3, 1, 0, 1, 16],
         [1, 9, 40, 5, 1, 2, 1, 20],
         [5, 16, 33, 3, 1, 1, 1, 27],
         [1, 64, 64, 3, 1, 1, 1, 14],
+        [3, 6, 35, 3, 1, 1, 1, 30],
+        [2, 32, 64, 3, 1, 1, 1, 55],
     ];
     for case in &cases {
         let g = geometry(case).expect("a valid case");
@@ -319,12 +325,13 @@ fn row_tile_convolutions_equal_burns_at_every_simd_level() {
             cpu::row_tiles::covers(&g),
             "{case:?} is not on the row tiles"
         );
-        assert!(!cpu::direct::covers(&g), "{case:?} is on the direct path");
+        let wide_three = case[3] == 3 && case[7] >= 28;
+        assert_eq!(cpu::direct::covers_weight_grad(&g), wide_three, "{case:?}");
     }
-    // 7×7 and 28×28 maps, strided and grouped convolutions go elsewhere.
+    // 7×7 and 56×56 maps, strided and grouped convolutions go elsewhere.
     for case in [
         [2, 512, 512, 3, 1, 1, 1, 7],
-        [2, 128, 128, 3, 1, 1, 1, 28],
+        [2, 64, 64, 3, 1, 1, 1, 56],
         [2, 64, 128, 3, 2, 1, 1, 28],
         [2, 8, 8, 3, 1, 1, 2, 14],
     ] {

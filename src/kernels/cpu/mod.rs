@@ -7,12 +7,12 @@
 //!   crate (the one burn-flex uses), whose micro-kernels pick AVX-512, AVX2+FMA or a portable
 //!   path at run time. The weight gradient sums per-thread partial products over fixed chunks of
 //!   the batch, so a run with a given thread count is repeatable bit for bit.
-//! - Dense stride-1 convolutions on maps of 28×28 and larger (ResNet's first two stages of 3×3
-//!   layers) skip im2col for the forward pass and the input gradient: they read a zero-padded
-//!   copy of each image in place, a register tile of 8 output channels × 48 pixels at a time
-//!   ([`direct`]); on maps 14 to 27 wide (ResNet's 14×14 stage) a tile puts 32 output channels
-//!   in the lanes over 2 rows × 7 pixels instead, so that no padded column is computed
-//!   ([`row_tiles`]).
+//! - Dense stride-1 convolutions on maps 14 wide and more (ResNet's 3×3 layers but the 7×7
+//!   stage's) skip im2col: they read a zero-padded copy of each image in place. Forward pass and
+//!   input gradient: on maps 14 to 55 wide a register tile of 32 output channels (in the lanes)
+//!   × 2 rows × 7 pixels ([`row_tiles`]), on wider ones 8 output channels × 48 pixels in the
+//!   lanes ([`direct`]); weight gradient on maps 28 wide and more: 32 output channels × 4 input
+//!   channels × 3 taps summed over the pixels ([`direct`]).
 //! - The weight gradient of dense convolutions over at most four input channels (the stems: 3×3
 //!   or 7×7 over the colour channels) skips im2col, too costly for so shallow a product: it sums
 //!   8 output channels × 3 taps over the pixels of stride-phase copies of the input, in
@@ -224,10 +224,10 @@ pub fn conv2d_activated(
 ) -> Vec<f32> {
     if g.is_depthwise() {
         depthwise::forward(g, x, weight, bias, activation, level)
-    } else if direct::covers(g) {
-        direct::forward(g, x, weight, bias, activation, level)
     } else if row_tiles::covers(g) {
         row_tiles::forward(g, x, weight, bias, activation, level)
+    } else if direct::covers(g) {
+        direct::forward(g, x, weight, bias, activation, level)
     } else {
         dense::forward(g, x, weight, bias, activation, level)
     }
@@ -242,10 +242,10 @@ pub fn conv2d_input_grad(
 ) -> Vec<f32> {
     if g.is_depthwise() {
         depthwise::input_grad(g, weight, dy, level)
-    } else if direct::covers(g) {
-        direct::input_grad(g, weight, dy, level)
     } else if row_tiles::covers(g) {
         row_tiles::input_grad(g, weight, dy, level)
+    } else if direct::covers(g) {
+        direct::input_grad(g, weight, dy, level)
     } else {
         dense::input_grad(g, weight, dy)
     }

@@ -1,8 +1,9 @@
-//! Dense stride-1 convolutions on maps 14 to 27 wide (ResNet's 3×3 layers on 14×14), forward
-//! and input gradient, computed directly with the output channels in the vector lanes.
+//! Dense stride-1 convolutions on maps 14 to 55 wide (ResNet's 3×3 layers on 28×28 and 14×14),
+//! forward and input gradient, computed directly with the output channels in the vector lanes.
 //!
 //! [`super::direct`] puts output pixels in the lanes and numbers them at the padded width, which
-//! drops 2 of every 16 columns on a 14×14 map (no faster than im2col there). Here a register tile is 32 output channels (two
+//! drops 2 of every 16 columns on a 14×14 map (no faster than im2col there) and 2 of 30 on a
+//! 28×28 one. Here a register tile is 32 output channels (two
 //! AVX-512 vectors) × 2 rows × 7 pixels of one image: per (input channel, tap), two loads of
 //! packed weights and one broadcast input per pixel, read where it lies in the zero-padded
 //! image, feed 28 multiply-adds. Rows are cut into runs of 7 (ResNet's maps are 7 · 2ᵏ wide; a
@@ -13,7 +14,7 @@
 use rayon::prelude::*;
 
 use super::activation::epilogue;
-use super::direct::{Layout, pad_image, transposed_geometry};
+use super::direct::{Layout, pack, pad_image, transposed_geometry};
 use super::{ConvGeometry, SimdLevel, buffers, with_scratch};
 use crate::kernels::ConvActivation;
 
@@ -29,13 +30,15 @@ const ROWS: usize = 2;
 /// Narrowest output (and, for the input gradient, input) map this path takes. By measurement
 /// (batch 16, 2 cores): 14×14 maps gain 10 % over im2col; on 7×7 ones the forward pass was 5 %
 /// slower (the last of 7 rows runs alone, at half the tile) and the input gradient 7–12 %
-/// faster, so they stay on the matrix product. Maps from [`super::direct::MIN_WIDTH`] up go to
-/// [`super::direct`].
+/// faster, so they stay on the matrix product.
 pub const MIN_WIDTH: usize = 2 * RUN;
 
+/// Widest map this path takes, exclusive. By measurement: on 28×28 maps 7 % faster than
+/// [`super::direct`], on 56×56 ones 0–6 % slower; those go there.
+pub const MAX_WIDTH: usize = 56;
+
 /// Whether this module computes `g`'s forward pass and input gradient: dense, stride 1, more than
-/// one tap, padding inside the kernel, maps from [`MIN_WIDTH`] to below
-/// [`super::direct::MIN_WIDTH`] wide.
+/// one tap, padding inside the kernel, maps from [`MIN_WIDTH`] to below [`MAX_WIDTH`] wide.
 pub fn covers(g: &ConvGeometry) -> bool {
     g.groups == 1
         && g.stride == [1, 1]
@@ -43,26 +46,7 @@ pub fn covers(g: &ConvGeometry) -> bool {
         && g.padding[0] < g.kh
         && g.padding[1] < g.kw
         && g.ow.min(g.w) >= MIN_WIDTH
-        && g.ow.max(g.w) < super::direct::MIN_WIDTH
-}
-
-/// The weight as blocks of [`LANES`] output channels, each `[c_in][tap][LANES]`, zeros past the
-/// last output channel; `weight(co, ci, t)` gives tap `t` from input `ci` to output `co`.
-fn pack(g: &ConvGeometry, weight: impl Fn(usize, usize, usize) -> f32) -> Vec<f32> {
-    let taps = g.kh * g.kw;
-    let block_len = g.c_in * taps * LANES;
-    let mut packed = vec![0.0f32; g.c_out.div_ceil(LANES) * block_len];
-    for (block, panel) in packed.chunks_exact_mut(block_len).enumerate() {
-        for (ci, per_input) in panel.chunks_exact_mut(taps * LANES).enumerate() {
-            for (t, lanes) in per_input.chunks_exact_mut(LANES).enumerate() {
-                let first = block * LANES;
-                for (c, lane) in lanes.iter_mut().enumerate().take(g.c_out - first) {
-                    *lane = weight(first + c, ci, t);
-                }
-            }
-        }
-    }
-    packed
+        && g.ow.max(g.w) < MAX_WIDTH
 }
 
 /// Forward convolution `[n, c_out, oh, ow]` of a geometry [`covers`] takes, with the bias and
@@ -76,7 +60,7 @@ pub fn forward(
     level: SimdLevel,
 ) -> Vec<f32> {
     let taps = g.kh * g.kw;
-    let packed = pack(g, |co, ci, t| weight[(co * g.c_in + ci) * taps + t]);
+    let packed = pack(g, LANES, |co, ci, t| weight[(co * g.c_in + ci) * taps + t]);
     run(g, x, &packed, bias, activation, level)
 }
 
@@ -85,7 +69,7 @@ pub fn forward(
 pub fn input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32], level: SimdLevel) -> Vec<f32> {
     let transposed = transposed_geometry(g);
     let taps = g.kh * g.kw;
-    let packed = pack(&transposed, |ci, co, t| {
+    let packed = pack(&transposed, LANES, |ci, co, t| {
         weight[(co * g.c_in + ci) * taps + taps - 1 - t]
     });
     run(&transposed, dy, &packed, None, None, level)
