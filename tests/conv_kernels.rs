@@ -256,8 +256,9 @@ fn direct_stride_one_convolutions_equal_burns_at_every_simd_level() {
     // Shapes the direct kernels take (maps 56 wide and more, where the row tiles stop): channels
     // not a multiple of their tiles (8 output channels forward, 32 output and 4 input channels
     // for the weight gradient), one input channel, kernels 2, 3 and 5, no padding (the input
-    // gradient then pads by k - 1), odd widths; batch 1 in pools of 2 and 3 threads splits an
-    // image by channel block.
+    // gradient then pads by k - 1), odd widths; in pools of 1 to 3 threads (a batch smaller than
+    // the pool takes the matrix product instead, so batch 1 reaches these kernels in the pool of
+    // one thread).
     let cases: Vec<Case> = vec![
         [2, 5, 13, 3, 1, 1, 1, 57],
         [1, 1, 9, 5, 1, 2, 1, 60],
@@ -308,8 +309,8 @@ fn row_tile_convolutions_equal_burns_at_every_simd_level() {
     // the tile's 32, widths not a multiple of its runs of 7 (the last run moved left), an odd
     // number of rows (a last tile of one row), no padding (the input gradient then pads by
     // k - 1), kernels 3 and 5; batches of 1 to 5 in pools of 1 to 3 threads, so that images
-    // split unevenly over the threads and batch 1 splits an image by channel block. From 28
-    // wide, 3×3 kernels' weight gradients run on the direct kernel.
+    // split unevenly over the threads (a batch smaller than the pool takes the matrix product
+    // instead). From 28 wide, 3×3 kernels' weight gradients run on the direct kernel.
     let cases: Vec<Case> = vec![
         [2, 5, 37, 3, 1, 1, 1, 15],
         [3, 7, 16, 3, 1, 0, 1, 16],

@@ -176,8 +176,8 @@ pub(super) fn transposed_geometry(g: &ConvGeometry) -> ConvGeometry {
     }
 }
 
-/// The convolution of `x` with the packed weight: images in parallel when there are enough of
-/// them, else one image at a time with its channel blocks in parallel.
+/// The convolution of `x` with the packed weight, images in parallel (the convolutions reach
+/// these kernels only with at least as many images as threads: see `super::fills_threads`).
 fn run(
     g: &ConvGeometry,
     x: &[f32],
@@ -189,32 +189,15 @@ fn run(
     let l = Layout::of(g);
     let (in_image, out_plane) = (g.c_in * g.h * g.w, g.oh * g.ow);
     let mut y = buffers::to_overwrite(g.n * g.c_out * out_plane);
-    let block_out = CHANNELS * out_plane;
-    let threads = rayon::current_num_threads().max(1);
-    let x_images = x[..g.n * in_image].chunks_exact(in_image);
-    if g.n >= threads {
-        y.par_chunks_mut(g.c_out * out_plane)
-            .zip(x_images.collect::<Vec<_>>())
-            .for_each(|(y_image, x_image)| {
-                with_scratch(l.image_len, |padded| {
-                    pad_image(g, &l, x_image, padded);
-                    let args = (g, &l, &*padded, packed, bias, activation, level);
-                    channel_blocks(args, 0, y_image);
-                });
+    y.par_chunks_mut(g.c_out * out_plane)
+        .zip(x[..g.n * in_image].par_chunks(in_image))
+        .for_each(|(y_image, x_image)| {
+            with_scratch(l.image_len, |padded| {
+                pad_image(g, &l, x_image, padded);
+                let args = (g, &l, &*padded, packed, bias, activation, level);
+                channel_blocks(args, 0, y_image);
             });
-    } else {
-        let mut padded = vec![0.0f32; l.image_len];
-        for (y_image, x_image) in y.chunks_mut(g.c_out * out_plane).zip(x_images) {
-            pad_image(g, &l, x_image, &mut padded);
-            y_image
-                .par_chunks_mut(block_out)
-                .enumerate()
-                .for_each(|(block, y_block)| {
-                    let args = (g, &l, &padded[..], packed, bias, activation, level);
-                    channel_blocks(args, block, y_block);
-                });
-        }
-    }
+        });
     y
 }
 

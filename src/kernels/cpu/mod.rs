@@ -29,7 +29,8 @@
 //!   ([`buffers`], off by default).
 //!
 //! Work is split over images (and over planes for depthwise layers); a batch smaller than the
-//! thread count lets `gemm` split each product instead, so batch 1 uses every core.
+//! thread count lets `gemm` split each product instead, so batch 1 uses every core: such batches
+//! skip [`row_tiles`] and [`direct`] and take the matrix product.
 
 pub mod activation;
 pub mod batch_norm;
@@ -201,6 +202,13 @@ fn valid_range(out: usize, stride: usize, k: usize, pad: usize, size: usize) -> 
     (lo.min(hi), hi)
 }
 
+/// Whether `g`'s batch gives every thread an image. [`row_tiles`] and [`direct`] split the work
+/// over images only; a smaller batch (batch-1 inference) goes to [`dense`], whose matrix products
+/// split each image over the threads.
+fn fills_threads(g: &ConvGeometry) -> bool {
+    g.n >= rayon::current_num_threads()
+}
+
 /// The convolution `x ⋆ weight + bias` as `[n, c_out, oh, ow]`, row-major.
 pub fn conv2d_forward(
     g: &ConvGeometry,
@@ -224,9 +232,9 @@ pub fn conv2d_activated(
 ) -> Vec<f32> {
     if g.is_depthwise() {
         depthwise::forward(g, x, weight, bias, activation, level)
-    } else if row_tiles::covers(g) {
+    } else if fills_threads(g) && row_tiles::covers(g) {
         row_tiles::forward(g, x, weight, bias, activation, level)
-    } else if direct::covers(g) {
+    } else if fills_threads(g) && direct::covers(g) {
         direct::forward(g, x, weight, bias, activation, level)
     } else {
         dense::forward(g, x, weight, bias, activation, level)
@@ -242,9 +250,9 @@ pub fn conv2d_input_grad(
 ) -> Vec<f32> {
     if g.is_depthwise() {
         depthwise::input_grad(g, weight, dy, level)
-    } else if row_tiles::covers(g) {
+    } else if fills_threads(g) && row_tiles::covers(g) {
         row_tiles::input_grad(g, weight, dy, level)
-    } else if direct::covers(g) {
+    } else if fills_threads(g) && direct::covers(g) {
         direct::input_grad(g, weight, dy, level)
     } else {
         dense::input_grad(g, weight, dy)
@@ -258,7 +266,7 @@ pub fn conv2d_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], level: SimdLe
         depthwise::weight_grad(g, x, dy, level)
     } else if few_channels::covers(g) {
         few_channels::weight_grad(g, x, dy, level)
-    } else if direct::covers_weight_grad(g) {
+    } else if fills_threads(g) && direct::covers_weight_grad(g) {
         direct::weight_grad(g, x, dy, level)
     } else {
         dense::weight_grad(g, x, dy)

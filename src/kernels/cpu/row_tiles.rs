@@ -33,6 +33,10 @@ const ROWS: usize = 2;
 /// faster, so they stay on the matrix product.
 pub const MIN_WIDTH: usize = 2 * RUN;
 
+/// Most floats of padded images one pass of a thread holds (8 MiB, about the largest im2col
+/// matrix of the matrix-product path): a thread's share of a large batch runs in several passes.
+const MAX_PASS_SCRATCH: usize = 1 << 21;
+
 /// Widest map this path takes, exclusive. By measurement: on 28×28 maps 7 % faster than
 /// [`super::direct`], on 56×56 ones 0–6 % slower; those go there.
 pub const MAX_WIDTH: usize = 56;
@@ -75,8 +79,9 @@ pub fn input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32], level: SimdLevel
     run(&transposed, dy, &packed, None, None, level)
 }
 
-/// Images in parallel when there are enough of them, else one image at a time with its channel
-/// blocks in parallel.
+/// The convolution of `x` with the packed weight, each thread's share of the images in turn (the
+/// convolutions reach these kernels only with at least as many images as threads: see
+/// `super::fills_threads`).
 fn run(
     g: &ConvGeometry,
     x: &[f32],
@@ -90,7 +95,6 @@ fn run(
     let mut y = buffers::to_overwrite(g.n * g.c_out * out_plane);
     let block_out = LANES * out_plane;
     let threads = rayon::current_num_threads().max(1);
-    let x_images = x[..g.n * in_image].chunks_exact(in_image);
     let finish = |y_block: &mut [f32], first: usize| {
         if bias.is_some() || activation.is_some() {
             for (c, y_plane) in y_block.chunks_exact_mut(out_plane).enumerate() {
@@ -98,14 +102,18 @@ fn run(
             }
         }
     };
-    if g.n >= threads {
-        // Each thread pads its share of the batch, then runs block by block over its images,
-        // so that a block's weight panel is read from L2 for all of them rather than the whole
-        // weight once per image.
-        let per_thread = g.n.div_ceil(threads);
-        y.par_chunks_mut(per_thread * g.c_out * out_plane)
-            .zip(x[..g.n * in_image].par_chunks(per_thread * in_image))
-            .for_each(|(y_images, x_images)| {
+    // Each thread pads its share of the batch (or as much of it as `MAX_PASS_SCRATCH`
+    // holds), then runs block by block over those images, so that a block's weight panel is
+    // read from L2 for all of them rather than the whole weight once per image.
+    let per_thread = g.n.div_ceil(threads);
+    let per_pass = per_thread.min((MAX_PASS_SCRATCH / l.image_len).max(1));
+    y.par_chunks_mut(per_thread * g.c_out * out_plane)
+        .zip(x[..g.n * in_image].par_chunks(per_thread * in_image))
+        .for_each(|(y_images, x_images)| {
+            let passes = y_images
+                .chunks_mut(per_pass * g.c_out * out_plane)
+                .zip(x_images.chunks(per_pass * in_image));
+            for (y_images, x_images) in passes {
                 let images = x_images.len() / in_image;
                 with_scratch(images * l.image_len, |padded| {
                     for (x_image, padded) in x_images
@@ -116,30 +124,18 @@ fn run(
                     }
                     for block in 0..g.c_out.div_ceil(LANES) {
                         let channels = LANES.min(g.c_out - block * LANES);
-                        for (y_image, padded) in y_images
+                        let mut y_blocks: Vec<&mut [f32]> = y_images
                             .chunks_exact_mut(g.c_out * out_plane)
-                            .zip(padded.chunks_exact(l.image_len))
-                        {
-                            let y_block = &mut y_image[block * block_out..][..channels * out_plane];
-                            channel_block(g, &l, padded, packed, block, y_block, level);
+                            .map(|y| &mut y[block * block_out..][..channels * out_plane])
+                            .collect();
+                        channel_block(g, &l, padded, packed, block, &mut y_blocks, level);
+                        for y_block in y_blocks {
                             finish(y_block, block * LANES);
                         }
                     }
                 });
-            });
-    } else {
-        let mut padded = vec![0.0f32; l.image_len];
-        for (y_image, x_image) in y.chunks_mut(g.c_out * out_plane).zip(x_images) {
-            pad_image(g, &l, x_image, &mut padded);
-            y_image
-                .par_chunks_mut(block_out)
-                .enumerate()
-                .for_each(|(block, y_block)| {
-                    channel_block(g, &l, &padded, packed, block, y_block, level);
-                    finish(y_block, block * LANES);
-                });
-        }
-    }
+            }
+        });
     y
 }
 
@@ -149,41 +145,56 @@ fn run_starts(width: usize) -> impl Iterator<Item = usize> {
     (0..width.div_ceil(RUN)).map(move |i| (i * RUN).min(width - RUN))
 }
 
-/// One image's output channels `block · LANES ..` (as many as `y_block` holds), tile after tile.
+/// Output channels `block · LANES ..` (as many as each of `y_blocks` holds) of the images whose
+/// padded planes lie one after the other in `padded`, `y_blocks[i]` those of image `i`. Tiles
+/// take 2 rows at a time down the images' rows in order, so that a map of an odd number of rows
+/// (7×7) does not leave a last tile of one row per image.
 fn channel_block(
     g: &ConvGeometry,
     l: &Layout,
     padded: &[f32],
     packed: &[f32],
     block: usize,
-    y_block: &mut [f32],
+    y_blocks: &mut [&mut [f32]],
     level: SimdLevel,
 ) {
     let out_plane = g.oh * g.ow;
     let block_len = g.c_in * l.offsets.len() * LANES;
     let weights = &packed[block * block_len..][..block_len];
-    let channels = y_block.len() / out_plane;
+    let total_rows = y_blocks.len() * g.oh;
     let mut out = [[0.0f32; LANES]; ROWS * RUN];
-    for row in (0..g.oh).step_by(ROWS) {
-        let rows = ROWS.min(g.oh - row);
+    for first in (0..total_rows).step_by(ROWS) {
+        let rows = ROWS.min(total_rows - first);
+        // (image, row) of each of the tile's rows; a short last tile repeats its last row.
+        let placed: [(usize, usize); ROWS] = std::array::from_fn(|i| {
+            let row = (first + i).min(total_rows - 1);
+            (row / g.oh, row % g.oh)
+        });
+        let starts = placed.map(|(image, row)| image * l.image_len + row * l.wp);
         for col in run_starts(g.ow) {
-            let at = row * l.wp + col;
-            tile(level, padded, at, l, g.c_in, weights, rows, &mut out);
-            for (i, pixel) in out[..rows * RUN].iter().enumerate() {
-                let (r, c) = (row + i / RUN, col + i % RUN);
-                for (co, &v) in pixel[..channels].iter().enumerate() {
-                    y_block[co * out_plane + r * g.ow + c] = v;
+            tile(
+                level, padded, starts, col, l, g.c_in, weights, rows, &mut out,
+            );
+            for (i, &(image, row)) in placed.iter().enumerate().take(rows) {
+                let y_block = &mut *y_blocks[image];
+                let channels = y_block.len() / out_plane;
+                for (j, pixel) in out[i * RUN..][..RUN].iter().enumerate() {
+                    let at = row * g.ow + col + j;
+                    for (co, &v) in pixel[..channels].iter().enumerate() {
+                        y_block[co * out_plane + at] = v;
+                    }
                 }
             }
         }
     }
 }
 
-/// Whether every input a tile of `rows` rows at padded position `at` reads, and every weight,
-/// lies inside its slice.
+/// Whether every input a tile reads (rows starting at `starts`, from column `col`) and every
+/// weight lies inside its slice.
 fn tile_fits(
     padded: &[f32],
-    at: usize,
+    starts: [usize; ROWS],
+    col: usize,
     l: &Layout,
     c_in: usize,
     weights: &[f32],
@@ -192,17 +203,21 @@ fn tile_fits(
     let last_offset = l.offsets.iter().copied().max().unwrap_or(0);
     c_in > 0
         && (1..=ROWS).contains(&rows)
-        && (c_in - 1) * l.plane + last_offset + at + (rows - 1) * l.wp + RUN <= padded.len()
+        && starts
+            .iter()
+            .all(|&start| (c_in - 1) * l.plane + last_offset + start + col + RUN <= padded.len())
         && weights.len() >= c_in * l.offsets.len() * LANES
 }
 
 /// `out[r · RUN + j][c] = Σ_ci Σ_t weights[(ci · taps + t) · LANES + c] ·
-/// padded[ci · plane + offsets[t] + at + r · wp + j]` for `r < rows`, `j < RUN`, `c < LANES`.
+/// padded[ci · plane + offsets[t] + starts[r] + col + j]` for `r < rows`, `j < RUN`,
+/// `c < LANES`.
 #[allow(clippy::too_many_arguments)]
 fn tile(
     level: SimdLevel,
     padded: &[f32],
-    at: usize,
+    starts: [usize; ROWS],
+    col: usize,
     l: &Layout,
     c_in: usize,
     weights: &[f32],
@@ -210,10 +225,11 @@ fn tile(
     out: &mut [[f32; LANES]; ROWS * RUN],
 ) {
     assert!(
-        tile_fits(padded, at, l, c_in, weights, rows),
-        "row tile at {at}: runs outside the slices"
+        tile_fits(padded, starts, col, l, c_in, weights, rows),
+        "row tile at {starts:?} + {col}: runs outside the slices"
     );
-    let args = (padded, at, l.plane, l.wp, &l.offsets[..], c_in, weights);
+    let starts = starts.map(|start| start + col);
+    let args = (padded, starts, l.plane, &l.offsets[..], c_in, weights);
     match (level.min(SimdLevel::detected()), rows) {
         // SAFETY: the level is capped by `SimdLevel::detected`, which checked that this
         // processor has AVX-512F (respectively AVX2 and FMA), the features each is compiled for;
@@ -230,12 +246,11 @@ fn tile(
     }
 }
 
-/// What a tile reads: the padded planes, the tile's padded position, the plane length, the
-/// padded width, the taps' offsets, the input channels and the weight panel.
+/// What a tile reads: the padded planes, where each of its rows starts in them, the plane length,
+/// the taps' offsets, the input channels and the weight panel.
 type TileArgs<'a> = (
     &'a [f32],
-    usize,
-    usize,
+    [usize; ROWS],
     usize,
     &'a [usize],
     usize,
@@ -243,14 +258,14 @@ type TileArgs<'a> = (
 );
 
 fn tile_portable(args: TileArgs, rows: usize, out: &mut [[f32; LANES]; ROWS * RUN]) {
-    let (padded, at, plane, wp, offsets, c_in, weights) = args;
+    let (padded, starts, plane, offsets, c_in, weights) = args;
     let taps = offsets.len();
     *out = [[0.0; LANES]; ROWS * RUN];
     for ci in 0..c_in {
         for (t, &offset) in offsets.iter().enumerate() {
             let lanes = &weights[(ci * taps + t) * LANES..][..LANES];
-            for r in 0..rows {
-                let inputs = &padded[ci * plane + offset + at + r * wp..][..RUN];
+            for (r, &start) in starts.iter().enumerate().take(rows) {
+                let inputs = &padded[ci * plane + offset + start..][..RUN];
                 for (pixel, &x) in out[r * RUN..].iter_mut().zip(inputs) {
                     for (o, &w) in pixel.iter_mut().zip(lanes) {
                         *o += x * w;
@@ -278,7 +293,7 @@ mod x86 {
         out: &mut [[f32; LANES]; ROWS * RUN],
     ) {
         const { assert!(LANES == 32 && R <= ROWS) };
-        let (padded, at, plane, wp, offsets, c_in, weights) = args;
+        let (padded, starts, plane, offsets, c_in, weights) = args;
         let taps = offsets.len();
         let x = padded.as_ptr();
         let w = weights.as_ptr();
@@ -290,9 +305,9 @@ mod x86 {
                 unsafe {
                     let lanes = w.add((ci * taps + t) * LANES);
                     let wv = [_mm512_loadu_ps(lanes), _mm512_loadu_ps(lanes.add(16))];
-                    let base = x.add(ci * plane + offset + at);
-                    for (r, row_acc) in acc.iter_mut().enumerate() {
-                        let inputs = base.add(r * wp);
+                    let base = x.add(ci * plane + offset);
+                    for (row_acc, &start) in acc.iter_mut().zip(&starts) {
+                        let inputs = base.add(start);
                         for (j, pixel_acc) in row_acc.iter_mut().enumerate() {
                             let b = _mm512_set1_ps(*inputs.add(j));
                             for (a, &wv) in pixel_acc.iter_mut().zip(&wv) {
@@ -325,7 +340,7 @@ mod x86 {
         out: &mut [[f32; LANES]; ROWS * RUN],
     ) {
         const { assert!(R <= ROWS) };
-        let (padded, at, plane, wp, offsets, c_in, weights) = args;
+        let (padded, starts, plane, offsets, c_in, weights) = args;
         let taps = offsets.len();
         let x = padded.as_ptr();
         for part in (0..LANES).step_by(8) {
@@ -337,9 +352,9 @@ mod x86 {
                     // each row's run lie inside their slices.
                     unsafe {
                         let wv = _mm256_loadu_ps(w.add((ci * taps + t) * LANES));
-                        let base = x.add(ci * plane + offset + at);
-                        for (r, row_acc) in acc.iter_mut().enumerate() {
-                            let inputs = base.add(r * wp);
+                        let base = x.add(ci * plane + offset);
+                        for (row_acc, &start) in acc.iter_mut().zip(&starts) {
+                            let inputs = base.add(start);
                             for (j, a) in row_acc.iter_mut().enumerate() {
                                 let b = _mm256_set1_ps(*inputs.add(j));
                                 *a = _mm256_fmadd_ps(b, wv, *a);
