@@ -200,11 +200,9 @@ simd_dispatch! {
 
 /// Hardswish, `x · clamp(x + 3, 0, 6) / 6`, of every element, at `level`.
 pub fn hardswish(x: &[f32], level: SimdLevel) -> Vec<f32> {
-    let mut y = buffers::to_overwrite(x.len());
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| hardswish_chunk(level, x, y));
-    y
+    buffers::filled_by_chunks(x.len(), CHUNK, |i, y| {
+        hardswish_chunk(level, &x[i * CHUNK..][..y.len()], y)
+    })
 }
 
 /// [`hardswish`] written over `x` itself (see [`hardtanh_in_place`]).
@@ -216,11 +214,10 @@ pub fn hardswish_in_place(x: &mut [f32], level: SimdLevel) {
 /// The gradient of Hardswish at `x` given the output gradient `dy` (same length), as torch's
 /// `hardswish_backward`: 0 for `x < −3`, `dy · (x / 3 + 0.5)` for `−3 ≤ x ≤ 3`, `dy` above.
 pub fn hardswish_grad(x: &[f32], dy: &[f32], level: SimdLevel) -> Vec<f32> {
-    let mut dx = buffers::to_overwrite(x.len());
-    dx.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-        .for_each(|(dx, (x, dy))| hardswish_grad_chunk(level, x, dy, dx));
-    dx
+    buffers::filled_by_chunks(x.len(), CHUNK, |i, dx| {
+        let at = i * CHUNK..i * CHUNK + dx.len();
+        hardswish_grad_chunk(level, &x[at.clone()], &dy[at], dx)
+    })
 }
 
 simd_dispatch! {
@@ -241,11 +238,9 @@ simd_dispatch! {
 /// `clamp(x, min, max)` of every element, at `level` (NaN stays NaN's clamp: `max(NaN, min)`
 /// is `min`, as in burn's clamp on burn-flex).
 pub fn hardtanh(x: &[f32], min: f32, max: f32, level: SimdLevel) -> Vec<f32> {
-    let mut y = buffers::to_overwrite(x.len());
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| hardtanh_chunk(level, x, min, max, y));
-    y
+    buffers::filled_by_chunks(x.len(), CHUNK, |i, y| {
+        hardtanh_chunk(level, &x[i * CHUNK..][..y.len()], min, max, y)
+    })
 }
 
 /// [`hardtanh`] written over `x` itself: for an activation nothing else holds (a convolution's
@@ -258,11 +253,10 @@ pub fn hardtanh_in_place(x: &mut [f32], min: f32, max: f32, level: SimdLevel) {
 /// The gradient of Hardtanh at `x` given the output gradient `dy` (same length): `dy` where
 /// `min < x < max`, else 0.
 pub fn hardtanh_grad(x: &[f32], dy: &[f32], min: f32, max: f32, level: SimdLevel) -> Vec<f32> {
-    let mut dx = buffers::to_overwrite(x.len());
-    dx.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-        .for_each(|(dx, (x, dy))| hardtanh_grad_chunk(level, x, dy, min, max, dx));
-    dx
+    buffers::filled_by_chunks(x.len(), CHUNK, |i, dx| {
+        let at = i * CHUNK..i * CHUNK + dx.len();
+        hardtanh_grad_chunk(level, &x[at.clone()], &dy[at], min, max, dx)
+    })
 }
 
 simd_dispatch! {
@@ -282,11 +276,9 @@ simd_dispatch! {
 
 /// `x · σ(x)` of every element, at `level`.
 pub fn silu(x: &[f32], level: SimdLevel) -> Vec<f32> {
-    let mut y = buffers::to_overwrite(x.len());
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| silu_chunk(level, x, y));
-    y
+    buffers::filled_by_chunks(x.len(), CHUNK, |i, y| {
+        silu_chunk(level, &x[i * CHUNK..][..y.len()], y)
+    })
 }
 
 /// [`silu`] written over `x` itself (see [`hardtanh_in_place`]).
@@ -297,11 +289,10 @@ pub fn silu_in_place(x: &mut [f32], level: SimdLevel) {
 
 /// The gradient of SiLU at `x` times the output gradient `dy` (same length), at `level`.
 pub fn silu_grad(x: &[f32], dy: &[f32], level: SimdLevel) -> Vec<f32> {
-    let mut dx = buffers::to_overwrite(x.len());
-    dx.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-        .for_each(|(dx, (x, dy))| silu_grad_chunk(level, x, dy, dx));
-    dx
+    buffers::filled_by_chunks(x.len(), CHUNK, |i, dx| {
+        let at = i * CHUNK..i * CHUNK + dx.len();
+        silu_grad_chunk(level, &x[at.clone()], &dy[at], dx)
+    })
 }
 
 #[cfg(test)]

@@ -198,13 +198,9 @@ pub fn batch_norm_train(
             ]
         })
         .collect();
-    let mut y = buffers::to_overwrite(x.len());
-    if plane > 0 {
-        y.par_chunks_mut(plane)
-            .zip(x.par_chunks(plane))
-            .enumerate()
-            .for_each(|(i, (y, x))| affine(level, x, &ab[i % channels], y));
-    }
+    let y = buffers::filled_by_chunks(x.len(), plane, |i, y| {
+        affine(level, &x[i * plane..][..plane], &ab[i % channels], y)
+    });
     BatchNormOutput { y, mean, var }
 }
 
@@ -254,13 +250,10 @@ pub fn batch_norm_train_grad(
             [k0 as f32, k1 as f32, k2 as f32]
         })
         .collect();
-    let mut dx = buffers::to_overwrite(x.len());
-    if plane > 0 {
-        dx.par_chunks_mut(plane)
-            .zip(x.par_chunks(plane).zip(dy.par_chunks(plane)))
-            .enumerate()
-            .for_each(|(i, (dx, (x, dy)))| grad_plane(level, x, dy, &k[i % channels], dx));
-    }
+    let dx = buffers::filled_by_chunks(x.len(), plane, |i, dx| {
+        let at = i * plane..(i + 1) * plane;
+        grad_plane(level, &x[at.clone()], &dy[at], &k[i % channels], dx)
+    });
     BatchNormGrads { dx, dgamma, dbeta }
 }
 

@@ -162,27 +162,23 @@ pub fn forward(
 ) -> Vec<f32> {
     let (plane_in, plane_out, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
     let ph = Phases::of(g);
-    let mut y = buffers::to_overwrite(g.n * g.c_out * plane_out);
-    y.par_chunks_mut(plane_out)
-        .enumerate()
-        .for_each(|(plane, out)| {
-            let c = plane % g.c_in;
-            with_scratch(ph.planes_len(g) + ph.wide, |scratch| {
-                let (planes, wide) = scratch.split_at_mut(ph.planes_len(g));
-                scatter_phases(g, &ph, &x[plane * plane_in..][..plane_in], planes);
-                wide.fill(bias.map_or(0.0, |b| b[c]));
-                ph.for_each_tap_block(g, &weight[c * taps..][..taps], |w, out, input| {
-                    axpy(level, w, &planes[input], &mut wide[out]);
-                });
-                for (oh, row) in out.chunks_exact_mut(g.ow).enumerate() {
-                    row.copy_from_slice(&wide[oh * ph.wq..][..g.ow]);
-                }
-                if activation.is_some() {
-                    epilogue(level, out, None, activation);
-                }
+    buffers::filled_by_chunks(g.n * g.c_out * plane_out, plane_out, |plane, out| {
+        let c = plane % g.c_in;
+        with_scratch(ph.planes_len(g) + ph.wide, |scratch| {
+            let (planes, wide) = scratch.split_at_mut(ph.planes_len(g));
+            scatter_phases(g, &ph, &x[plane * plane_in..][..plane_in], planes);
+            wide.fill(bias.map_or(0.0, |b| b[c]));
+            ph.for_each_tap_block(g, &weight[c * taps..][..taps], |w, out, input| {
+                axpy(level, w, &planes[input], &mut wide[out]);
             });
+            for (oh, row) in out.chunks_exact_mut(g.ow).enumerate() {
+                row.copy_from_slice(&wide[oh * ph.wq..][..g.ow]);
+            }
+            if activation.is_some() {
+                epilogue(level, out, None, activation);
+            }
         });
-    y
+    })
 }
 
 /// Input gradient: each output gradient spread back over the inputs it read,
