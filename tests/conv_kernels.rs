@@ -130,6 +130,22 @@ fn relative_error(ours: &[f32], reference: &[f32]) -> f32 {
     worst / scale
 }
 
+/// [`check_case`] for every case in rayon pools of 1, 2 and 3 threads (a batch smaller than the
+/// pool takes the matrix product; larger ones split unevenly over the threads).
+fn check_cases_in_pools_of_1_to_3_threads(cases: &[Case], levels: &[SimdLevel]) {
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        pool.install(|| {
+            for case in cases {
+                check_case(case, levels);
+            }
+        });
+    }
+}
+
 fn check_case(case: &Case, levels: &[SimdLevel]) {
     let device = Default::default();
     let g = geometry(case).expect("valid case");
@@ -238,17 +254,7 @@ fn images_sharing_one_product_stay_exact() {
         case[0] = rng.random_range(3..=9);
         cases.push(case);
     }
-    for threads in [1, 2, 3] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("pool");
-        pool.install(|| {
-            for case in &cases {
-                check_case(case, &[SimdLevel::current()]);
-            }
-        });
-    }
+    check_cases_in_pools_of_1_to_3_threads(&cases, &[SimdLevel::current()]);
 }
 
 #[test]
@@ -290,17 +296,7 @@ fn direct_stride_one_convolutions_equal_burns_at_every_simd_level() {
         let g = geometry(&case).expect("a valid case");
         assert!(!cpu::direct::covers(&g), "{case:?} is on the direct path");
     }
-    for threads in [1, 2, 3] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("pool");
-        pool.install(|| {
-            for case in &cases {
-                check_case(case, &SimdLevel::supported());
-            }
-        });
-    }
+    check_cases_in_pools_of_1_to_3_threads(&cases, &SimdLevel::supported());
 }
 
 #[test]
@@ -339,17 +335,7 @@ fn row_tile_convolutions_equal_burns_at_every_simd_level() {
         let g = geometry(&case).expect("a valid case");
         assert!(!cpu::row_tiles::covers(&g), "{case:?} is on the row tiles");
     }
-    for threads in [1, 2, 3] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("pool");
-        pool.install(|| {
-            for case in &cases {
-                check_case(case, &SimdLevel::supported());
-            }
-        });
-    }
+    check_cases_in_pools_of_1_to_3_threads(&cases, &SimdLevel::supported());
 }
 
 #[test]

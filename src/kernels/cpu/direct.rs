@@ -138,23 +138,44 @@ pub fn forward(
     activation: Option<ConvActivation>,
     level: SimdLevel,
 ) -> Vec<f32> {
-    let taps = g.kh * g.kw;
-    let packed = pack(g, CHANNELS, |co, ci, t| {
-        weight[(co * g.c_in + ci) * taps + t]
-    });
-    run(g, x, &packed, bias, activation, level)
+    run(
+        g,
+        x,
+        &pack_forward(g, weight, CHANNELS),
+        bias,
+        activation,
+        level,
+    )
 }
 
 /// Input gradient `[n, c_in, h, w]` of a geometry [`covers`] takes: the stride-1 convolution of
 /// `dy` with the flipped, transposed kernel and padding `k − 1 − p`.
 pub fn input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32], level: SimdLevel) -> Vec<f32> {
+    let (transposed, packed) = pack_input_grad(g, weight, CHANNELS);
+    run(&transposed, dy, &packed, None, None, level)
+}
+
+/// `weight` `[c_out, c_in, kh, kw]` packed for `g`'s forward pass in blocks of `lanes` output
+/// channels (see [`pack`]).
+pub(super) fn pack_forward(g: &ConvGeometry, weight: &[f32], lanes: usize) -> Vec<f32> {
+    let taps = g.kh * g.kw;
+    pack(g, lanes, |co, ci, t| weight[(co * g.c_in + ci) * taps + t])
+}
+
+/// The convolution that computes `g`'s input gradient ([`transposed_geometry`]) and `weight`
+/// flipped, transposed and packed for it in blocks of `lanes` channels.
+pub(super) fn pack_input_grad(
+    g: &ConvGeometry,
+    weight: &[f32],
+    lanes: usize,
+) -> (ConvGeometry, Vec<f32>) {
     let transposed = transposed_geometry(g);
     let taps = g.kh * g.kw;
     // Tap `t` of the flipped kernel is tap `taps - 1 - t` of the original.
-    let packed = pack(&transposed, CHANNELS, |ci, co, t| {
+    let packed = pack(&transposed, lanes, |ci, co, t| {
         weight[(co * g.c_in + ci) * taps + taps - 1 - t]
     });
-    run(&transposed, dy, &packed, None, None, level)
+    (transposed, packed)
 }
 
 /// The stride-1 convolution whose forward pass is `g`'s input gradient: from `g`'s output

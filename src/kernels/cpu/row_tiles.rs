@@ -14,7 +14,7 @@
 use rayon::prelude::*;
 
 use super::activation::epilogue;
-use super::direct::{Layout, pack, pad_image, transposed_geometry};
+use super::direct::{Layout, pack_forward, pack_input_grad, pad_image};
 use super::{ConvGeometry, SimdLevel, buffers, with_scratch};
 use crate::kernels::ConvActivation;
 
@@ -63,19 +63,20 @@ pub fn forward(
     activation: Option<ConvActivation>,
     level: SimdLevel,
 ) -> Vec<f32> {
-    let taps = g.kh * g.kw;
-    let packed = pack(g, LANES, |co, ci, t| weight[(co * g.c_in + ci) * taps + t]);
-    run(g, x, &packed, bias, activation, level)
+    run(
+        g,
+        x,
+        &pack_forward(g, weight, LANES),
+        bias,
+        activation,
+        level,
+    )
 }
 
 /// Input gradient `[n, c_in, h, w]` of a geometry [`covers`] takes (see
 /// [`super::direct::input_grad`]).
 pub fn input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32], level: SimdLevel) -> Vec<f32> {
-    let transposed = transposed_geometry(g);
-    let taps = g.kh * g.kw;
-    let packed = pack(&transposed, LANES, |ci, co, t| {
-        weight[(co * g.c_in + ci) * taps + taps - 1 - t]
-    });
+    let (transposed, packed) = pack_input_grad(g, weight, LANES);
     run(&transposed, dy, &packed, None, None, level)
 }
 
