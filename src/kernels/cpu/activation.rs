@@ -198,11 +198,28 @@ simd_dispatch! {
     fn hardswish_grad_chunk => hardswish_grad_body(x: &[f32], dy: &[f32], dx: &mut [f32])
 }
 
+/// A new buffer with `f(x, y)` applied over [`CHUNK`]-element chunks of `x` in parallel, each
+/// chunk's `y` written once (see [`buffers::filled_by_chunks`]).
+fn map_chunks(x: &[f32], f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    buffers::filled_by_chunks(x.len(), CHUNK, |i, y| f(&x[i * CHUNK..][..y.len()], y))
+}
+
+/// [`map_chunks`] for a gradient: `f(x, dy, dx)` over the same chunks of `x` and `dy` (same
+/// length).
+fn map_chunks_with_grad(
+    x: &[f32],
+    dy: &[f32],
+    f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    buffers::filled_by_chunks(x.len(), CHUNK, |i, dx| {
+        let at = i * CHUNK..i * CHUNK + dx.len();
+        f(&x[at.clone()], &dy[at], dx)
+    })
+}
+
 /// Hardswish, `x · clamp(x + 3, 0, 6) / 6`, of every element, at `level`.
 pub fn hardswish(x: &[f32], level: SimdLevel) -> Vec<f32> {
-    buffers::filled_by_chunks(x.len(), CHUNK, |i, y| {
-        hardswish_chunk(level, &x[i * CHUNK..][..y.len()], y)
-    })
+    map_chunks(x, |x, y| hardswish_chunk(level, x, y))
 }
 
 /// [`hardswish`] written over `x` itself (see [`hardtanh_in_place`]).
@@ -214,10 +231,7 @@ pub fn hardswish_in_place(x: &mut [f32], level: SimdLevel) {
 /// The gradient of Hardswish at `x` given the output gradient `dy` (same length), as torch's
 /// `hardswish_backward`: 0 for `x < −3`, `dy · (x / 3 + 0.5)` for `−3 ≤ x ≤ 3`, `dy` above.
 pub fn hardswish_grad(x: &[f32], dy: &[f32], level: SimdLevel) -> Vec<f32> {
-    buffers::filled_by_chunks(x.len(), CHUNK, |i, dx| {
-        let at = i * CHUNK..i * CHUNK + dx.len();
-        hardswish_grad_chunk(level, &x[at.clone()], &dy[at], dx)
-    })
+    map_chunks_with_grad(x, dy, |x, dy, dx| hardswish_grad_chunk(level, x, dy, dx))
 }
 
 simd_dispatch! {
@@ -238,9 +252,7 @@ simd_dispatch! {
 /// `clamp(x, min, max)` of every element, at `level` (NaN stays NaN's clamp: `max(NaN, min)`
 /// is `min`, as in burn's clamp on burn-flex).
 pub fn hardtanh(x: &[f32], min: f32, max: f32, level: SimdLevel) -> Vec<f32> {
-    buffers::filled_by_chunks(x.len(), CHUNK, |i, y| {
-        hardtanh_chunk(level, &x[i * CHUNK..][..y.len()], min, max, y)
-    })
+    map_chunks(x, |x, y| hardtanh_chunk(level, x, min, max, y))
 }
 
 /// [`hardtanh`] written over `x` itself: for an activation nothing else holds (a convolution's
@@ -253,9 +265,8 @@ pub fn hardtanh_in_place(x: &mut [f32], min: f32, max: f32, level: SimdLevel) {
 /// The gradient of Hardtanh at `x` given the output gradient `dy` (same length): `dy` where
 /// `min < x < max`, else 0.
 pub fn hardtanh_grad(x: &[f32], dy: &[f32], min: f32, max: f32, level: SimdLevel) -> Vec<f32> {
-    buffers::filled_by_chunks(x.len(), CHUNK, |i, dx| {
-        let at = i * CHUNK..i * CHUNK + dx.len();
-        hardtanh_grad_chunk(level, &x[at.clone()], &dy[at], min, max, dx)
+    map_chunks_with_grad(x, dy, |x, dy, dx| {
+        hardtanh_grad_chunk(level, x, dy, min, max, dx)
     })
 }
 
@@ -276,9 +287,7 @@ simd_dispatch! {
 
 /// `x · σ(x)` of every element, at `level`.
 pub fn silu(x: &[f32], level: SimdLevel) -> Vec<f32> {
-    buffers::filled_by_chunks(x.len(), CHUNK, |i, y| {
-        silu_chunk(level, &x[i * CHUNK..][..y.len()], y)
-    })
+    map_chunks(x, |x, y| silu_chunk(level, x, y))
 }
 
 /// [`silu`] written over `x` itself (see [`hardtanh_in_place`]).
@@ -289,10 +298,7 @@ pub fn silu_in_place(x: &mut [f32], level: SimdLevel) {
 
 /// The gradient of SiLU at `x` times the output gradient `dy` (same length), at `level`.
 pub fn silu_grad(x: &[f32], dy: &[f32], level: SimdLevel) -> Vec<f32> {
-    buffers::filled_by_chunks(x.len(), CHUNK, |i, dx| {
-        let at = i * CHUNK..i * CHUNK + dx.len();
-        silu_grad_chunk(level, &x[at.clone()], &dy[at], dx)
-    })
+    map_chunks_with_grad(x, dy, |x, dy, dx| silu_grad_chunk(level, x, dy, dx))
 }
 
 #[cfg(test)]

@@ -212,18 +212,10 @@ thread_local! {
     static STAGE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with this thread's staging buffer of exactly `len` elements (contents unspecified);
-/// a fresh one when it is already in use on this thread (a nested parallel call stole work).
+/// Runs `f` with this thread's staging buffer of exactly `len` elements (contents unspecified),
+/// as the kernels' scratch buffers are lent.
 fn with_stage<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    STAGE.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut stage) => {
-            if stage.len() < len {
-                stage.resize(len, 0.0);
-            }
-            f(&mut stage[..len])
-        }
-        Err(_) => f(&mut vec![0.0; len]),
-    })
+    super::with_buffer(&STAGE, len, f)
 }
 
 /// Keeps `buffer` for a later request of its length when buffers are kept and it is large

@@ -216,7 +216,7 @@ fn run(
             with_scratch(l.image_len, |padded| {
                 pad_image(g, &l, x_image, padded);
                 let args = (g, &l, &*padded, packed, bias, activation, level);
-                channel_blocks(args, 0, y_image);
+                channel_blocks(args, y_image);
             });
         });
     y
@@ -234,18 +234,17 @@ type BlockArgs<'a> = (
     SimdLevel,
 );
 
-/// One image's output channels from `first_block · CHANNELS` on (as many as `y_blocks` holds),
-/// tile by tile over the pixels, every channel block per tile (its inputs stay in cache while the
+/// One image's output channels `y_image`, tile by tile over the pixels, every channel block per tile (its inputs stay in cache while the
 /// weights stream), each tile's valid columns copied to their planes; then the bias and
 /// activation over each plane.
-fn channel_blocks(args: BlockArgs, first_block: usize, y_blocks: &mut [f32]) {
+fn channel_blocks(args: BlockArgs, y_image: &mut [f32]) {
     let (g, l, padded, packed, bias, activation, level) = args;
     let out_plane = g.oh * g.ow;
     let block_len = g.c_in * l.offsets.len() * CHANNELS;
     let mut acc = [0.0f32; CHANNELS * TILE];
     for q in (0..l.wide).step_by(TILE) {
-        for (i, y_block) in y_blocks.chunks_mut(CHANNELS * out_plane).enumerate() {
-            let weights = &packed[(first_block + i) * block_len..][..block_len];
+        for (block, y_block) in y_image.chunks_mut(CHANNELS * out_plane).enumerate() {
+            let weights = &packed[block * block_len..][..block_len];
             tile(
                 level, padded, &l.offsets, l.plane, g.c_in, weights, q, &mut acc,
             );
@@ -258,8 +257,8 @@ fn channel_blocks(args: BlockArgs, first_block: usize, y_blocks: &mut [f32]) {
         }
     }
     if bias.is_some() || activation.is_some() {
-        for (c, y_plane) in y_blocks.chunks_exact_mut(out_plane).enumerate() {
-            let b = bias.map(|bias| bias[first_block * CHANNELS + c]);
+        for (c, y_plane) in y_image.chunks_exact_mut(out_plane).enumerate() {
+            let b = bias.map(|bias| bias[c]);
             epilogue(level, y_plane, b, activation);
         }
     }
