@@ -8,9 +8,12 @@
 //! one image's, or, for small maps in a large enough batch, several images' side by side (see
 //! `MIN_PRODUCT_COLUMNS`). The im2col matrix lives in a per-thread scratch buffer that grows
 //! once and is reused (fresh zero-filled pages were about 15 % of a training step); a 1×1,
-//! stride-1, unpadded convolution of one image uses the activation itself as that matrix. With
+//! stride-1, unpadded convolution of one image uses the activation itself as that matrix. The
+//! products write the output in place, into memory not cleared first (`buffers::written_by`). With
 //! fewer images than threads, gemm splits each product and the im2col and epilogue passes are
 //! split by channel, so that batch 1 keeps every core busy.
+
+use std::mem::MaybeUninit;
 
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -56,29 +59,72 @@ impl<'a> MatRef<'a> {
 
 /// `dst[m × n] (+)= lhs[m × k] · rhs[k × n]`, `dst` row-major, through the `gemm` crate.
 fn matmul(
-    [m, n, k]: [usize; 3],
+    dims: [usize; 3],
     dst: &mut [f32],
     lhs: MatRef,
     rhs: MatRef,
     accumulate: bool,
     parallelism: Parallelism,
 ) {
+    let [m, n, _] = dims;
     assert!(
-        dst.len() >= m * n && lhs.fits(m, k) && rhs.fits(k, n),
+        dst.len() >= m * n,
+        "matmul: destination smaller than {m}x{n}"
+    );
+    // SAFETY: `dst` holds the `m × n` elements and is borrowed mutably, so it aliases neither
+    // operand; it is initialised, so gemm may read it when accumulating.
+    unsafe { gemm_raw(dims, dst.as_mut_ptr(), lhs, rhs, accumulate, parallelism) }
+}
+
+/// `dst[m × n] = lhs[m × k] · rhs[k × n]` into memory not yet written: gemm without
+/// `read_dst` stores every element of the `m × n` block and reads none before it stores it
+/// (its first pass over the inner dimension ignores `dst`), so the block is initialised after.
+fn matmul_into(
+    dims: [usize; 3],
+    dst: &mut [MaybeUninit<f32>],
+    lhs: MatRef,
+    rhs: MatRef,
+    parallelism: Parallelism,
+) {
+    let [m, n, _] = dims;
+    assert!(
+        dst.len() >= m * n,
+        "matmul: destination smaller than {m}x{n}"
+    );
+    // SAFETY: as in `matmul`; `accumulate` is false, so nothing is read before it is written.
+    unsafe { gemm_raw(dims, dst.as_mut_ptr().cast(), lhs, rhs, false, parallelism) }
+}
+
+/// The `gemm` call behind [`matmul`] and [`matmul_into`].
+///
+/// # Safety
+///
+/// `dst` must be valid for writes of `m × n` elements (row stride `n`) that alias neither
+/// operand, and for reads of them if `accumulate`.
+unsafe fn gemm_raw(
+    [m, n, k]: [usize; 3],
+    dst: *mut f32,
+    lhs: MatRef,
+    rhs: MatRef,
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
+    assert!(
+        lhs.fits(m, k) && rhs.fits(k, n),
         "matmul: operands smaller than {m}x{k} · {k}x{n}"
     );
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: the assertion above keeps every element gemm reads (lhs, rhs) or writes (dst, row
-    // stride n, column stride 1) inside its slice; `dst` is borrowed mutably, so it aliases
-    // neither operand. With `accumulate` false gemm does not read `dst` (its alpha is ignored).
+    // SAFETY: the assertion above keeps every element gemm reads of lhs and rhs inside their
+    // slices; the caller vouches for `dst` (row stride n, column stride 1). With `accumulate`
+    // false gemm does not read `dst` (its alpha is ignored).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,
@@ -417,11 +463,11 @@ fn written_zeros(len: usize) -> Vec<f32> {
 
 /// Runs `one_product(first_image, out)` on the outputs of each product's images (`per_image`
 /// values each), in parallel or in turn.
-fn for_each_product(
-    out: &mut [f32],
+fn for_each_product<T: Send>(
+    out: &mut [T],
     per_image: usize,
     split: BatchSplit,
-    one_product: impl Fn(usize, &mut [f32]) + Sync,
+    one_product: impl Fn(usize, &mut [T]) + Sync,
 ) {
     let len = split.images * per_image;
     if split.parallel {
@@ -447,9 +493,8 @@ pub fn forward(
 ) -> Vec<f32> {
     let (c_in_group, c_out_group, k, p) = g.group_sizes();
     let in_image = g.c_in * g.h * g.w;
-    let mut y = buffers::to_overwrite(g.n * g.c_out * p);
     let split = g.split();
-    let one_product = |first: usize, out: &mut [f32]| {
+    let one_product = |first: usize, out: &mut [MaybeUninit<f32>]| {
         let images = out.len() / (g.c_out * p);
         let x_images = &x[first * in_image..][..images * in_image];
         for group in 0..g.groups {
@@ -461,7 +506,7 @@ pub fn forward(
                 with_im2col(g, planes, c_in_group, !split.parallel, |col| {
                     let rhs = MatRef::row_major(col, p);
                     let dims = [c_out_group, p, k];
-                    matmul(dims, out_group, w_group, rhs, false, split.parallelism);
+                    matmul_into(dims, out_group, w_group, rhs, split.parallelism);
                 });
                 continue;
             }
@@ -477,11 +522,14 @@ pub fn forward(
                 for (co, row) in product.chunks_exact(cols).enumerate() {
                     for (image, pixels) in row.chunks_exact(p).enumerate() {
                         let channel = group * c_out_group + co;
-                        out[(image * g.c_out + channel) * p..][..p].copy_from_slice(pixels);
+                        buffers::write_from(&mut out[(image * g.c_out + channel) * p..], pixels);
                     }
                 }
             });
         }
+        // SAFETY: each group's rows of each image of `out` were written above, by a product
+        // or by the copy from one.
+        let out = unsafe { buffers::assume_written(out) };
         if bias.is_some() || activation.is_some() {
             let finish = |(row, out): (usize, &mut [f32])| {
                 let b = bias.map(|bias| bias[row % g.c_out]);
@@ -494,18 +542,29 @@ pub fn forward(
             }
         }
     };
-    for_each_product(&mut y, g.c_out * p, split, one_product);
-    y
+    // SAFETY: the products cover every image's output (`for_each_product` splits the whole
+    // buffer), and `one_product` writes all of its part (see the comment there).
+    unsafe {
+        buffers::written_by(g.n * g.c_out * p, |y| {
+            for_each_product(y, g.c_out * p, split, one_product)
+        })
+    }
 }
 
 /// Input gradient `[n, c_in, h, w]`.
 pub fn input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
     let (c_in_group, c_out_group, k, p) = g.group_sizes();
     let plane = g.h * g.w;
-    // Every group's rows are written (a product's output, or zeros then col2im's sums).
-    let mut dx = buffers::to_overwrite(g.n * g.c_in * plane);
     let split = g.split();
-    let one_product = |first: usize, out: &mut [f32]| {
+    // Writes one group's input planes `[c_in / groups, h, w]` from its im2col-shaped gradient
+    // (rows `row_stride` apart): zeros, then col2im's sums.
+    let fold = |col: &[f32], dx_group: &mut [MaybeUninit<f32>], row_stride: usize| {
+        dx_group.fill(MaybeUninit::new(0.0));
+        // SAFETY: just filled.
+        let dx_group = unsafe { buffers::assume_written(dx_group) };
+        col2im(g, col, c_in_group, dx_group, row_stride);
+    };
+    let one_product = |first: usize, out: &mut [MaybeUninit<f32>]| {
         let images = out.len() / (g.c_in * plane);
         let dy_images = &dy[first * g.c_out * p..][..images * g.c_out * p];
         for group in 0..g.groups {
@@ -516,14 +575,12 @@ pub fn input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
                 let dx_group = &mut out[group * c_in_group * plane..][..c_in_group * plane];
                 if g.is_pointwise() {
                     let dims = [k, p, c_out_group];
-                    matmul(dims, dx_group, w_t, dy_group, false, split.parallelism);
+                    matmul_into(dims, dx_group, w_t, dy_group, split.parallelism);
                 } else {
                     with_scratch(k * p, |col| {
                         let dims = [k, p, c_out_group];
                         matmul(dims, col, w_t, dy_group, false, split.parallelism);
-                        // col2im adds: see `written_zeros`.
-                        dx_group.fill(0.0);
-                        col2im(g, col, c_in_group, dx_group, p);
+                        fold(col, dx_group, p);
                     });
                 }
                 continue;
@@ -544,14 +601,18 @@ pub fn input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
                 for image in 0..images {
                     let dx_group = &mut out[(image * g.c_in + group * c_in_group) * plane..]
                         [..c_in_group * plane];
-                    dx_group.fill(0.0);
-                    col2im(g, &col[image * p..], c_in_group, dx_group, cols);
+                    fold(&col[image * p..], dx_group, cols);
                 }
             });
         }
     };
-    for_each_product(&mut dx, g.c_in * plane, split, one_product);
-    dx
+    // SAFETY: every group's planes of every image are written above (a product's output, or
+    // `fold`'s zeros and sums), and the products cover the whole buffer.
+    unsafe {
+        buffers::written_by(g.n * g.c_in * plane, |dx| {
+            for_each_product(dx, g.c_in * plane, split, one_product)
+        })
+    }
 }
 
 /// Weight gradient `[c_out, c_in / groups, kh, kw]`: each of a fixed number of chunks of the
