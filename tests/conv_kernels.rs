@@ -325,7 +325,8 @@ fn row_tile_convolutions_equal_burns_at_every_simd_level() {
         let wide_three = case[3] == 3 && case[7] >= 28;
         assert_eq!(cpu::direct::covers_weight_grad(&g), wide_three, "{case:?}");
     }
-    // 7×7 and 56×56 maps, strided and grouped convolutions go elsewhere.
+    // 7×7 and 56×56 maps and grouped convolutions go elsewhere, as do strided ones but for
+    // their forward pass (`strided_row_tile_forward_passes_equal_burns_at_every_simd_level`).
     for case in [
         [2, 512, 512, 3, 1, 1, 1, 7],
         [2, 64, 64, 3, 1, 1, 1, 56],
@@ -334,6 +335,35 @@ fn row_tile_convolutions_equal_burns_at_every_simd_level() {
     ] {
         let g = geometry(&case).expect("a valid case");
         assert!(!cpu::row_tiles::covers(&g), "{case:?} is on the row tiles");
+    }
+    check_cases_in_pools_of_1_to_3_threads(&cases, &SimdLevel::supported());
+}
+
+#[test]
+fn strided_row_tile_forward_passes_equal_burns_at_every_simd_level() {
+    // Stride-2 convolutions whose forward pass runs on the row tiles (outputs 14 wide and more,
+    // more input channels than a stem): an odd input width (the last column unread), channels
+    // not a multiple of 32, a 5×5 and a 7×7 kernel, ResNet's 64 → 128 stage entry; their
+    // gradients stay on the matrix product.
+    let cases: Vec<Case> = vec![
+        [2, 5, 64, 7, 2, 3, 1, 56],
+        [3, 8, 32, 3, 2, 1, 1, 30],
+        [2, 16, 40, 3, 2, 1, 1, 29],
+        [1, 5, 33, 5, 2, 2, 1, 33],
+        [2, 64, 128, 3, 2, 1, 1, 28],
+    ];
+    for case in &cases {
+        let g = geometry(case).expect("a valid case");
+        assert!(
+            cpu::row_tiles::covers_forward(&g) && !cpu::row_tiles::covers(&g),
+            "{case:?}: forward only on the row tiles"
+        );
+    }
+    // Outputs narrower than 14 (ResNet's 7×7 stage entry) and the stems stay on the matrix
+    // product.
+    for case in [[2, 256, 512, 3, 2, 1, 1, 14], [2, 3, 64, 7, 2, 3, 1, 56]] {
+        let g = geometry(&case).expect("a valid case");
+        assert!(!cpu::row_tiles::covers_forward(&g), "{case:?}");
     }
     check_cases_in_pools_of_1_to_3_threads(&cases, &SimdLevel::supported());
 }

@@ -12,7 +12,9 @@
 //!   input gradient: on maps 14 to 55 wide a register tile of 32 output channels (in the lanes)
 //!   × 2 rows × 7 pixels ([`row_tiles`]), on wider ones 8 output channels × 48 pixels in the
 //!   lanes ([`direct`]); weight gradient on maps 28 wide and more: 32 output channels × 4 input
-//!   channels × 3 taps summed over the pixels ([`direct`]).
+//!   channels × 3 taps summed over the pixels ([`direct`]). The row tiles also take the forward
+//!   pass of stride-2 convolutions with outputs 14 wide and more (ResNet's 28×28 and 14×14
+//!   stage entries), their inputs read two apart.
 //! - The weight gradient of dense convolutions over at most four input channels (the stems: 3×3
 //!   or 7×7 over the colour channels) skips im2col, too costly for so shallow a product: it sums
 //!   8 output channels × 3 taps over the pixels of stride-phase copies of the input, in
@@ -25,8 +27,9 @@
 //!   Hardswish ([`batch_norm`], [`activation`]), and the squeeze-and-excitation gate's channel
 //!   scale ([`channel_scale`]), compiled per [`SimdLevel`] the same way.
 //!
-//! - The kernels' large outputs can be kept for reuse instead of fresh pages, when asked for
-//!   ([`buffers`], off by default).
+//! - The kernels' outputs are written into fresh memory without clearing it first, those of 32
+//!   MiB and more backed by huge pages where Linux allows, and can be kept for reuse instead of
+//!   fresh pages, when asked for ([`buffers`], off by default).
 //!
 //! Work is split over images (and over planes for depthwise layers); a batch smaller than the
 //! thread count lets `gemm` split each product instead, so batch 1 uses every core: such batches
@@ -232,7 +235,7 @@ pub fn conv2d_activated(
 ) -> Vec<f32> {
     if g.is_depthwise() {
         depthwise::forward(g, x, weight, bias, activation, level)
-    } else if fills_threads(g) && row_tiles::covers(g) {
+    } else if fills_threads(g) && row_tiles::covers_forward(g) {
         row_tiles::forward(g, x, weight, bias, activation, level)
     } else if fills_threads(g) && direct::covers(g) {
         direct::forward(g, x, weight, bias, activation, level)

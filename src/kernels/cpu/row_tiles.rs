@@ -1,12 +1,14 @@
 //! Dense stride-1 convolutions on maps 14 to 55 wide (ResNet's 3×3 layers on 28×28 and 14×14),
-//! forward and input gradient, computed directly with the output channels in the vector lanes.
+//! forward and input gradient, and the forward pass of stride-2 ones with outputs 14 wide and
+//! more (the first 3×3 of those stages), computed directly with the output channels in the
+//! vector lanes.
 //!
 //! [`super::direct`] puts output pixels in the lanes and numbers them at the padded width, which
 //! drops 2 of every 16 columns on a 14×14 map (no faster than im2col there) and 2 of 30 on a
 //! 28×28 one. Here a register tile is 32 output channels (two
 //! AVX-512 vectors) × 2 rows × 7 pixels of one image: per (input channel, tap), two loads of
 //! packed weights and one broadcast input per pixel, read where it lies in the zero-padded
-//! image, feed 28 multiply-adds. Rows are cut into runs of 7 (ResNet's maps are 7 · 2ᵏ wide; a
+//! image, feed 28 multiply-adds; at stride 2 a tile's inputs lie two apart, nothing else changes. Rows are cut into runs of 7 (ResNet's maps are 7 · 2ᵏ wide; a
 //! narrower last run is moved left to end at the row's end, recomputing a few pixels), so no
 //! lane or pixel is wasted. The weight, packed once per call as `[ci][tap][32 channels]` per
 //! block of 32 output channels, stays in L2 while an image's tiles stream through it.
@@ -15,7 +17,7 @@ use rayon::prelude::*;
 
 use super::activation::epilogue;
 use super::direct::{Layout, pack_forward, pack_input_grad, pad_image};
-use super::{ConvGeometry, SimdLevel, buffers, with_scratch};
+use super::{ConvGeometry, SimdLevel, buffers, few_channels, with_scratch};
 use crate::kernels::ConvActivation;
 
 /// Output channels per tile: the lanes of two AVX-512 vectors.
@@ -44,16 +46,36 @@ pub const MAX_WIDTH: usize = 56;
 /// Whether this module computes `g`'s forward pass and input gradient: dense, stride 1, more than
 /// one tap, padding inside the kernel, maps from [`MIN_WIDTH`] to below [`MAX_WIDTH`] wide.
 pub fn covers(g: &ConvGeometry) -> bool {
-    g.groups == 1
-        && g.stride == [1, 1]
-        && g.kh * g.kw > 1
-        && g.padding[0] < g.kh
-        && g.padding[1] < g.kw
+    g.stride == [1, 1]
+        && dense_with_taps(g)
         && g.ow.min(g.w) >= MIN_WIDTH
         && g.ow.max(g.w) < MAX_WIDTH
 }
 
-/// Forward convolution `[n, c_out, oh, ow]` of a geometry [`covers`] takes, with the bias and
+/// Whether this module computes `g`'s forward pass: one [`covers`] takes, or a dense stride-2
+/// one with more than one tap, more input channels than a stem and an output at least
+/// [`MIN_WIDTH`] wide (ResNet's first 3×3 of the 28×28 and 14×14 stages). A tile's inputs are
+/// broadcasts, so a stride only spaces them out; [`super::direct`] is stride-1 only, so no
+/// widest map applies. The stride-2 input gradient stays on the matrix product.
+///
+/// The stems (3 input channels) stay there too: on these tiles ResNet18's 7×7 stem was no
+/// faster at batch 16 (26–29 ms either way, a third of it page faults on its output), and a
+/// training step's peak at batch 32 rose from 771 to 816–824 MiB, as with the stems' own
+/// forward kernel before (`few_channels`' module doc; glibc's dynamic mmap threshold).
+pub fn covers_forward(g: &ConvGeometry) -> bool {
+    covers(g)
+        || (g.stride == [2, 2]
+            && dense_with_taps(g)
+            && g.c_in > few_channels::MAX_INPUT_CHANNELS
+            && g.ow >= MIN_WIDTH)
+}
+
+/// Dense, more than one tap, padding inside the kernel.
+fn dense_with_taps(g: &ConvGeometry) -> bool {
+    g.groups == 1 && g.kh * g.kw > 1 && g.padding[0] < g.kh && g.padding[1] < g.kw
+}
+
+/// Forward convolution `[n, c_out, oh, ow]` of a geometry [`covers_forward`] takes, with the bias and
 /// `activation` applied to each output plane.
 pub fn forward(
     g: &ConvGeometry,
@@ -171,11 +193,15 @@ fn channel_block(
             let row = (first + i).min(total_rows - 1);
             (row / g.oh, row % g.oh)
         });
-        let starts = placed.map(|(image, row)| image * l.image_len + row * l.wp);
+        let starts = placed.map(|(image, row)| image * l.image_len + row * g.stride[0] * l.wp);
         for col in run_starts(g.ow) {
-            tile(
-                level, padded, starts, col, l, g.c_in, weights, rows, &mut out,
-            );
+            let at = TileAt {
+                starts,
+                col,
+                stride: g.stride[1],
+                rows,
+            };
+            tile(level, padded, at, l, g.c_in, weights, &mut out);
             for (i, &(image, row)) in placed.iter().enumerate().take(rows) {
                 let y_block = &mut *y_blocks[image];
                 let channels = y_block.len() / out_plane;
@@ -190,60 +216,70 @@ fn channel_block(
     }
 }
 
-/// Whether every input a tile reads (rows starting at `starts`, from column `col`) and every
-/// weight lies inside its slice.
-fn tile_fits(
-    padded: &[f32],
+/// Where a tile reads its inputs: the start of each of its rows in the padded planes (the
+/// row's first tap), its first output column, the column stride and how many rows it has.
+#[derive(Clone, Copy)]
+struct TileAt {
     starts: [usize; ROWS],
     col: usize,
-    l: &Layout,
-    c_in: usize,
-    weights: &[f32],
+    stride: usize,
     rows: usize,
-) -> bool {
+}
+
+/// Whether every input a tile reads and every weight lies inside its slice.
+fn tile_fits(padded: &[f32], at: TileAt, l: &Layout, c_in: usize, weights: &[f32]) -> bool {
     let last_offset = l.offsets.iter().copied().max().unwrap_or(0);
+    let last_column = (at.col + RUN - 1) * at.stride;
     c_in > 0
-        && (1..=ROWS).contains(&rows)
-        && starts
+        && (1..=ROWS).contains(&at.rows)
+        && at
+            .starts
             .iter()
-            .all(|&start| (c_in - 1) * l.plane + last_offset + start + col + RUN <= padded.len())
+            .all(|&start| (c_in - 1) * l.plane + last_offset + start + last_column < padded.len())
         && weights.len() >= c_in * l.offsets.len() * LANES
 }
 
 /// `out[r · RUN + j][c] = Σ_ci Σ_t weights[(ci · taps + t) · LANES + c] ·
-/// padded[ci · plane + offsets[t] + starts[r] + col + j]` for `r < rows`, `j < RUN`,
+/// padded[ci · plane + offsets[t] + starts[r] + (col + j) · stride]` for `r < rows`, `j < RUN`,
 /// `c < LANES`.
-#[allow(clippy::too_many_arguments)]
 fn tile(
     level: SimdLevel,
     padded: &[f32],
-    starts: [usize; ROWS],
-    col: usize,
+    at: TileAt,
     l: &Layout,
     c_in: usize,
     weights: &[f32],
-    rows: usize,
     out: &mut [[f32; LANES]; ROWS * RUN],
 ) {
     assert!(
-        tile_fits(padded, starts, col, l, c_in, weights, rows),
-        "row tile at {starts:?} + {col}: runs outside the slices"
+        tile_fits(padded, at, l, c_in, weights),
+        "row tile at {:?} + {}: runs outside the slices",
+        at.starts,
+        at.col
     );
-    let starts = starts.map(|start| start + col);
+    let starts = at.starts.map(|start| start + at.col * at.stride);
     let args = (padded, starts, l.plane, &l.offsets[..], c_in, weights);
-    match (level.min(SimdLevel::detected()), rows) {
+    match (level.min(SimdLevel::detected()), at.rows, at.stride) {
         // SAFETY: the level is capped by `SimdLevel::detected`, which checked that this
         // processor has AVX-512F (respectively AVX2 and FMA), the features each is compiled for;
-        // the runs they read were checked above.
+        // the runs they read (at the stride each is compiled for) were checked above.
         #[cfg(target_arch = "x86_64")]
-        (SimdLevel::Avx512, 2) => unsafe { x86::tile_avx512::<2>(args, out) },
+        (SimdLevel::Avx512, 2, 1) => unsafe { x86::tile_avx512::<2, 1>(args, out) },
         #[cfg(target_arch = "x86_64")]
-        (SimdLevel::Avx512, _) => unsafe { x86::tile_avx512::<1>(args, out) },
+        (SimdLevel::Avx512, _, 1) => unsafe { x86::tile_avx512::<1, 1>(args, out) },
         #[cfg(target_arch = "x86_64")]
-        (SimdLevel::Avx2, 2) => unsafe { x86::tile_avx2::<2>(args, out) },
+        (SimdLevel::Avx512, 2, 2) => unsafe { x86::tile_avx512::<2, 2>(args, out) },
         #[cfg(target_arch = "x86_64")]
-        (SimdLevel::Avx2, _) => unsafe { x86::tile_avx2::<1>(args, out) },
-        _ => tile_portable(args, rows, out),
+        (SimdLevel::Avx512, _, 2) => unsafe { x86::tile_avx512::<1, 2>(args, out) },
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx2, 2, 1) => unsafe { x86::tile_avx2::<2, 1>(args, out) },
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx2, _, 1) => unsafe { x86::tile_avx2::<1, 1>(args, out) },
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx2, 2, 2) => unsafe { x86::tile_avx2::<2, 2>(args, out) },
+        #[cfg(target_arch = "x86_64")]
+        (SimdLevel::Avx2, _, 2) => unsafe { x86::tile_avx2::<1, 2>(args, out) },
+        _ => tile_portable(args, at.rows, at.stride, out),
     }
 }
 
@@ -258,7 +294,7 @@ type TileArgs<'a> = (
     &'a [f32],
 );
 
-fn tile_portable(args: TileArgs, rows: usize, out: &mut [[f32; LANES]; ROWS * RUN]) {
+fn tile_portable(args: TileArgs, rows: usize, stride: usize, out: &mut [[f32; LANES]; ROWS * RUN]) {
     let (padded, starts, plane, offsets, c_in, weights) = args;
     let taps = offsets.len();
     *out = [[0.0; LANES]; ROWS * RUN];
@@ -266,8 +302,8 @@ fn tile_portable(args: TileArgs, rows: usize, out: &mut [[f32; LANES]; ROWS * RU
         for (t, &offset) in offsets.iter().enumerate() {
             let lanes = &weights[(ci * taps + t) * LANES..][..LANES];
             for (r, &start) in starts.iter().enumerate().take(rows) {
-                let inputs = &padded[ci * plane + offset + start..][..RUN];
-                for (pixel, &x) in out[r * RUN..].iter_mut().zip(inputs) {
+                let inputs = padded[ci * plane + offset + start..].iter().step_by(stride);
+                for (pixel, &x) in out[r * RUN..][..RUN].iter_mut().zip(inputs) {
                     for (o, &w) in pixel.iter_mut().zip(lanes) {
                         *o += x * w;
                     }
@@ -284,12 +320,14 @@ mod x86 {
     use super::{LANES, ROWS, RUN, TileArgs};
 
     /// [`super::tile`] on 16-lane registers: `R` rows × 7 pixels × 2 vectors of channels (28
-    /// accumulators for two rows), two weight loads and one broadcast per pixel per tap.
+    /// accumulators for two rows), two weight loads and one broadcast per pixel per tap; inputs
+    /// `S` apart along a row.
     ///
     /// # Safety
-    /// The processor has AVX-512F; `tile_fits` holds for the arguments with `rows == R`.
+    /// The processor has AVX-512F; `tile_fits` holds for the arguments with `rows == R` and
+    /// `stride == S`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn tile_avx512<const R: usize>(
+    pub(super) unsafe fn tile_avx512<const R: usize, const S: usize>(
         args: TileArgs,
         out: &mut [[f32; LANES]; ROWS * RUN],
     ) {
@@ -310,7 +348,7 @@ mod x86 {
                     for (row_acc, &start) in acc.iter_mut().zip(&starts) {
                         let inputs = base.add(start);
                         for (j, pixel_acc) in row_acc.iter_mut().enumerate() {
-                            let b = _mm512_set1_ps(*inputs.add(j));
+                            let b = _mm512_set1_ps(*inputs.add(j * S));
                             for (a, &wv) in pixel_acc.iter_mut().zip(&wv) {
                                 *a = _mm512_fmadd_ps(b, wv, *a);
                             }
@@ -331,12 +369,13 @@ mod x86 {
     }
 
     /// [`super::tile`] on 8-lane registers: four passes of 8 channels × `R` rows × 7 pixels (14
-    /// accumulators for two rows, of AVX2's 16 registers).
+    /// accumulators for two rows, of AVX2's 16 registers); inputs `S` apart along a row.
     ///
     /// # Safety
-    /// The processor has AVX2 and FMA; `tile_fits` holds for the arguments with `rows == R`.
+    /// The processor has AVX2 and FMA; `tile_fits` holds for the arguments with `rows == R` and
+    /// `stride == S`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn tile_avx2<const R: usize>(
+    pub(super) unsafe fn tile_avx2<const R: usize, const S: usize>(
         args: TileArgs,
         out: &mut [[f32; LANES]; ROWS * RUN],
     ) {
@@ -357,7 +396,7 @@ mod x86 {
                         for (row_acc, &start) in acc.iter_mut().zip(&starts) {
                             let inputs = base.add(start);
                             for (j, a) in row_acc.iter_mut().enumerate() {
-                                let b = _mm256_set1_ps(*inputs.add(j));
+                                let b = _mm256_set1_ps(*inputs.add(j * S));
                                 *a = _mm256_fmadd_ps(b, wv, *a);
                             }
                         }
