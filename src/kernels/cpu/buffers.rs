@@ -151,14 +151,21 @@ pub const HUGE_PAGE_MIN_BYTES: usize = 32 << 20;
 /// advised to the kernel as one to back by 2 MiB pages (Linux, where transparent huge pages are
 /// in `madvise` mode, as on the project's machines): such a buffer is mapped afresh on every
 /// call, and faulting it in 4 KiB pages, one fault per page on its first write, was a third of
-/// ResNet18's stem convolution at batch 16 (51 MB out; 26–29 → 19–21 ms with the advice).
+/// ResNet18's stem convolution at batch 16 (51 MB out; 27–29 → 19–21 ms with the advice).
 fn fresh(len: usize) -> Vec<f32> {
     let buffer: Vec<f32> = Vec::with_capacity(len);
+    advise_if_large(buffer.as_ptr(), len);
+    buffer
+}
+
+/// Advises huge pages for an allocation of `len` elements at `start` when it is at least
+/// [`HUGE_PAGE_MIN_BYTES`] (before anything touched its pages: after `Vec::with_capacity`, or
+/// `vec![0.0; len]`, which glibc serves from fresh, already-zero pages at that size).
+fn advise_if_large(start: *const f32, len: usize) {
     let bytes = len.saturating_mul(size_of::<f32>());
     if bytes >= HUGE_PAGE_MIN_BYTES {
-        advise_huge_pages(buffer.as_ptr() as usize, bytes);
+        advise_huge_pages(start as usize, bytes);
     }
-    buffer
 }
 
 /// Asks for the whole 2 MiB pages inside `[start, start + bytes)` to be huge pages. Advice only:
@@ -187,18 +194,24 @@ pub fn zeroed(len: usize) -> Vec<f32> {
             buffer.fill(0.0);
             buffer
         }
-        None => vec![0.0; len],
+        None => zeros(len),
     }
+}
+
+/// `len` fresh zeros (calloc: a large block is fresh pages, already zero and not yet touched),
+/// advised as huge pages when large.
+fn zeros(len: usize) -> Vec<f32> {
+    let buffer = vec![0.0; len];
+    advise_if_large(buffer.as_ptr(), len);
+    buffer
 }
 
 /// `len` elements whose values are unspecified (a kept buffer's old contents, or zeros): for a
 /// kernel that writes every element before anything reads it.
 pub fn to_overwrite(len: usize) -> Vec<f32> {
-    let mut buffer = take(len).unwrap_or_else(|| {
-        let mut buffer = fresh(len);
-        buffer.resize(len, 0.0);
-        buffer
-    });
+    // Zeros from calloc, not written here: a large block is fresh pages, faulted in only as the
+    // kernel writes them (in parallel), where writing zeros first took a pass of its own.
+    let mut buffer = take(len).unwrap_or_else(|| zeros(len));
     // In the crate's unit tests and debug builds, an element a kernel forgot to write shows as
     // NaN rather than as an old value or a plausible zero.
     if cfg!(any(test, debug_assertions)) {

@@ -234,9 +234,9 @@ type BlockArgs<'a> = (
     SimdLevel,
 );
 
-/// One image's output channels `y_image`, tile by tile over the pixels, every channel block per tile (its inputs stay in cache while the
-/// weights stream), each tile's valid columns copied to their planes; then the bias and
-/// activation over each plane.
+/// One image's output channels `y_image`, tile by tile over the pixels, every channel block per
+/// tile (its inputs stay in cache while the weights stream), each tile's valid columns copied
+/// to their planes; then the bias and activation over each plane.
 fn channel_blocks(args: BlockArgs, y_image: &mut [f32]) {
     let (g, l, padded, packed, bias, activation, level) = args;
     let out_plane = g.oh * g.ow;

@@ -8,9 +8,9 @@
 //! 28×28 one. Here a register tile is 32 output channels (two
 //! AVX-512 vectors) × 2 rows × 7 pixels of one image: per (input channel, tap), two loads of
 //! packed weights and one broadcast input per pixel, read where it lies in the zero-padded
-//! image, feed 28 multiply-adds; at stride 2 a tile's inputs lie two apart, nothing else changes. Rows are cut into runs of 7 (ResNet's maps are 7 · 2ᵏ wide; a
-//! narrower last run is moved left to end at the row's end, recomputing a few pixels), so no
-//! lane or pixel is wasted. The weight, packed once per call as `[ci][tap][32 channels]` per
+//! image, feed 28 multiply-adds; at stride 2 a tile's inputs lie two apart, nothing else
+//! changes. Rows are cut into runs of 7 (ResNet's maps are 7 · 2ᵏ wide; a narrower last run is
+//! moved left to end at the row's end, recomputing a few pixels), so no lane or pixel is wasted. The weight, packed once per call as `[ci][tap][32 channels]` per
 //! block of 32 output channels, stays in L2 while an image's tiles stream through it.
 
 use rayon::prelude::*;
@@ -75,8 +75,8 @@ fn dense_with_taps(g: &ConvGeometry) -> bool {
     g.groups == 1 && g.kh * g.kw > 1 && g.padding[0] < g.kh && g.padding[1] < g.kw
 }
 
-/// Forward convolution `[n, c_out, oh, ow]` of a geometry [`covers_forward`] takes, with the bias and
-/// `activation` applied to each output plane.
+/// Forward convolution `[n, c_out, oh, ow]` of a geometry [`covers_forward`] takes, with the
+/// bias and `activation` applied to each output plane.
 pub fn forward(
     g: &ConvGeometry,
     x: &[f32],
