@@ -98,7 +98,8 @@ pub enum DeviceSpec {
     /// The CUDA GPU with this index.
     Cuda(usize),
     /// A GPU through wgpu: `None` is wgpu's choice (a high-performance adapter first, or the one
-    /// `CUBECL_WGPU_DEFAULT_DEVICE` names), `Some(n)` the `n`-th adapter of [`wgpu_adapters`].
+    /// `CUBECL_WGPU_DEFAULT_DEVICE` names), `Some(n)` the `n`-th adapter `wgpu_adapters` lists
+    /// (with the `wgpu` feature).
     Wgpu(Option<usize>),
 }
 
@@ -149,7 +150,7 @@ pub enum DeviceError {
 
 impl DeviceSpec {
     /// Parses `cpu`, `cuda` (GPU 0), `cuda:N`, `wgpu` (wgpu's choice) or `wgpu:N` (the `N`-th
-    /// adapter of [`wgpu_adapters`]), case-insensitively.
+    /// adapter of `wgpu_adapters`), case-insensitively.
     pub fn parse(text: &str) -> Result<Self, DeviceError> {
         let lower = text.trim().to_ascii_lowercase();
         let index = |prefix: &str| lower.strip_prefix(prefix).and_then(|n| n.parse().ok());

@@ -8,8 +8,8 @@
 //! output pixels numbered at the padded width, `q = r · wp + c`, tap `(ki, kj)` reads input
 //! `q + ki · wp + kj` of each padded plane: a run of outputs reads one contiguous run per tap.
 //! The `wp − ow` columns past each row's end are computed and dropped, which is why narrow maps
-//! (7×7: 7 of 9 columns) stay on the matrix product. A register tile of [`CHANNELS`] output
-//! channels × [`TILE`] pixels sums input channel after input channel, tap after tap: per tap,
+//! (7×7: 7 of 9 columns) stay on the matrix product. A register tile of `CHANNELS` output
+//! channels × `TILE` pixels sums input channel after input channel, tap after tap: per tap,
 //! one load of inputs per vector and one broadcast weight per channel.
 //!
 //! The input gradient of a stride-1 convolution is the same kind of convolution of the output

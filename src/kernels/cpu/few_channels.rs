@@ -8,7 +8,7 @@
 //! gemm's repacking of it cost as much as the multiply-adds. Here each input channel is copied
 //! once into its zero-padded stride-phase planes (as the depthwise kernels do), which makes
 //! every tap's inputs for a run of output pixels one contiguous run, and a block of
-//! [`CHANNELS`] output channels × [`TAPS`] taps sums over the pixels in registers.
+//! `CHANNELS` output channels × `TAPS` taps sums over the pixels in registers.
 //!
 //! The forward pass the same way (a register tile of 8 channels × 16 pixels, tap after tap) was
 //! 20–35 % faster than im2col on the stem, but raised a ResNet18 training step's peak memory
@@ -43,9 +43,9 @@ pub(super) fn covers(g: &ConvGeometry) -> bool {
 
 /// Weight gradient `[c_out, c_in, kh, kw]`: `dw[c, t] = Σ_n Σ_p dy[n, c, p] · x(n, t, p)`, where
 /// `x(n, t, p)` is the input tap `t` reads for output pixel `p`. Every image's input is copied
-/// into phase planes once; then each block of [`CHANNELS`] output channels runs over the batch
+/// into phase planes once; then each block of `CHANNELS` output channels runs over the batch
 /// in order, its output gradients laid out at the phase width (zeros in the extra columns, so
-/// that the inputs they meet add nothing), and sums [`TAPS`] taps at a time over the pixels in
+/// that the inputs they meet add nothing), and sums `TAPS` taps at a time over the pixels in
 /// registers. Blocks are independent, so the result does not depend on the thread count.
 pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], level: SimdLevel) -> Vec<f32> {
     let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);

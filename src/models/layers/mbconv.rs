@@ -145,7 +145,9 @@ pub struct MBConvNetwork {
 }
 
 /// A mobile inverted bottleneck block at torchvision's paths (`block.0.0.weight`,
-/// `block.2.fc1.weight`, ...). See the [module documentation](self).
+/// `block.2.fc1.weight`, ...): a 1×1 expansion where the block expands, a depthwise
+/// convolution, an optional squeeze-and-excitation gate and a linear 1×1 projection, with a
+/// residual connection when the shape is unchanged.
 #[derive(Module, Debug)]
 pub struct MBConv<B: ConvBackend> {
     /// The layers: expansion (optional), depthwise, squeeze-and-excitation (optional),
