@@ -231,9 +231,8 @@ pub fn to_overwrite(len: usize) -> Vec<f32> {
 /// element only after writing it). In the crate's unit tests and debug builds every element is
 /// NaN beforehand, so one it skips shows.
 pub unsafe fn written_by(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
-    let poison = cfg!(any(test, debug_assertions));
     if let Some(mut buffer) = take(len) {
-        if poison {
+        if cfg!(any(test, debug_assertions)) {
             buffer.fill(f32::NAN);
         }
         // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and `write` stores only
@@ -243,9 +242,19 @@ pub unsafe fn written_by(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])
         write(view);
         return buffer;
     }
+    // SAFETY: the caller's contract, passed on.
+    unsafe { fresh_written_by(len, write) }
+}
+
+/// [`written_by`] on fresh memory, never a kept buffer.
+///
+/// # Safety
+///
+/// As for [`written_by`].
+unsafe fn fresh_written_by(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
     let mut buffer: Vec<f32> = fresh(len);
     let spare = &mut buffer.spare_capacity_mut()[..len];
-    if poison {
+    if cfg!(any(test, debug_assertions)) {
         spare.fill(MaybeUninit::new(f32::NAN));
     }
     write(spare);
@@ -294,26 +303,21 @@ pub fn filled_by_chunks(
             .for_each(|(i, out)| fill(i, out));
         return buffer;
     }
-    let mut buffer: Vec<f32> = fresh(len);
-    buffer.spare_capacity_mut()[..len]
-        .par_chunks_mut(chunk)
-        .enumerate()
-        .for_each(|(i, out)| {
+    let write = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(chunk).enumerate().for_each(|(i, out)| {
             with_stage(out.len(), |stage| {
                 if cfg!(any(test, debug_assertions)) {
                     // An element `fill` forgot to write shows as NaN.
                     stage.fill(f32::NAN);
                 }
                 fill(i, stage);
-                for (out, &v) in out.iter_mut().zip(stage.iter()) {
-                    out.write(v);
-                }
+                write_from(out, stage);
             })
-        });
-    // SAFETY: the chunks above cover `0..len` and each element of them was written (from the
-    // staging buffer, of the chunk's length), so the first `len` elements are initialised.
-    unsafe { buffer.set_len(len) };
-    buffer
+        })
+    };
+    // SAFETY: the chunks cover the whole buffer and each is written from a staging buffer of
+    // its length.
+    unsafe { fresh_written_by(len, write) }
 }
 
 thread_local! {

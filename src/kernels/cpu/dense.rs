@@ -66,14 +66,19 @@ fn matmul(
     accumulate: bool,
     parallelism: Parallelism,
 ) {
-    let [m, n, _] = dims;
-    assert!(
-        dst.len() >= m * n,
-        "matmul: destination smaller than {m}x{n}"
-    );
-    // SAFETY: `dst` holds the `m × n` elements and is borrowed mutably, so it aliases neither
-    // operand; it is initialised, so gemm may read it when accumulating.
-    unsafe { gemm_raw(dims, dst.as_mut_ptr(), lhs, rhs, accumulate, parallelism) }
+    let dst_len = dst.len();
+    // SAFETY: `dst` is borrowed mutably, so it aliases neither operand; it is initialised, so
+    // gemm may read it when accumulating.
+    unsafe {
+        gemm_raw(
+            dims,
+            (dst.as_mut_ptr(), dst_len),
+            lhs,
+            rhs,
+            accumulate,
+            parallelism,
+        )
+    }
 }
 
 /// `dst[m × n] = lhs[m × k] · rhs[k × n]` into memory not yet written: gemm without
@@ -86,39 +91,45 @@ fn matmul_into(
     rhs: MatRef,
     parallelism: Parallelism,
 ) {
-    let [m, n, _] = dims;
-    assert!(
-        dst.len() >= m * n,
-        "matmul: destination smaller than {m}x{n}"
-    );
+    let dst_len = dst.len();
     // SAFETY: as in `matmul`; `accumulate` is false, so nothing is read before it is written.
-    unsafe { gemm_raw(dims, dst.as_mut_ptr().cast(), lhs, rhs, false, parallelism) }
+    unsafe {
+        gemm_raw(
+            dims,
+            (dst.as_mut_ptr().cast(), dst_len),
+            lhs,
+            rhs,
+            false,
+            parallelism,
+        )
+    }
 }
 
-/// The `gemm` call behind [`matmul`] and [`matmul_into`].
+/// The `gemm` call behind [`matmul`] and [`matmul_into`], into the `dst_len` elements at `dst`.
 ///
 /// # Safety
 ///
-/// `dst` must be valid for writes of `m × n` elements (row stride `n`) that alias neither
-/// operand, and for reads of them if `accumulate`.
+/// `(dst, dst_len)` must be one exclusively borrowed allocation (valid for writes of `dst_len`
+/// elements) that aliases neither operand, initialised if `accumulate`.
 unsafe fn gemm_raw(
     [m, n, k]: [usize; 3],
-    dst: *mut f32,
+    (dst, dst_len): (*mut f32, usize),
     lhs: MatRef,
     rhs: MatRef,
     accumulate: bool,
     parallelism: Parallelism,
 ) {
     assert!(
-        lhs.fits(m, k) && rhs.fits(k, n),
-        "matmul: operands smaller than {m}x{k} · {k}x{n}"
+        dst_len >= m * n && lhs.fits(m, k) && rhs.fits(k, n),
+        "matmul: operands smaller than {m}x{k} · {k}x{n} into {m}x{n}"
     );
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: the assertion above keeps every element gemm reads of lhs and rhs inside their
-    // slices; the caller vouches for `dst` (row stride n, column stride 1). With `accumulate`
-    // false gemm does not read `dst` (its alpha is ignored).
+    // SAFETY: the assertion above keeps every element gemm reads (lhs, rhs) or writes (dst, row
+    // stride n, column stride 1) inside its allocation; the caller vouches that `dst` is
+    // exclusive and, when read, initialised. With `accumulate` false gemm does not read `dst`
+    // (its alpha is ignored).
     unsafe {
         gemm::gemm(
             m,

@@ -27,9 +27,9 @@
 //!   Hardswish ([`batch_norm`], [`activation`]), and the squeeze-and-excitation gate's channel
 //!   scale ([`channel_scale`]), compiled per [`SimdLevel`] the same way.
 //!
-//! - The kernels' outputs are written into fresh memory without clearing it first, those of 32
-//!   MiB and more backed by huge pages where Linux allows, and can be kept for reuse instead of
-//!   fresh pages, when asked for ([`buffers`], off by default).
+//! - Output buffers ([`buffers`]): most kernels write into fresh memory not cleared first;
+//!   buffers of 32 MiB and more are asked of Linux as huge pages; and, when asked for (off by
+//!   default), large outputs are kept for reuse instead of fresh pages.
 //!
 //! Work is split over images (and over planes for depthwise layers); a batch smaller than the
 //! thread count lets `gemm` split each product instead, so batch 1 uses every core: such batches
