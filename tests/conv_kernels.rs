@@ -301,13 +301,18 @@ fn direct_stride_one_convolutions_equal_burns_at_every_simd_level() {
 
 #[test]
 fn row_tile_convolutions_equal_burns_at_every_simd_level() {
-    // Shapes the row-tile kernels take (maps 14 to 55 wide): output channels not a multiple of
+    // Shapes the row-tile kernels take (maps 7 to 55 wide): output channels not a multiple of
     // the tile's 32, widths not a multiple of its runs of 7 (the last run moved left), an odd
-    // number of rows (a last tile of one row), no padding (the input gradient then pads by
-    // k - 1), kernels 3 and 5; batches of 1 to 5 in pools of 1 to 3 threads, so that images
-    // split unevenly over the threads (a batch smaller than the pool takes the matrix product
-    // instead). From 28 wide, 3×3 kernels' weight gradients run on the direct kernel.
+    // number of rows (a last tile of one row, or of rows of two images), no padding (the input
+    // gradient then pads by k - 1), kernels 3 and 5, ResNet's 7×7 stage; batches of 1 to 5 in
+    // pools of 1 to 3 threads, so that images split unevenly over the threads (a batch smaller
+    // than the pool takes the matrix product instead). From 28 wide, 3×3 kernels' weight
+    // gradients run on the direct kernel.
     let cases: Vec<Case> = vec![
+        [3, 40, 48, 3, 1, 1, 1, 7],
+        [2, 512, 512, 3, 1, 1, 1, 7],
+        [1, 6, 33, 3, 1, 1, 1, 9],
+        [5, 7, 20, 3, 1, 0, 1, 13],
         [2, 5, 37, 3, 1, 1, 1, 15],
         [3, 7, 16, 3, 1, 0, 1, 16],
         [1, 9, 40, 5, 1, 2, 1, 20],
@@ -325,10 +330,12 @@ fn row_tile_convolutions_equal_burns_at_every_simd_level() {
         let wide_three = case[3] == 3 && case[7] >= 28;
         assert_eq!(cpu::direct::covers_weight_grad(&g), wide_three, "{case:?}");
     }
-    // 7×7 and 56×56 maps and grouped convolutions go elsewhere, as do strided ones but for
-    // their forward pass (`strided_row_tile_forward_passes_equal_burns_at_every_simd_level`).
+    // Maps narrower than a run of 7 (an output or, for the input gradient, an input), 56×56
+    // maps and grouped convolutions go elsewhere, as do strided ones but for their forward pass
+    // (`strided_row_tile_forward_passes_equal_burns_at_every_simd_level`).
     for case in [
-        [2, 512, 512, 3, 1, 1, 1, 7],
+        [2, 64, 64, 3, 1, 1, 1, 6],
+        [2, 64, 64, 3, 1, 0, 1, 8],
         [2, 64, 64, 3, 1, 1, 1, 56],
         [2, 64, 128, 3, 2, 1, 1, 28],
         [2, 8, 8, 3, 1, 1, 2, 14],
@@ -341,12 +348,14 @@ fn row_tile_convolutions_equal_burns_at_every_simd_level() {
 
 #[test]
 fn strided_row_tile_forward_passes_equal_burns_at_every_simd_level() {
-    // Stride-2 convolutions whose forward pass runs on the row tiles (outputs 14 wide and more,
+    // Stride-2 convolutions whose forward pass runs on the row tiles (outputs 7 wide and more,
     // more input channels than a stem): an odd input width (the last column unread), channels
-    // not a multiple of 32, a 5×5 and a 7×7 kernel, ResNet's 64 → 128 stage entry; their
-    // gradients stay on the matrix product.
+    // not a multiple of 32, a 5×5 and a 7×7 kernel, ResNet's 64 → 128 and 256 → 512 stage
+    // entries; their gradients stay on the matrix product.
     let cases: Vec<Case> = vec![
         [2, 5, 64, 7, 2, 3, 1, 56],
+        [2, 256, 512, 3, 2, 1, 1, 14],
+        [3, 9, 35, 3, 2, 1, 1, 17],
         [3, 8, 32, 3, 2, 1, 1, 30],
         [2, 16, 40, 3, 2, 1, 1, 29],
         [1, 5, 33, 5, 2, 2, 1, 33],
@@ -359,9 +368,8 @@ fn strided_row_tile_forward_passes_equal_burns_at_every_simd_level() {
             "{case:?}: forward only on the row tiles"
         );
     }
-    // Outputs narrower than 14 (ResNet's 7×7 stage entry) and the stems stay on the matrix
-    // product.
-    for case in [[2, 256, 512, 3, 2, 1, 1, 14], [2, 3, 64, 7, 2, 3, 1, 56]] {
+    // Outputs narrower than 7 and the stems stay on the matrix product.
+    for case in [[2, 64, 128, 3, 2, 1, 1, 12], [2, 3, 64, 7, 2, 3, 1, 56]] {
         let g = geometry(&case).expect("a valid case");
         assert!(!cpu::row_tiles::covers_forward(&g), "{case:?}");
     }

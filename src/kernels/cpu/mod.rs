@@ -7,14 +7,14 @@
 //!   crate (the one burn-flex uses), whose micro-kernels pick AVX-512, AVX2+FMA or a portable
 //!   path at run time. The weight gradient sums per-thread partial products over fixed chunks of
 //!   the batch, so a run with a given thread count is repeatable bit for bit.
-//! - Dense stride-1 convolutions on maps 14 wide and more (ResNet's 3×3 layers but the 7×7
-//!   stage's) skip im2col: they read a zero-padded copy of each image in place. Forward pass and
-//!   input gradient: on maps 14 to 55 wide a register tile of 32 output channels (in the lanes)
-//!   × 2 rows × 7 pixels ([`row_tiles`]), on wider ones 8 output channels × 48 pixels in the
-//!   lanes ([`direct`]); weight gradient on maps 28 wide and more: 32 output channels × 4 input
-//!   channels × 3 taps summed over the pixels ([`direct`]). The row tiles also take the forward
-//!   pass of stride-2 convolutions with outputs 14 wide and more (ResNet's 28×28 and 14×14
-//!   stage entries), their inputs read two apart.
+//! - Dense stride-1 convolutions on maps 7 wide and more (ResNet's 3×3 layers) skip im2col: they
+//!   read a zero-padded copy of each image in place. Forward pass and input gradient: on maps 7
+//!   to 55 wide a register tile of 32 output channels (in the lanes) × 2 rows × 7 pixels
+//!   ([`row_tiles`]), on wider ones 8 output channels × 48 pixels in the lanes ([`direct`]);
+//!   weight gradient on maps 28 wide and more: 32 output channels × 4 input channels × 3 taps
+//!   summed over the pixels ([`direct`]). The row tiles also take the forward pass of stride-2
+//!   convolutions with outputs 7 wide and more (ResNet's 28×28, 14×14 and 7×7 stage entries),
+//!   their inputs read two apart.
 //! - The weight gradient of dense convolutions over at most four input channels (the stems: 3×3
 //!   or 7×7 over the colour channels) skips im2col, too costly for so shallow a product: it sums
 //!   8 output channels × 3 taps over the pixels of stride-phase copies of the input, in

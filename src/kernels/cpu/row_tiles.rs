@@ -1,6 +1,6 @@
-//! Dense stride-1 convolutions on maps 14 to 55 wide (ResNet's 3×3 layers on 28×28 and 14×14),
-//! forward and input gradient, and the forward pass of stride-2 ones with outputs 14 wide and
-//! more (the first 3×3 of those stages), computed directly with the output channels in the
+//! Dense stride-1 convolutions on maps 7 to 55 wide (ResNet's 3×3 layers on 28×28, 14×14 and
+//! 7×7), forward and input gradient, and the forward pass of stride-2 ones with outputs 7 wide
+//! and more (the first 3×3 of those stages), computed directly with the output channels in the
 //! vector lanes.
 //!
 //! [`super::direct`] puts output pixels in the lanes and numbers them at the padded width, which
@@ -29,11 +29,13 @@ const RUN: usize = 7;
 /// Rows per tile (a map's last tile may have one).
 const ROWS: usize = 2;
 
-/// Narrowest output (and, for the input gradient, input) map this path takes. By measurement
-/// (batch 16, 2 cores): 14×14 maps gain 10 % over im2col; on 7×7 ones the forward pass was 5 %
-/// slower (the last of 7 rows runs alone, at half the tile) and the input gradient 7–12 %
-/// faster, so they stay on the matrix product.
-pub const MIN_WIDTH: usize = 2 * RUN;
+/// Narrowest output (and, for the input gradient, input) map this path takes: one run. By
+/// measurement (batch 16, 2 cores, calls of each path interleaved): on ResNet's 7×7 maps, 512
+/// channels, 7 % faster than im2col forward and 16 % for the input gradient, 4 % for the
+/// stride-2 forward pass from 14×14; a map's 7 rows take tiles of 2 across the images, so no
+/// tile runs half empty. (Summing a slice of the input channels at a time over every tile, so
+/// that the slice's weights stay in L2, made no difference there, nor on 14×14 and 28×28 maps.)
+pub const MIN_WIDTH: usize = RUN;
 
 /// Most floats of padded images one pass of a thread holds (8 MiB, about the largest im2col
 /// matrix of the matrix-product path): a thread's share of a large batch runs in several passes.
@@ -54,7 +56,7 @@ pub fn covers(g: &ConvGeometry) -> bool {
 
 /// Whether this module computes `g`'s forward pass: one [`covers`] takes, or a dense stride-2
 /// one with more than one tap, more input channels than a stem and an output at least
-/// [`MIN_WIDTH`] wide (ResNet's first 3×3 of the 28×28 and 14×14 stages). A tile's inputs are
+/// [`MIN_WIDTH`] wide (ResNet's first 3×3 of the 28×28, 14×14 and 7×7 stages). A tile's inputs are
 /// broadcasts, so a stride only spaces them out; [`super::direct`] is stride-1 only, so no
 /// widest map applies. The stride-2 input gradient stays on the matrix product.
 ///
