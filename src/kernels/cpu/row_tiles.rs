@@ -206,11 +206,12 @@ fn channel_block(
             tile(level, padded, at, l, g.c_in, weights, &mut out);
             for (i, &(image, row)) in placed.iter().enumerate().take(rows) {
                 let y_block = &mut *y_blocks[image];
-                let channels = y_block.len() / out_plane;
-                for (j, pixel) in out[i * RUN..][..RUN].iter().enumerate() {
-                    let at = row * g.ow + col + j;
-                    for (co, &v) in pixel[..channels].iter().enumerate() {
-                        y_block[co * out_plane + at] = v;
+                // Channel by channel, each channel's 7 pixels stored in a row of its plane.
+                let pixels = &out[i * RUN..][..RUN];
+                for (co, plane) in y_block.chunks_exact_mut(out_plane).enumerate() {
+                    let run = &mut plane[row * g.ow + col..][..RUN];
+                    for (v, pixel) in run.iter_mut().zip(pixels) {
+                        *v = pixel[co];
                     }
                 }
             }
