@@ -56,8 +56,8 @@ pub fn covers(g: &ConvGeometry) -> bool {
 
 /// Whether this module computes `g`'s forward pass: one [`covers`] takes, or a dense stride-2
 /// one with more than one tap, more input channels than a stem and an output at least
-/// [`MIN_WIDTH`] wide (ResNet's first 3×3 of the 28×28, 14×14 and 7×7 stages). A tile's inputs are
-/// broadcasts, so a stride only spaces them out; [`super::direct`] is stride-1 only, so no
+/// [`MIN_WIDTH`] wide (ResNet's first 3×3 of the 28×28, 14×14 and 7×7 stages). A tile's inputs
+/// are broadcasts, so a stride only spaces them out; [`super::direct`] is stride-1 only, so no
 /// widest map applies. The stride-2 input gradient stays on the matrix product.
 ///
 /// The stems (3 input channels) stay there too: on these tiles ResNet18's 7×7 stem was no
