@@ -19,7 +19,9 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::activation::epilogue;
-use super::{ConvGeometry, SimdLevel, buffers, with_scratch, with_second_scratch};
+use super::{
+    ConvGeometry, SimdLevel, batch_chunks, buffers, sum_in_order, with_scratch, with_second_scratch,
+};
 use crate::kernels::ConvActivation;
 
 /// A row-major or strided view of a matrix inside a slice: element `(i, j)` at
@@ -625,11 +627,10 @@ pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let len = g.c_out * k;
     let split = g.split();
     let chunks = if split.parallel {
-        rayon::current_num_threads().min(g.n).max(1)
+        rayon::current_num_threads()
     } else {
         1
     };
-    let images_per_chunk = g.n.div_ceil(chunks);
     // The products of `images` (not empty), `split.images` at a time, into `dw`: the first
     // product of each group writes the group's rows, the later ones add into them.
     let accumulate_images = |images: std::ops::Range<usize>, dw: &mut [MaybeUninit<f32>]| {
@@ -669,39 +670,14 @@ pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
             first += count;
         }
     };
-    let partials: Vec<Vec<f32>> = (0..chunks)
+    let partials: Vec<Vec<f32>> = batch_chunks(g.n, chunks)
         .into_par_iter()
-        .map(|chunk| {
-            let start = (chunk * images_per_chunk).min(g.n);
-            let images = start..((chunk + 1) * images_per_chunk).min(g.n);
-            if images.is_empty() {
-                return buffers::zeroed(len);
-            }
-            // SAFETY: `images` is not empty, so each group's first product writes its rows,
-            // and the groups cover the buffer.
-            unsafe { buffers::written_by(len, |dw| accumulate_images(images, dw)) }
-        })
+        // SAFETY: a chunk is not empty, so each group's first product writes its rows, and the
+        // groups cover the buffer.
+        .map(|images| unsafe { buffers::written_by(len, |dw| accumulate_images(images, dw)) })
         .collect();
-    let mut partials = partials.into_iter();
-    let mut dw = partials.next().unwrap_or_else(|| buffers::zeroed(len));
-    let rest: Vec<Vec<f32>> = partials.collect();
-    if !rest.is_empty() {
-        // Each element still summed in chunk order, so the same bits as one pass; in parallel,
-        // since a 512-channel 3×3 weight (9.4 MB) took 2 ms to add on one thread.
-        dw.par_chunks_mut(SUM_SLICE)
-            .enumerate()
-            .for_each(|(i, out)| {
-                for partial in &rest {
-                    let partial = &partial[i * SUM_SLICE..][..out.len()];
-                    out.iter_mut().zip(partial).for_each(|(a, b)| *a += b);
-                }
-            });
-    }
-    dw
+    sum_in_order(partials, len)
 }
-
-/// Elements per parallel slice of the weight gradient's sum over its chunks.
-const SUM_SLICE: usize = 16 * 1024;
 
 /// `dst = lhs · rhs` in place, or `dst += lhs · rhs` when `add`.
 ///

@@ -20,7 +20,9 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::activation::epilogue;
-use super::{ConvGeometry, SimdLevel, buffers, with_scratch, with_second_scratch};
+use super::{
+    ConvGeometry, SimdLevel, batch_chunks, buffers, sum_in_order, with_scratch, with_second_scratch,
+};
 use crate::kernels::ConvActivation;
 
 /// Output channels per register tile.
@@ -358,14 +360,12 @@ pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], level: SimdLevel) ->
     let inputs = g.c_in.next_multiple_of(GRAD_INPUTS);
     let lanes = g.c_out.next_multiple_of(GRAD_CHANNELS);
     let (in_image, out_image) = (g.c_in * g.h * g.w, g.c_out * g.oh * g.ow);
-    let chunks = rayon::current_num_threads().min(g.n).max(1);
-    let per_chunk = g.n.div_ceil(chunks);
-    let partials: Vec<Vec<f32>> = (0..chunks)
+    // `[ci][t][co]`, the output channels padded to whole tiles.
+    let len_t = inputs * taps * lanes;
+    let partials: Vec<Vec<f32>> = batch_chunks(g.n, rayon::current_num_threads())
         .into_par_iter()
-        .map(|chunk| {
-            // `[ci][t][co]`, the output channels padded to whole tiles.
-            let mut dw_t = vec![0.0f32; inputs * taps * lanes];
-            let images = (chunk * per_chunk).min(g.n)..((chunk + 1) * per_chunk).min(g.n);
+        .map(|images| {
+            let mut dw_t = vec![0.0f32; len_t];
             // Input channels past the last are zero planes (their sums are dropped); at least
             // what `pad_image` writes.
             let padded_len = inputs * l.plane + TILE;
@@ -383,11 +383,7 @@ pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], level: SimdLevel) ->
             dw_t
         })
         .collect();
-    let mut partials = partials.into_iter();
-    let mut dw_t = partials.next().unwrap_or_default();
-    for partial in partials {
-        dw_t.iter_mut().zip(&partial).for_each(|(a, b)| *a += b);
-    }
+    let dw_t = sum_in_order(partials, len_t);
     let mut dw = vec![0.0f32; g.c_out * g.c_in * taps];
     for (co, dw_co) in dw.chunks_exact_mut(g.c_in * taps).enumerate() {
         for (row, v) in dw_co.iter_mut().enumerate() {
