@@ -377,6 +377,45 @@ fn strided_row_tile_forward_passes_equal_burns_at_every_simd_level() {
 }
 
 #[test]
+fn stem_forward_passes_on_phase_planes_equal_burns_at_every_simd_level() {
+    // Convolutions over 1 to 4 input channels whose outputs sum at least 64 products (ResNet's
+    // 7×7 stride-2 stem, 5×5 ones) run their forward pass on the stride-phase planes: strides 1
+    // to 3, paddings 0 to 3, odd sizes (a last column or row no window reads), channels not a
+    // multiple of the tile's 8, outputs from 16 wide, batches of 2 to 5 in pools of 1 to 3
+    // threads (a batch smaller than the pool takes the matrix product).
+    let cases: Vec<Case> = vec![
+        [2, 3, 64, 7, 2, 3, 1, 64],
+        [3, 3, 20, 7, 2, 3, 1, 41],
+        [3, 4, 9, 5, 1, 2, 1, 19],
+        [3, 3, 16, 5, 2, 0, 1, 37],
+        [5, 2, 13, 7, 3, 1, 1, 58],
+        [3, 3, 8, 5, 2, 2, 1, 32],
+    ];
+    for case in &cases {
+        let g = geometry(case).expect("a valid case");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(case[0])
+            .build()
+            .expect("pool");
+        assert!(
+            pool.install(|| cpu::few_channels::covers_forward(&g)),
+            "{case:?} is not on the phase planes"
+        );
+    }
+    // Too few products per output (MobileNetV2's 3×3 stem), outputs narrower than 16 and more
+    // than four input channels stay on the matrix product.
+    for case in [
+        [2, 3, 32, 3, 2, 1, 1, 224],
+        [2, 3, 64, 7, 2, 3, 1, 30],
+        [2, 5, 64, 7, 2, 3, 1, 64],
+    ] {
+        let g = geometry(&case).expect("a valid case");
+        assert!(!cpu::few_channels::covers_forward(&g), "{case:?}");
+    }
+    check_cases_in_pools_of_1_to_3_threads(&cases, &SimdLevel::supported());
+}
+
+#[test]
 fn unsupported_shapes_are_left_to_burn() {
     let dilated = ConvOptions::new([1, 1], [1, 1], [2, 2], 1);
     assert!(ConvGeometry::new([1, 3, 8, 8], [4, 3, 3, 3], &dilated).is_none());
@@ -537,6 +576,8 @@ fn activations_fused_into_the_convolution_equal_the_separate_passes() {
     use transfer_vision::kernels::cpu::activation;
     let mut cases: Vec<Case> = network_cases().into_iter().filter(|c| c[7] <= 56).collect();
     cases.extend(random_cases(12));
+    // A 7×7 stem, whose forward pass runs on the stride-phase planes.
+    cases.push([2, 3, 64, 7, 2, 3, 1, 40]);
     let mut rng = rand::rngs::StdRng::seed_from_u64(6);
     for case in &cases {
         let g = geometry(case).expect("valid case");

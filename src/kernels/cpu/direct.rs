@@ -20,13 +20,14 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::activation::epilogue;
+use super::depthwise::Phases;
 use super::{
     ConvGeometry, SimdLevel, batch_chunks, buffers, sum_in_order, with_scratch, with_second_scratch,
 };
 use crate::kernels::ConvActivation;
 
 /// Output channels per register tile.
-const CHANNELS: usize = 8;
+pub(super) const CHANNELS: usize = 8;
 
 /// Output pixels per register tile: three AVX-512 vectors (3 × 8 channels = 24 accumulators).
 const TILE: usize = 48;
@@ -79,6 +80,30 @@ impl Layout {
             offsets,
             wide: (g.oh * wp).next_multiple_of(TILE),
             image_len: g.c_in * plane + TILE,
+        }
+    }
+
+    /// The layout of an image copied into its zero-padded stride-phase planes (`ph`, as
+    /// [`super::depthwise::scatter_phases`] writes them, `ph.planes_len(g)` floats per input
+    /// channel): output pixels are numbered at the phase width, `q = r · wq + c`, and tap
+    /// `(ki, kj)` reads its phase plane at `q + (ki / sh) · wq + kj / sw`, so that a strided
+    /// convolution runs on the same tiles as a stride-1 one.
+    pub(super) fn of_phases(g: &ConvGeometry, ph: &Phases) -> Self {
+        let plane = ph.planes_len(g);
+        let offsets: Vec<usize> = (0..g.kh)
+            .flat_map(|ki| (0..g.kw).map(move |kj| ph.tap(g, ki, kj)))
+            .map(|(base, offset)| base + offset)
+            .collect();
+        let wide = (g.oh * ph.wq).next_multiple_of(TILE);
+        let last_offset = offsets.iter().copied().max().unwrap_or(0);
+        // The last tile reads up to `last_offset + wide` past its channel's planes.
+        let image_len = (g.c_in * plane).max(g.c_in.saturating_sub(1) * plane + last_offset + wide);
+        Self {
+            wp: ph.wq,
+            plane,
+            offsets,
+            wide,
+            image_len,
         }
     }
 }
@@ -254,14 +279,31 @@ fn run(
     level: SimdLevel,
 ) -> Vec<f32> {
     let l = Layout::of(g);
+    let pad = |x_image: &[f32], padded: &mut [f32]| pad_image(g, &l, x_image, padded);
+    run_on(g, &l, pad, x, packed, bias, activation, level)
+}
+
+/// [`run`] on images laid out as `l` says, each copied there by `copy(x_image, scratch)`
+/// (`l.image_len` floats, all of which it writes).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_on(
+    g: &ConvGeometry,
+    l: &Layout,
+    copy: impl Fn(&[f32], &mut [f32]) + Sync,
+    x: &[f32],
+    packed: &[f32],
+    bias: Option<&[f32]>,
+    activation: Option<ConvActivation>,
+    level: SimdLevel,
+) -> Vec<f32> {
     let (in_image, out_plane) = (g.c_in * g.h * g.w, g.oh * g.ow);
     let mut y = buffers::to_overwrite(g.n * g.c_out * out_plane);
     y.par_chunks_mut(g.c_out * out_plane)
         .zip(x[..g.n * in_image].par_chunks(in_image))
         .for_each(|(y_image, x_image)| {
             with_scratch(l.image_len, |padded| {
-                pad_image(g, &l, x_image, padded);
-                let args = (g, &l, &*padded, packed, bias, activation, level);
+                copy(x_image, padded);
+                let args = (g, l, &*padded, packed, bias, activation, level);
                 channel_blocks(args, y_image);
             });
         });

@@ -1,6 +1,6 @@
 //! The weight gradient of dense convolutions over a few input channels (the networks' stems: 3
-//! colour channels into 16–64, 3×3 or 7×7, stride 2), computed directly, without an im2col
-//! matrix.
+//! colour channels into 16–64, 3×3 or 7×7, stride 2), and the forward pass of the deeper ones,
+//! computed directly, without an im2col matrix.
 //!
 //! Through im2col and gemm, ResNet's 7×7 stem's weight gradient took 34–39 ms at batch 16, 224
 //! on the project's 2 cores (PyTorch 24): its product is shallow in the output channels (64)
@@ -10,16 +10,20 @@
 //! every tap's inputs for a run of output pixels one contiguous run, and a block of
 //! `CHANNELS` output channels × `TAPS` taps sums over the pixels in registers.
 //!
-//! The forward pass the same way (a register tile of 8 channels × 16 pixels, tap after tap) was
-//! 20–35 % faster than im2col on the stem, but raised a ResNet18 training step's peak memory
-//! (`train_memory`, batch 32) from 756–766 to 813–836 MiB for a reason not yet found, so the
-//! forward pass stays on the matrix product (commit bf925cb has that kernel).
+//! The forward pass of the deeper stems (at least [`MIN_FORWARD_DEPTH`] products per output:
+//! ResNet's 7×7, 147) runs on the same phase planes with [`direct`]'s register tiles, 8 output
+//! channels × 48 pixels: 23 % faster than im2col on ResNet18's stem at batch 16, 224, and a
+//! training step's peak (`train_memory`, batch 32) the same, 770–773 MiB against 765–772
+//! alternated with the matrix product. (An earlier kernel of this kind, 8 channels × 16 pixels,
+//! commit bf925cb, had measured a peak of 813–836 MiB, not seen here.)
 
 use rayon::prelude::*;
 
 use super::depthwise::{Phases, scatter_phases, widen};
+use super::direct::{self, Layout};
 use super::simd::madd;
 use super::{ConvGeometry, SimdLevel, with_scratch};
+use crate::kernels::ConvActivation;
 
 /// Output channels per block.
 const CHANNELS: usize = 8;
@@ -39,6 +43,57 @@ pub(super) const MAX_INPUT_CHANNELS: usize = 4;
 /// few input channels, and more than one tap (a 1×1 convolution has no im2col to save).
 pub(super) fn covers(g: &ConvGeometry) -> bool {
     g.groups == 1 && g.c_in <= MAX_INPUT_CHANNELS && g.kh * g.kw > 1
+}
+
+/// Whether this module computes `g`'s forward pass: what [`covers`] takes, with at least
+/// [`MIN_FORWARD_DEPTH`] products per output, outputs at least [`MIN_FORWARD_WIDTH`] wide, and
+/// a batch that gives every thread an image (smaller ones split each image's matrix product
+/// over the threads instead).
+pub fn covers_forward(g: &ConvGeometry) -> bool {
+    covers(g)
+        && g.c_in * g.kh * g.kw >= MIN_FORWARD_DEPTH
+        && g.ow >= MIN_FORWARD_WIDTH
+        && g.n >= rayon::current_num_threads()
+}
+
+/// Narrowest output this module's forward pass takes: its tiles run along the rows.
+const MIN_FORWARD_WIDTH: usize = 16;
+
+/// Fewest multiply-adds per output (input channels × taps) this module's forward pass takes.
+/// By measurement (batch 16, 224, 2 cores, interleaved with the matrix product): ResNet's 7×7
+/// stem (147) 23 % faster, 5×5 stems over 3 channels (75) 11–17 %, a 3×3 one over 4 channels
+/// (36) the same, and MobileNetV2's 3×3 stem (27) 45 % slower: each tile's stores outweigh its
+/// few sums.
+const MIN_FORWARD_DEPTH: usize = 64;
+
+/// Forward convolution `[n, c_out, oh, ow]` of a geometry [`covers_forward`] takes, with the
+/// bias and `activation` applied to each output plane: each image's channels are copied into
+/// their zero-padded stride-phase planes, on which [`direct`]'s tiles (8 output channels × 48
+/// pixels, tap after tap) read every tap's inputs for a run of output pixels as one contiguous
+/// run, the output pixels in the vector lanes.
+pub fn forward(
+    g: &ConvGeometry,
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    activation: Option<ConvActivation>,
+    level: SimdLevel,
+) -> Vec<f32> {
+    let ph = Phases::of(g);
+    let l = Layout::of_phases(g, &ph);
+    let (plane_in, planes_len) = (g.h * g.w, ph.planes_len(g));
+    let copy = |x_image: &[f32], scratch: &mut [f32]| {
+        let (planes, tail) = scratch.split_at_mut(g.c_in * planes_len);
+        for (planes, plane) in planes
+            .chunks_exact_mut(planes_len)
+            .zip(x_image.chunks_exact(plane_in))
+        {
+            scatter_phases(g, &ph, plane, planes);
+        }
+        tail.fill(0.0);
+    };
+    let packed = direct::pack_forward(g, weight, direct::CHANNELS);
+    direct::run_on(g, &l, copy, x, &packed, bias, activation, level)
 }
 
 /// Weight gradient `[c_out, c_in, kh, kw]`: `dw[c, t] = Σ_n Σ_p dy[n, c, p] · x(n, t, p)`, where

@@ -18,7 +18,9 @@
 //! - The weight gradient of dense convolutions over at most four input channels (the stems: 3×3
 //!   or 7×7 over the colour channels) skips im2col, too costly for so shallow a product: it sums
 //!   8 output channels × 3 taps over the pixels of stride-phase copies of the input, in
-//!   registers ([`few_channels`]).
+//!   registers ([`few_channels`]). Their forward pass, where each output sums at least 64
+//!   products (ResNet's 7×7 stem, not MobileNetV2's 3×3), runs [`direct`]'s tiles on those
+//!   stride-phase copies.
 //! - Depthwise convolutions (`groups == C_in == C_out`, MobileNetV2's 3×3 stride 1 and 2) run
 //!   plane by plane as row-wise multiply-adds ([`depthwise`]), compiled three times (AVX-512,
 //!   AVX2+FMA, portable) and chosen at run time ([`SimdLevel`]).
@@ -33,7 +35,7 @@
 //!
 //! Work is split over images (and over planes for depthwise layers); a batch smaller than the
 //! thread count lets `gemm` split each product instead, so batch 1 uses every core: such batches
-//! skip [`row_tiles`] and [`direct`] and take the matrix product.
+//! skip [`row_tiles`], [`direct`] and the stems' forward pass and take the matrix product.
 
 pub mod activation;
 pub mod batch_norm;
@@ -274,6 +276,8 @@ pub fn conv2d_activated(
 ) -> Vec<f32> {
     if g.is_depthwise() {
         depthwise::forward(g, x, weight, bias, activation, level)
+    } else if few_channels::covers_forward(g) {
+        few_channels::forward(g, x, weight, bias, activation, level)
     } else if fills_threads(g) && row_tiles::covers_forward(g) {
         row_tiles::forward(g, x, weight, bias, activation, level)
     } else if fills_threads(g) && direct::covers(g) {

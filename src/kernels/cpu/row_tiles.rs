@@ -64,10 +64,9 @@ pub fn covers(g: &ConvGeometry) -> bool {
 /// are broadcasts, so a stride only spaces them out; [`super::direct`] is stride-1 only, so no
 /// widest map applies. The stride-2 input gradient stays on the matrix product.
 ///
-/// The stems (3 input channels) stay there too: on these tiles ResNet18's 7×7 stem was no
-/// faster at batch 16 (26–29 ms either way, a third of it page faults on its output), and a
-/// training step's peak at batch 32 rose from 771 to 816–824 MiB, as with the stems' own
-/// forward kernel before (`few_channels`' module doc; glibc's dynamic mmap threshold).
+/// The stems (3 input channels) do not come here: on these tiles ResNet18's 7×7 stem was no
+/// faster at batch 16 than im2col (26–29 ms either way, a third of it page faults on its
+/// output); [`few_channels`] has their forward pass.
 pub fn covers_forward(g: &ConvGeometry) -> bool {
     covers(g)
         || (g.stride == [2, 2]
