@@ -368,7 +368,8 @@ fn strided_row_tile_forward_passes_equal_burns_at_every_simd_level() {
             "{case:?}: forward only on the row tiles"
         );
     }
-    // Outputs narrower than 7 and the stems stay on the matrix product.
+    // Outputs narrower than 7 stay on the matrix product, and the stems are not taken here
+    // (their forward pass runs on phase planes: `stem_forward_passes_on_phase_planes_...`).
     for case in [[2, 64, 128, 3, 2, 1, 1, 12], [2, 3, 64, 7, 2, 3, 1, 56]] {
         let g = geometry(&case).expect("a valid case");
         assert!(!cpu::row_tiles::covers_forward(&g), "{case:?}");
