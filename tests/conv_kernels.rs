@@ -218,20 +218,66 @@ fn random_shapes_equal_burns_convolution_at_every_simd_level() {
 
 #[test]
 fn batch_one_splits_the_products_and_stays_exact() {
-    // Batch 1 with more threads than images takes the split-product path.
+    // Batch 1 with more threads than images takes the split-product path where the direct
+    // kernels have fewer than two blocks of 8 output channels per thread (or do not take the
+    // shape); with more, they split the image's channel blocks over the threads instead
+    // (`batch_one_splits_the_direct_kernels_channel_blocks_and_stays_exact`).
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .build()
         .expect("pool");
     pool.install(|| {
         for case in [
-            [1, 64, 64, 3, 1, 1, 1, 28],
-            [1, 3, 64, 7, 2, 3, 1, 64],
+            [1, 64, 64, 3, 1, 1, 1, 14],
+            [1, 16, 24, 3, 1, 1, 1, 28],
+            [1, 3, 16, 7, 2, 3, 1, 64],
+            [1, 3, 32, 3, 2, 1, 1, 64],
             [1, 96, 96, 3, 2, 1, 96, 29],
         ] {
+            let g = geometry(&case).expect("a valid case");
+            assert!(
+                !cpu::direct::splits_images(g.n, g.c_out) || !cpu::direct::covers(&g),
+                "{case:?} splits over channel blocks"
+            );
+            assert!(!cpu::few_channels::covers_forward(&g), "{case:?}");
             check_case(&case, &[SimdLevel::current()]);
         }
     });
+}
+
+#[test]
+fn batch_one_splits_the_direct_kernels_channel_blocks_and_stays_exact() {
+    // Batch 1 (and 2 in a pool of 3) on the direct kernels and the stems' phase planes, each
+    // image's blocks of 8 output channels split over 2 or 3 threads: block counts that do not
+    // divide evenly, a last block short of 8 channels, ResNet's 56×56 and 28×28 layers and 7×7
+    // stem; forward with the bias, and the input gradient (blocks of the input's channels).
+    let cases: Vec<Case> = vec![
+        [1, 64, 64, 3, 1, 1, 1, 56],
+        [1, 128, 128, 3, 1, 1, 1, 28],
+        [1, 3, 64, 7, 2, 3, 1, 64],
+        [1, 52, 45, 3, 1, 1, 1, 33],
+        [2, 48, 53, 5, 1, 2, 1, 30],
+    ];
+    for threads in [2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        pool.install(|| {
+            for case in &cases {
+                let g = geometry(case).expect("a valid case");
+                if g.n >= threads {
+                    continue;
+                }
+                let stem = cpu::few_channels::covers_forward(&g);
+                assert!(
+                    stem || (cpu::direct::covers(&g) && cpu::direct::splits_images(g.n, g.c_out)),
+                    "{case:?} in {threads} threads does not split over channel blocks"
+                );
+                check_case(case, &SimdLevel::supported());
+            }
+        });
+    }
 }
 
 #[test]
@@ -263,8 +309,8 @@ fn direct_stride_one_convolutions_equal_burns_at_every_simd_level() {
     // not a multiple of their tiles (8 output channels forward, 32 output and 4 input channels
     // for the weight gradient), one input channel, kernels 2, 3 and 5, no padding (the input
     // gradient then pads by k - 1), odd widths; in pools of 1 to 3 threads (a batch smaller than
-    // the pool takes the matrix product instead, so batch 1 reaches these kernels in the pool of
-    // one thread).
+    // the pool takes the matrix product unless it has two blocks of 8 channels per thread to
+    // split each image over).
     let cases: Vec<Case> = vec![
         [2, 5, 13, 3, 1, 1, 1, 57],
         [1, 1, 9, 5, 1, 2, 1, 60],

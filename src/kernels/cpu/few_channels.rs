@@ -47,13 +47,13 @@ pub(super) fn covers(g: &ConvGeometry) -> bool {
 
 /// Whether this module computes `g`'s forward pass: what [`covers`] takes, with at least
 /// [`MIN_FORWARD_DEPTH`] products per output, outputs at least [`MIN_FORWARD_WIDTH`] wide, and
-/// a batch that gives every thread an image (smaller ones split each image's matrix product
-/// over the threads instead).
+/// a batch that gives every thread an image, or else output channels enough to split each image
+/// over the threads ([`direct::splits_images`]; fewer go to the split matrix product).
 pub fn covers_forward(g: &ConvGeometry) -> bool {
     covers(g)
         && g.c_in * g.kh * g.kw >= MIN_FORWARD_DEPTH
         && g.ow >= MIN_FORWARD_WIDTH
-        && g.n >= rayon::current_num_threads()
+        && (g.n >= rayon::current_num_threads() || direct::splits_images(g.n, g.c_out))
 }
 
 /// Narrowest output this module's forward pass takes: its tiles run along the rows.

@@ -35,7 +35,9 @@
 //!
 //! Work is split over images (and over planes for depthwise layers); a batch smaller than the
 //! thread count lets `gemm` split each product instead, so batch 1 uses every core: such batches
-//! skip [`row_tiles`], [`direct`] and the stems' forward pass and take the matrix product.
+//! skip [`row_tiles`] and take the matrix product, except where [`direct`] (and the stems'
+//! forward pass on its tiles) has at least two blocks of output channels per thread to split
+//! each image over.
 
 pub mod activation;
 pub mod batch_norm;
@@ -246,9 +248,10 @@ fn valid_range(out: usize, stride: usize, k: usize, pad: usize, size: usize) -> 
     (lo.min(hi), hi)
 }
 
-/// Whether `g`'s batch gives every thread an image. [`row_tiles`] and [`direct`] split the work
-/// over images only; a smaller batch (batch-1 inference) goes to [`dense`], whose matrix products
-/// split each image over the threads.
+/// Whether `g`'s batch gives every thread an image. [`row_tiles`] splits the work over images
+/// only; a smaller batch (batch-1 inference) goes to [`dense`], whose matrix products split each
+/// image over the threads, or to [`direct`] where it has channels enough to split each image
+/// ([`direct::splits_images`]).
 fn fills_threads(g: &ConvGeometry) -> bool {
     g.n >= rayon::current_num_threads()
 }
@@ -280,7 +283,7 @@ pub fn conv2d_activated(
         few_channels::forward(g, x, weight, bias, activation, level)
     } else if fills_threads(g) && row_tiles::covers_forward(g) {
         row_tiles::forward(g, x, weight, bias, activation, level)
-    } else if fills_threads(g) && direct::covers(g) {
+    } else if (fills_threads(g) || direct::splits_images(g.n, g.c_out)) && direct::covers(g) {
         direct::forward(g, x, weight, bias, activation, level)
     } else {
         dense::forward(g, x, weight, bias, activation, level)
@@ -298,7 +301,7 @@ pub fn conv2d_input_grad(
         depthwise::input_grad(g, weight, dy, level)
     } else if fills_threads(g) && row_tiles::covers(g) {
         row_tiles::input_grad(g, weight, dy, level)
-    } else if fills_threads(g) && direct::covers(g) {
+    } else if (fills_threads(g) || direct::splits_images(g.n, g.c_in)) && direct::covers(g) {
         direct::input_grad(g, weight, dy, level)
     } else {
         dense::input_grad(g, weight, dy)
