@@ -310,33 +310,33 @@ pub(super) fn run_on(
 ) -> Vec<f32> {
     let (in_image, out_plane) = (g.c_in * g.h * g.w, g.oh * g.ow);
     let mut y = buffers::to_overwrite(g.n * g.c_out * out_plane);
-    if g.n < rayon::current_num_threads() {
-        // Fewer images than threads (batch-1 inference, see `splits_images`): each image's
-        // blocks of output channels split over the threads, its padded copy read by all.
-        let images = y
-            .chunks_mut(g.c_out * out_plane)
-            .zip(x[..g.n * in_image].chunks(in_image));
-        for (y_image, x_image) in images {
-            with_scratch(l.image_len, |padded| {
-                copy(x_image, padded);
-                let args = (g, l, &*padded, packed, bias, activation, level);
+    // Fewer images than threads (batch-1 inference, see `splits_images`): each image's blocks
+    // of output channels split over the threads, its padded copy read by all of them.
+    let split = g.n < rayon::current_num_threads();
+    let one_image = |y_image: &mut [f32], x_image: &[f32]| {
+        with_scratch(l.image_len, |padded| {
+            copy(x_image, padded);
+            let args = (g, l, &*padded, packed, bias, activation, level);
+            if split {
                 y_image
                     .par_chunks_mut(CHANNELS * out_plane)
                     .enumerate()
                     .for_each(|(block, y_block)| channel_blocks(args, block, y_block));
-            });
-        }
-        return y;
-    }
-    y.par_chunks_mut(g.c_out * out_plane)
-        .zip(x[..g.n * in_image].par_chunks(in_image))
-        .for_each(|(y_image, x_image)| {
-            with_scratch(l.image_len, |padded| {
-                copy(x_image, padded);
-                let args = (g, l, &*padded, packed, bias, activation, level);
+            } else {
                 channel_blocks(args, 0, y_image);
-            });
+            }
         });
+    };
+    let (image_out, x) = (g.c_out * out_plane, &x[..g.n * in_image]);
+    if split {
+        for (y_image, x_image) in y.chunks_mut(image_out).zip(x.chunks(in_image)) {
+            one_image(y_image, x_image);
+        }
+    } else {
+        y.par_chunks_mut(image_out)
+            .zip(x.par_chunks(in_image))
+            .for_each(|(y_image, x_image)| one_image(y_image, x_image));
+    }
     y
 }
 
