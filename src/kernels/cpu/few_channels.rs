@@ -53,7 +53,7 @@ pub fn covers_forward(g: &ConvGeometry) -> bool {
     covers(g)
         && g.c_in * g.kh * g.kw >= MIN_FORWARD_DEPTH
         && g.ow >= MIN_FORWARD_WIDTH
-        && (g.n >= rayon::current_num_threads() || direct::splits_images(g.n, g.c_out))
+        && (super::fills_threads(g) || direct::splits_images(g.n, g.c_out))
 }
 
 /// Narrowest output this module's forward pass takes: its tiles run along the rows.

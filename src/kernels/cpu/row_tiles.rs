@@ -242,6 +242,12 @@ impl TapRows {
             end: (g.padding[0] + g.h).saturating_sub(top).min(g.kh),
         }
     }
+
+    /// Whether tap row `ki` reads inside the image.
+    #[inline(always)]
+    fn takes(&self, ki: usize) -> bool {
+        (self.first..self.end).contains(&ki)
+    }
 }
 
 /// Which columns of taps a run's first and last pixels skip: the first pixel reads the left
@@ -279,11 +285,12 @@ struct TileAt {
 
 /// Whether every input a tile reads and every weight lies inside its slice.
 fn tile_fits(padded: &[f32], at: TileAt, l: &Layout, g: &ConvGeometry, weights: &[f32]) -> bool {
+    if g.c_in == 0 || g.kh == 0 || g.kw == 0 {
+        return false;
+    }
     let last_offset = (g.kh - 1) * l.wp + g.kw - 1;
     let last_column = (at.col + RUN - 1) * at.stride;
-    g.c_in > 0
-        && g.kh * g.kw > 0
-        && (1..=ROWS).contains(&at.rows)
+    (1..=ROWS).contains(&at.rows)
         && at
             .starts
             .iter()
@@ -364,6 +371,18 @@ struct TileArgs<'a> {
 }
 
 impl TileArgs<'_> {
+    /// The tap rows that any of the tile's first `R` rows takes, and for tap row `ki`, which of
+    /// those rows take it.
+    #[inline(always)]
+    fn tap_rows<const R: usize>(&self) -> (std::ops::Range<usize>, impl Fn(usize) -> [bool; R]) {
+        let rows = &self.tap_rows[..R];
+        let first = rows.iter().map(|t| t.first).min().unwrap_or(0);
+        let end = rows.iter().map(|t| t.end).max().unwrap_or(0);
+        (first..end, move |ki| {
+            std::array::from_fn(|r| rows[r].takes(ki))
+        })
+    }
+
     /// Whether pixel `j` of a run takes tap column `kj` (the run's ends skip the border's).
     #[inline(always)]
     fn takes(&self, j: usize, kj: usize) -> bool {
@@ -426,14 +445,11 @@ mod x86 {
         let taps = args.kh * args.kw;
         let x = args.padded.as_ptr();
         let w = args.weights.as_ptr();
-        let tap_rows = &args.tap_rows[..R];
-        let first_row = tap_rows.iter().map(|t| t.first).min().unwrap_or(0);
-        let end_row = tap_rows.iter().map(|t| t.end).max().unwrap_or(0);
+        let (tap_rows, rows_taking) = args.tap_rows::<R>();
         let mut acc = [[[_mm512_setzero_ps(); 2]; RUN]; R];
         for ci in 0..args.c_in {
-            for ki in first_row..end_row {
-                let on: [bool; R] =
-                    std::array::from_fn(|r| (tap_rows[r].first..tap_rows[r].end).contains(&ki));
+            for ki in tap_rows.clone() {
+                let on = rows_taking(ki);
                 for kj in 0..args.kw {
                     // SAFETY: `tile_fits`: the weights of (ci, ki, kj) and the inputs of each
                     // row's run lie inside their slices.
@@ -485,16 +501,13 @@ mod x86 {
         const { assert!(R <= ROWS) };
         let taps = args.kh * args.kw;
         let x = args.padded.as_ptr();
-        let tap_rows = &args.tap_rows[..R];
-        let first_row = tap_rows.iter().map(|t| t.first).min().unwrap_or(0);
-        let end_row = tap_rows.iter().map(|t| t.end).max().unwrap_or(0);
+        let (tap_rows, rows_taking) = args.tap_rows::<R>();
         for part in (0..LANES).step_by(8) {
             let w = args.weights[part..].as_ptr();
             let mut acc = [[_mm256_setzero_ps(); RUN]; R];
             for ci in 0..args.c_in {
-                for ki in first_row..end_row {
-                    let on: [bool; R] =
-                        std::array::from_fn(|r| (tap_rows[r].first..tap_rows[r].end).contains(&ki));
+                for ki in tap_rows.clone() {
+                    let on = rows_taking(ki);
                     for kj in 0..args.kw {
                         // SAFETY: `tile_fits`: this part's 8 weights of (ci, ki, kj) and the
                         // inputs of each row's run lie inside their slices.
