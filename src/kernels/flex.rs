@@ -16,10 +16,10 @@ use burn_std::AllocationController;
 
 use super::cpu::{self, ConvGeometry, SimdLevel};
 use super::{
-    ConvActivation, ConvBackend, batch_norm_train_grad_with_ops, batch_norm_train_with_ops,
-    channel_scale_grad_with_ops, channel_scale_with_ops, hardswish_grad_with_ops,
-    hardswish_with_ops, hardtanh_grad_with_ops, max_pool2d_input_grad_with_ops, silu_grad_with_ops,
-    silu_with_ops,
+    AdamCoefficients, AdamOperands, ConvActivation, ConvBackend, batch_norm_train_grad_with_ops,
+    batch_norm_train_with_ops, channel_scale_grad_with_ops, channel_scale_with_ops,
+    hardswish_grad_with_ops, hardswish_with_ops, hardtanh_grad_with_ops,
+    max_pool2d_input_grad_with_ops, silu_grad_with_ops, silu_with_ops,
 };
 
 /// The tensor's dims as `[usize; 4]`, if it has four.
@@ -163,6 +163,19 @@ fn owned_elements(t: &mut FlexTensor) -> Option<&mut [f32]> {
     t.try_storage_mut::<f32>()?.get_mut(start..end)
 }
 
+/// `t` itself when it owns its contiguous `f32` elements alone, else a copy that does: a
+/// tensor to overwrite in place.
+fn into_owned(mut t: FlexTensor) -> FlexTensor {
+    if owned_elements(&mut t).is_some() {
+        return t;
+    }
+    let dense = dense(&t);
+    from_vec_shaped(
+        dense.storage::<f32>().to_vec(),
+        dense.layout().shape().clone(),
+    )
+}
+
 /// Whether the crate's kernels take these operands (all `f32`, not switched off).
 fn elementwise_f32(operands: &[&FlexTensor]) -> bool {
     !burn_kernels_asked() && operands.iter().all(|t| t.dtype() == DType::F32)
@@ -198,6 +211,50 @@ fn conv2d_with(
 
 impl ConvBackend for Flex {
     const POINTWISE_AS_MATMUL_IN_TRAINING: bool = false;
+
+    fn adam_step(
+        operands: AdamOperands<Self>,
+        coefficients: &AdamCoefficients,
+    ) -> Result<[FloatTensor<Self>; 3], AdamOperands<Self>> {
+        let shape = operands.param.layout().shape();
+        let mut tensors = vec![&operands.param, &operands.grad];
+        tensors.extend(operands.moments.iter().flatten());
+        if !elementwise_f32(&tensors) || tensors.iter().any(|t| t.layout().shape() != shape) {
+            return Err(operands);
+        }
+        let AdamOperands {
+            param,
+            grad,
+            moments,
+        } = operands;
+        let mut param = into_owned(param);
+        let grad = dense(&grad);
+        let shape = param.layout().shape().clone();
+        let values = owned_elements(&mut param).expect("into_owned gives an owned tensor");
+        let grad = grad.storage::<f32>();
+        let [moment_1, moment_2] = match moments {
+            Some([moment_1, moment_2]) => {
+                let (mut moment_1, mut moment_2) = (into_owned(moment_1), into_owned(moment_2));
+                cpu::adam::step_in_place(
+                    values,
+                    grad,
+                    owned_elements(&mut moment_1).expect("into_owned gives an owned tensor"),
+                    owned_elements(&mut moment_2).expect("into_owned gives an owned tensor"),
+                    coefficients,
+                );
+                [moment_1, moment_2]
+            }
+            None => {
+                let (moment_1, moment_2) =
+                    cpu::adam::first_step_in_place(values, grad, coefficients);
+                [
+                    from_vec_shaped(moment_1, shape.clone()),
+                    from_vec_shaped(moment_2, shape),
+                ]
+            }
+        };
+        Ok([param, moment_1, moment_2])
+    }
 
     fn conv2d_forward(
         x: FloatTensor<Self>,

@@ -20,6 +20,7 @@
 //! again for a backend the crate does not own, so the models are generic over this trait instead
 //! of `Backend` alone.
 
+mod adam;
 mod autodiff;
 #[cfg(feature = "flex")]
 pub mod cpu;
@@ -27,6 +28,8 @@ pub mod cpu;
 mod flex;
 #[cfg(feature = "wgpu")]
 mod wgpu;
+
+pub use adam::{AdamCoefficients, AdamOperands};
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::{ConvOptions, FloatTensor, PadMode};
@@ -336,6 +339,18 @@ pub trait ConvBackend: Backend {
     /// The gradient of the loss with respect to SiLU's input `x`, given the output gradient.
     fn silu_grad(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self> {
         silu_grad_with_ops::<Self>(x, output_grad)
+    }
+
+    /// One step of Adam (burn's `Adam`: L2 weight decay, no AMSGrad) on one parameter tensor:
+    /// the new parameter and its first and second moments, where this backend runs the step as
+    /// its own operation; else `Err` with the operands unchanged, for burn's `Adam` to run. The
+    /// result must be the same bits as burn's (see [`AdamCoefficients`]). Not by default;
+    /// burn-flex runs it in one in-place pass over `f32` tensors.
+    fn adam_step(
+        operands: AdamOperands<Self>,
+        _coefficients: &AdamCoefficients,
+    ) -> Result<[FloatTensor<Self>; 3], AdamOperands<Self>> {
+        Err(operands)
     }
 
     /// Hardtanh, `clamp(x, min, max)`, element-wise on a tensor of any rank (ReLU6 is

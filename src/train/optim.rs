@@ -1,14 +1,16 @@
 //! Optimizers (burn's Adam, AdamW and SGD with PyTorch's defaults) and learning-rate schedules.
 
-use crate::kernels::AutodiffConvBackend;
+use crate::kernels::{AdamCoefficients, AdamOperands, AutodiffConvBackend, ConvBackend};
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{
-    Adam, AdamConfig, AdamW, AdamWConfig, GradientsParams, Optimizer, Sgd, SgdConfig,
+    Adam, AdamConfig, AdamState, AdamW, AdamWConfig, AdaptiveMomentumState, GradientsParams,
+    LearningRate, Optimizer, Sgd, SgdConfig, SimpleOptimizer,
 };
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::{Tensor, TensorPrimitive};
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
@@ -139,12 +141,12 @@ impl OptimizerConfig {
         let decay =
             (self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay as f32));
         match self.kind {
-            OptimizerKind::Adam => Optim::Adam(
-                AdamConfig::new()
-                    .with_epsilon(1e-8)
-                    .with_weight_decay(decay)
-                    .init(),
-            ),
+            OptimizerKind::Adam => Optim::Adam(OptimizerAdaptor::from(BackendAdam::new(
+                0.9,
+                0.999,
+                1e-8,
+                self.weight_decay as f32,
+            ))),
             OptimizerKind::AdamW => Optim::AdamW(
                 AdamWConfig::new()
                     .with_epsilon(1e-8)
@@ -169,9 +171,127 @@ impl OptimizerConfig {
     }
 }
 
+/// burn's `Adam`, each parameter's step run by the backend where it has its own
+/// ([`ConvBackend::adam_step`]: one in-place pass on burn-flex, not ten tensor operations) and by
+/// burn's `Adam` elsewhere. The same bits either way, and burn's state (`AdamState`), so its
+/// records are burn's `Adam`'s: checkpoints load across versions and backends.
+#[derive(Clone)]
+pub(crate) struct BackendAdam {
+    /// burn's, for the backends and states the backend's step does not take.
+    adam: Adam,
+    beta_1: f32,
+    beta_2: f32,
+    epsilon: f32,
+    penalty: Option<f32>,
+}
+
+impl BackendAdam {
+    /// Adam with these hyper-parameters; `weight_decay` 0 adds no L2 term.
+    fn new(beta_1: f32, beta_2: f32, epsilon: f32, weight_decay: f32) -> Self {
+        let penalty = (weight_decay > 0.0).then_some(weight_decay);
+        let adam = AdamConfig::new()
+            .with_beta_1(beta_1)
+            .with_beta_2(beta_2)
+            .with_epsilon(epsilon)
+            .with_weight_decay(penalty.map(WeightDecayConfig::new))
+            .build();
+        Self {
+            adam,
+            beta_1,
+            beta_2,
+            epsilon,
+            penalty,
+        }
+    }
+}
+
+/// The float tensor inside `tensor`, unless it is quantized.
+fn float_primitive<B: ConvBackend, const D: usize>(
+    tensor: Tensor<B, D>,
+) -> Result<burn::tensor::ops::FloatTensor<B>, Tensor<B, D>> {
+    match tensor.into_primitive() {
+        TensorPrimitive::Float(t) => Ok(t),
+        other => Err(Tensor::from_primitive(other)),
+    }
+}
+
+fn tensor<B: ConvBackend, const D: usize>(t: burn::tensor::ops::FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+impl<B: ConvBackend> SimpleOptimizer<B> for BackendAdam {
+    type State<const D: usize> = AdamState<B, D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<B, D>,
+        grad: Tensor<B, D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<B, D>, Option<Self::State<D>>) {
+        // AMSGrad's state (never configured here) and quantized tensors: burn's step.
+        let (time, moments) = match state {
+            None => (0, None),
+            Some(state) if state.momentum.max_moment_2.is_none() => {
+                let m = state.momentum;
+                (m.time, Some([m.moment_1, m.moment_2]))
+            }
+            state => return self.adam.step(lr, param, grad, state),
+        };
+        let floats = (float_primitive(param), float_primitive(grad));
+        let moments = moments.map(|[m1, m2]| (float_primitive(m1), float_primitive(m2)));
+        let (param, grad, moments) = match (floats, moments) {
+            ((Ok(param), Ok(grad)), None) => (param, grad, None),
+            ((Ok(param), Ok(grad)), Some((Ok(m1), Ok(m2)))) => (param, grad, Some([m1, m2])),
+            ((param, grad), moments) => {
+                let back = |t: Result<burn::tensor::ops::FloatTensor<B>, Tensor<B, D>>| {
+                    t.map(tensor).unwrap_or_else(|t| t)
+                };
+                let state = moments.map(|(m1, m2)| {
+                    AdamState::new(AdaptiveMomentumState::new(time, back(m1), back(m2)))
+                });
+                return self.adam.step(lr, back(param), back(grad), state);
+            }
+        };
+        let coefficients = AdamCoefficients::new(
+            self.beta_1,
+            self.beta_2,
+            self.epsilon,
+            self.penalty,
+            lr,
+            time + 1,
+        );
+        let operands = AdamOperands {
+            param,
+            grad,
+            moments,
+        };
+        match B::adam_step(operands, &coefficients) {
+            Ok([param, m1, m2]) => {
+                let momentum = AdaptiveMomentumState::new(time + 1, tensor(m1), tensor(m2));
+                (tensor(param), Some(AdamState::new(momentum)))
+            }
+            Err(AdamOperands {
+                param,
+                grad,
+                moments,
+            }) => {
+                let state = moments.map(|[m1, m2]| {
+                    AdamState::new(AdaptiveMomentumState::new(time, tensor(m1), tensor(m2)))
+                });
+                self.adam.step(lr, tensor(param), tensor(grad), state)
+            }
+        }
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &B::Device) -> Self::State<D> {
+        <Adam as SimpleOptimizer<B>>::to_device(state, device)
+    }
+}
+
 /// One of burn's optimizers behind a single type.
 pub(crate) enum Optim<B: AutodiffConvBackend, M: AutodiffModule<B>> {
-    Adam(OptimizerAdaptor<Adam, M, B>),
+    Adam(OptimizerAdaptor<BackendAdam, M, B>),
     AdamW(OptimizerAdaptor<AdamW, M, B>),
     Sgd(OptimizerAdaptor<Sgd<B::InnerBackend>, M, B>),
 }
@@ -217,5 +337,98 @@ impl<B: AutodiffConvBackend, M: AutodiffModule<B>> Optim<B, M> {
                 Optim::Sgd(o.load_record(Recorder::<B>::load(&r, bytes, device).map_err(err)?))
             }
         })
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::nn::{Linear, LinearConfig};
+    use burn::tensor::Distribution;
+
+    type B = Autodiff<Flex>;
+
+    fn bits(model: &Linear<B>) -> Vec<u32> {
+        let weight = model.weight.val().into_data().to_vec::<f32>().unwrap();
+        let bias = model.bias.as_ref().unwrap().val().into_data();
+        let bias = bias.to_vec::<f32>().unwrap();
+        weight.iter().chain(&bias).map(|v| v.to_bits()).collect()
+    }
+
+    fn grads(model: &Linear<B>, x: Tensor<B, 2>) -> GradientsParams {
+        let loss = model.forward(x).powi_scalar(2).mean();
+        GradientsParams::from_grads(loss.backward(), model)
+    }
+
+    /// The backend's step (burn-flex's in-place pass) gives burn's `Adam`'s bits, step after
+    /// step, with and without weight decay, on parameters shared with another model (copied,
+    /// not overwritten) and on its own; and its records are burn's: either loads the other's.
+    #[test]
+    fn backend_adam_steps_are_burns_adam_bit_for_bit_and_share_its_records() {
+        let device = Default::default();
+        for weight_decay in [0.0, 0.01] {
+            // 210,700 parameters: several of the kernel's parallel chunks.
+            let model = LinearConfig::new(300, 700).init::<B>(&device);
+            // Reading the parameters initialises them (lazily drawn; clones of an uninitialised
+            // parameter would each draw their own).
+            let initial = bits(&model);
+            let config = OptimizerConfig::adam(1e-3).with_weight_decay(weight_decay);
+            let mut ours: Optim<B, Linear<B>> = config.init();
+            let decay = (weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay as f32));
+            let burns = || {
+                AdamConfig::new()
+                    .with_epsilon(1e-8)
+                    .with_weight_decay(decay.clone())
+                    .init::<B, Linear<B>>()
+            };
+            let mut theirs = burns();
+            let (mut a, mut b) = (model.clone(), model.clone());
+            for step in 0..4 {
+                if step == 2 {
+                    // Swap states through bytes: ours into burn's and burn's into ours.
+                    let ours_bytes = ours.to_bytes().unwrap();
+                    let theirs_bytes =
+                        Recorder::<B>::record(&recorder(), theirs.to_record(), ()).unwrap();
+                    ours = config.init().load_bytes(theirs_bytes, &device).unwrap();
+                    let record = Recorder::<B>::load(&recorder(), ours_bytes, &device).unwrap();
+                    theirs = burns().load_record(record);
+                }
+                let x = Tensor::<B, 2>::random([8, 300], Distribution::Default, &device);
+                a = ours.step(1e-3, a.clone(), grads(&a, x.clone()));
+                b = theirs.step(1e-3, b.clone(), grads(&b, x));
+                let (ours, theirs) = (bits(&a), bits(&b));
+                let differ = ours.iter().zip(&theirs).position(|(x, y)| x != y);
+                assert_eq!(
+                    differ.map(|i| (i, f32::from_bits(ours[i]), f32::from_bits(theirs[i]))),
+                    None,
+                    "decay {weight_decay}, step {step}: first element that differs"
+                );
+            }
+            assert_ne!(bits(&a), initial, "the parameters moved");
+            assert_eq!(
+                bits(&model),
+                initial,
+                "the shared parameters were not overwritten"
+            );
+        }
+    }
+
+    /// burn-flex runs the step itself (the test above would pass on burn's fallback too).
+    #[test]
+    fn flex_runs_adams_step_itself() {
+        let device = Default::default();
+        let t = || {
+            Tensor::<Flex, 1>::random([1000], Distribution::Default, &device)
+                .into_primitive()
+                .tensor()
+        };
+        let c = AdamCoefficients::new(0.9, 0.999, 1e-8, None, 1e-3, 2);
+        let operands = AdamOperands {
+            param: t(),
+            grad: t(),
+            moments: Some([t(), t()]),
+        };
+        assert!(<Flex as ConvBackend>::adam_step(operands, &c).is_ok());
     }
 }

@@ -10,7 +10,7 @@
 //! every tap's inputs for a run of output pixels one contiguous run, and a block of
 //! `CHANNELS` output channels × `TAPS` taps sums over the pixels in registers.
 //!
-//! The forward pass of the deeper stems (at least [`MIN_FORWARD_DEPTH`] products per output:
+//! The forward pass of the deeper stems (at least `MIN_FORWARD_DEPTH` (64) products per output:
 //! ResNet's 7×7, 147) runs on the same phase planes with [`direct`]'s register tiles, 8 output
 //! channels × 48 pixels: 23 % faster than im2col on ResNet18's stem at batch 16, 224, and a
 //! training step's peak (`train_memory`, batch 32) the same, 770–773 MiB against 765–772
@@ -45,10 +45,10 @@ pub(super) fn covers(g: &ConvGeometry) -> bool {
     g.groups == 1 && g.c_in <= MAX_INPUT_CHANNELS && g.kh * g.kw > 1
 }
 
-/// Whether this module computes `g`'s forward pass: what [`covers`] takes, with at least
-/// [`MIN_FORWARD_DEPTH`] products per output, outputs at least [`MIN_FORWARD_WIDTH`] wide, and
-/// a batch that gives every thread an image, or else output channels enough to split each image
-/// over the threads ([`direct::splits_images`]; fewer go to the split matrix product).
+/// Whether this module computes `g`'s forward pass: what `covers` takes, with at least
+/// `MIN_FORWARD_DEPTH` (64) products per output, outputs at least `MIN_FORWARD_WIDTH` (16)
+/// wide, and a batch that gives every thread an image, or else output channels enough to split
+/// each image over the threads ([`direct::splits_images`]; fewer go to the split matrix product).
 pub fn covers_forward(g: &ConvGeometry) -> bool {
     covers(g)
         && g.c_in * g.kh * g.kw >= MIN_FORWARD_DEPTH

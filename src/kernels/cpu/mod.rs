@@ -40,6 +40,7 @@
 //! each image over.
 
 pub mod activation;
+pub mod adam;
 pub mod batch_norm;
 pub mod buffers;
 pub mod channel_scale;
