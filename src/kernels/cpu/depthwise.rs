@@ -123,12 +123,91 @@ pub(super) fn scatter_phases(g: &ConvGeometry, ph: &Phases, x: &[f32], planes: &
         }
         return;
     }
+    if g.stride[1] == 2 {
+        for (r, row) in x.chunks_exact(g.w).enumerate() {
+            scatter_row_in_pairs(ph, g, r + pad_h, row, planes);
+        }
+        return;
+    }
     for (r, row) in x.chunks_exact(g.w).enumerate() {
         for (start, first, step) in ph.column_runs(g, r + pad_h) {
             for (i, &v) in row[first..].iter().step_by(step).enumerate() {
                 planes[start + i] = v;
             }
         }
+    }
+}
+
+/// For a column stride of 2: where padded row `r`'s even and odd image columns start in the
+/// phase planes (no odd run for a one-column image).
+fn column_pair_starts(ph: &Phases, g: &ConvGeometry, r: usize) -> (usize, Option<usize>) {
+    let (mut even, mut odd) = (0, None);
+    for (start, first, _) in ph.column_runs(g, r) {
+        match first {
+            0 => even = start,
+            _ => odd = Some(start),
+        }
+    }
+    (even, odd)
+}
+
+/// [`scatter_phases`]' row `r` (padded) for a column stride of 2: the row's column pairs split
+/// into the two column phases' runs in one pass, a loop the compiler vectorises (stepping
+/// through each phase's columns in turn ran one element at a time: 12 % of MobileNetV2's
+/// inference).
+fn scatter_row_in_pairs(ph: &Phases, g: &ConvGeometry, r: usize, row: &[f32], planes: &mut [f32]) {
+    let (even_at, odd_at) = column_pair_starts(ph, g, r);
+    let Some(odd_at) = odd_at else {
+        planes[even_at] = row[0]; // a one-column image
+        return;
+    };
+    let pairs = g.w / 2;
+    let (even, odd) = disjoint_runs(planes, even_at, odd_at, g.w.div_ceil(2), pairs);
+    for ((pair, e), o) in row.chunks_exact(2).zip(&mut *even).zip(odd) {
+        *e = pair[0];
+        *o = pair[1];
+    }
+    if g.w % 2 == 1 {
+        even[pairs] = row[g.w - 1];
+    }
+}
+
+/// [`gather_phases`]' row `r` (padded) for a column stride of 2: the two column phases' runs
+/// interleaved back into the row in one pass (the transpose of [`scatter_row_in_pairs`]).
+fn gather_row_in_pairs(ph: &Phases, g: &ConvGeometry, r: usize, planes: &[f32], row: &mut [f32]) {
+    let (even_at, odd_at) = column_pair_starts(ph, g, r);
+    let Some(odd_at) = odd_at else {
+        row[0] = planes[even_at];
+        return;
+    };
+    let pairs = g.w / 2;
+    let (even, odd) = (
+        &planes[even_at..][..g.w.div_ceil(2)],
+        &planes[odd_at..][..pairs],
+    );
+    for ((pair, &e), &o) in row.chunks_exact_mut(2).zip(even).zip(odd) {
+        pair[0] = e;
+        pair[1] = o;
+    }
+    if g.w % 2 == 1 {
+        row[g.w - 1] = even[pairs];
+    }
+}
+
+/// The runs `[a, a + a_len)` and `[b, b + b_len)` of `planes`, which do not overlap.
+fn disjoint_runs(
+    planes: &mut [f32],
+    a: usize,
+    b: usize,
+    a_len: usize,
+    b_len: usize,
+) -> (&mut [f32], &mut [f32]) {
+    if a < b {
+        let (head, tail) = planes.split_at_mut(b);
+        (&mut head[a..a + a_len], &mut tail[..b_len])
+    } else {
+        let (head, tail) = planes.split_at_mut(a);
+        (&mut tail[..a_len], &mut head[b..b + b_len])
     }
 }
 
@@ -140,6 +219,8 @@ fn gather_phases(g: &ConvGeometry, ph: &Phases, planes: &[f32], dx: &mut [f32]) 
         if g.stride == [1, 1] {
             let start = (r + pad_h) * ph.wq + pad_w;
             row.copy_from_slice(&planes[start..start + g.w]);
+        } else if g.stride[1] == 2 {
+            gather_row_in_pairs(ph, g, r + pad_h, planes, row);
         } else {
             for (start, first, step) in ph.column_runs(g, r + pad_h) {
                 for (i, v) in row[first..].iter_mut().step_by(step).enumerate() {
