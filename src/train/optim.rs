@@ -1,4 +1,6 @@
 //! Optimizers (burn's Adam, AdamW and SGD with PyTorch's defaults) and learning-rate schedules.
+//! Adam's update runs through the backend ([`BackendAdam`]): one in-place pass per parameter
+//! tensor on burn-flex, burn's own `Adam` elsewhere, the same bits and the same records.
 
 use crate::kernels::{AdamCoefficients, AdamOperands, AutodiffConvBackend, ConvBackend};
 use burn::module::AutodiffModule;
@@ -174,7 +176,8 @@ impl OptimizerConfig {
 /// burn's `Adam`, each parameter's step run by the backend where it has its own
 /// ([`ConvBackend::adam_step`]: one in-place pass on burn-flex, not ten tensor operations) and by
 /// burn's `Adam` elsewhere. The same bits either way, and burn's state (`AdamState`), so its
-/// records are burn's `Adam`'s: checkpoints load across versions and backends.
+/// records are burn's `Adam`'s: checkpoints written by burn's `Adam` (this crate before it had
+/// its own step) or on another backend load, and the other way round.
 #[derive(Clone)]
 pub(crate) struct BackendAdam {
     /// burn's, for the backends and states the backend's step does not take.
@@ -215,7 +218,10 @@ fn float_primitive<B: ConvBackend, const D: usize>(
     }
 }
 
-fn tensor<B: ConvBackend, const D: usize>(t: burn::tensor::ops::FloatTensor<B>) -> Tensor<B, D> {
+/// The tensor around a float primitive.
+fn float_tensor<B: ConvBackend, const D: usize>(
+    t: burn::tensor::ops::FloatTensor<B>,
+) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
@@ -245,7 +251,7 @@ impl<B: ConvBackend> SimpleOptimizer<B> for BackendAdam {
             ((Ok(param), Ok(grad)), Some((Ok(m1), Ok(m2)))) => (param, grad, Some([m1, m2])),
             ((param, grad), moments) => {
                 let back = |t: Result<burn::tensor::ops::FloatTensor<B>, Tensor<B, D>>| {
-                    t.map(tensor).unwrap_or_else(|t| t)
+                    t.map(float_tensor).unwrap_or_else(|t| t)
                 };
                 let state = moments.map(|(m1, m2)| {
                     AdamState::new(AdaptiveMomentumState::new(time, back(m1), back(m2)))
@@ -268,8 +274,9 @@ impl<B: ConvBackend> SimpleOptimizer<B> for BackendAdam {
         };
         match B::adam_step(operands, &coefficients) {
             Ok([param, m1, m2]) => {
-                let momentum = AdaptiveMomentumState::new(time + 1, tensor(m1), tensor(m2));
-                (tensor(param), Some(AdamState::new(momentum)))
+                let momentum =
+                    AdaptiveMomentumState::new(time + 1, float_tensor(m1), float_tensor(m2));
+                (float_tensor(param), Some(AdamState::new(momentum)))
             }
             Err(AdamOperands {
                 param,
@@ -277,9 +284,14 @@ impl<B: ConvBackend> SimpleOptimizer<B> for BackendAdam {
                 moments,
             }) => {
                 let state = moments.map(|[m1, m2]| {
-                    AdamState::new(AdaptiveMomentumState::new(time, tensor(m1), tensor(m2)))
+                    AdamState::new(AdaptiveMomentumState::new(
+                        time,
+                        float_tensor(m1),
+                        float_tensor(m2),
+                    ))
                 });
-                self.adam.step(lr, tensor(param), tensor(grad), state)
+                self.adam
+                    .step(lr, float_tensor(param), float_tensor(grad), state)
             }
         }
     }
