@@ -1,11 +1,11 @@
 //! Adam's update of one parameter tensor in one pass over its elements, in place.
 //!
 //! burn's `Adam` runs a step as about ten tensor operations, each one pass over the parameter
-//! and most into a fresh buffer; for ResNet18's layer4 (8.4 M weights) that is about 50 ms of a
-//! last-blocks training step on 2 cores, spent in memory traffic and page faults. Here each
-//! element is read and written once, with the same f32 operations in the same order as burn's
-//! (`burn-optim` 0.21, `optim/adam.rs`), so the results are the same bits: no fused multiply-add,
-//! which Rust never contracts on its own.
+//! and most into a fresh buffer: over ResNet18's `layer4` (8.4 M weights) 42–64 ms of a
+//! last-blocks training step on 2 cores, spent in memory traffic and page faults, where this
+//! takes 10 ms (BENCHMARKS.md). Here each element is read and written once, with the same f32
+//! operations in the same order as burn's (`burn-optim` 0.21, `optim/adam.rs`), so the results
+//! are the same bits: no fused multiply-add, which Rust never contracts on its own.
 
 use rayon::prelude::*;
 
@@ -22,6 +22,39 @@ pub fn step_in_place(
     moment_2: &mut [f32],
     c: &AdamCoefficients,
 ) {
+    for_each_element(param, grad, moment_1, moment_2, |p, g, m1, m2| {
+        let g = c.decayed(*p, g);
+        *m1 = *m1 * c.beta_1 + g * c.factor_1;
+        *m2 = *m2 * c.beta_2 + (g * g) * c.factor_2;
+        *p = c.updated(*p, *m1, *m2);
+    });
+}
+
+/// The first step (no moments yet): updates `param` in place and returns the moments. Not
+/// [`step_in_place`] on zero moments: `0 · β + x` is `+0` where burn's first step keeps `x = -0`.
+pub fn first_step_in_place(
+    param: &mut [f32],
+    grad: &[f32],
+    c: &AdamCoefficients,
+) -> (Vec<f32>, Vec<f32>) {
+    let (mut moment_1, mut moment_2) = (vec![0.0; grad.len()], vec![0.0; grad.len()]);
+    for_each_element(param, grad, &mut moment_1, &mut moment_2, |p, g, m1, m2| {
+        let g = c.decayed(*p, g);
+        *m1 = g * c.factor_1;
+        *m2 = (g * g) * c.factor_2;
+        *p = c.updated(*p, *m1, *m2);
+    });
+    (moment_1, moment_2)
+}
+
+/// Runs `update(param, grad, moment_1, moment_2)` on every element, [`CHUNK`]s in parallel.
+fn for_each_element(
+    param: &mut [f32],
+    grad: &[f32],
+    moment_1: &mut [f32],
+    moment_2: &mut [f32],
+    update: impl Fn(&mut f32, f32, &mut f32, &mut f32) + Sync,
+) {
     let n = param.len();
     assert!(
         grad.len() == n && moment_1.len() == n && moment_2.len() == n,
@@ -34,41 +67,9 @@ pub fn step_in_place(
         .zip(moment_2.par_chunks_mut(CHUNK))
         .for_each(|(((p, g), m1), m2)| {
             for (((p, &g), m1), m2) in p.iter_mut().zip(g).zip(m1).zip(m2) {
-                let g = c.decayed(*p, g);
-                *m1 = *m1 * c.beta_1 + g * c.factor_1;
-                *m2 = *m2 * c.beta_2 + (g * g) * c.factor_2;
-                *p = c.updated(*p, *m1, *m2);
+                update(p, g, m1, m2);
             }
         });
-}
-
-/// The first step (no moments yet): updates `param` in place and returns the moments.
-pub fn first_step_in_place(
-    param: &mut [f32],
-    grad: &[f32],
-    c: &AdamCoefficients,
-) -> (Vec<f32>, Vec<f32>) {
-    let n = param.len();
-    assert_eq!(
-        grad.len(),
-        n,
-        "Adam step: parameter and gradient differ in length"
-    );
-    let (mut moment_1, mut moment_2) = (vec![0.0; n], vec![0.0; n]);
-    param
-        .par_chunks_mut(CHUNK)
-        .zip(grad.par_chunks(CHUNK))
-        .zip(moment_1.par_chunks_mut(CHUNK))
-        .zip(moment_2.par_chunks_mut(CHUNK))
-        .for_each(|(((p, g), m1), m2)| {
-            for (((p, &g), m1), m2) in p.iter_mut().zip(g).zip(m1).zip(m2) {
-                let g = c.decayed(*p, g);
-                *m1 = g * c.factor_1;
-                *m2 = (g * g) * c.factor_2;
-                *p = c.updated(*p, *m1, *m2);
-            }
-        });
-    (moment_1, moment_2)
 }
 
 #[cfg(test)]
