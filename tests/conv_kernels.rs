@@ -130,15 +130,21 @@ fn relative_error(ours: &[f32], reference: &[f32]) -> f32 {
     worst / scale
 }
 
+/// Runs `f` in a rayon pool of `threads` threads (the kernels split their work by the pool's
+/// size).
+fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool")
+        .install(f)
+}
+
 /// [`check_case`] for every case in rayon pools of 1, 2 and 3 threads (a batch smaller than the
 /// pool takes the matrix product; larger ones split unevenly over the threads).
 fn check_cases_in_pools_of_1_to_3_threads(cases: &[Case], levels: &[SimdLevel]) {
     for threads in [1, 2, 3] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("pool");
-        pool.install(|| {
+        in_pool(threads, || {
             for case in cases {
                 check_case(case, levels);
             }
@@ -222,11 +228,7 @@ fn batch_one_splits_the_products_and_stays_exact() {
     // kernels have fewer than two blocks of 8 output channels per thread (or do not take the
     // shape); with more, they split the image's channel blocks over the threads instead
     // (`batch_one_splits_the_direct_kernels_channel_blocks_and_stays_exact`).
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .expect("pool");
-    pool.install(|| {
+    in_pool(2, || {
         for case in [
             [1, 64, 64, 3, 1, 1, 1, 14],
             [1, 16, 24, 3, 1, 1, 1, 28],
@@ -259,11 +261,7 @@ fn batch_one_splits_the_direct_kernels_channel_blocks_and_stays_exact() {
         [2, 48, 53, 5, 1, 2, 1, 30],
     ];
     for threads in [2, 3] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("pool");
-        pool.install(|| {
+        in_pool(threads, || {
             for case in &cases {
                 let g = geometry(case).expect("a valid case");
                 if g.n >= threads {
@@ -440,12 +438,8 @@ fn stem_forward_passes_on_phase_planes_equal_burns_at_every_simd_level() {
     ];
     for case in &cases {
         let g = geometry(case).expect("a valid case");
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(case[0])
-            .build()
-            .expect("pool");
         assert!(
-            pool.install(|| cpu::few_channels::covers_forward(&g)),
+            in_pool(case[0], || cpu::few_channels::covers_forward(&g)),
             "{case:?} is not on the phase planes"
         );
     }
