@@ -67,20 +67,4 @@ impl AdamCoefficients {
             penalty,
         }
     }
-
-    /// The gradient as Adam's moments see it: with the L2 penalty added (`param · λ + grad`).
-    #[inline(always)]
-    pub(crate) fn decayed(&self, param: f32, grad: f32) -> f32 {
-        match self.penalty {
-            Some(penalty) => param * penalty + grad,
-            None => grad,
-        }
-    }
-
-    /// The new parameter from the updated moments.
-    #[inline(always)]
-    pub(crate) fn updated(&self, param: f32, moment_1: f32, moment_2: f32) -> f32 {
-        let delta = (moment_1 * self.combined) / (moment_2.sqrt() + self.epsilon);
-        param - delta * self.lr
-    }
 }

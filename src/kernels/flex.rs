@@ -216,10 +216,10 @@ impl ConvBackend for Flex {
         operands: AdamOperands<Self>,
         coefficients: &AdamCoefficients,
     ) -> Result<[FloatTensor<Self>; 3], AdamOperands<Self>> {
-        let shape = operands.param.layout().shape();
+        let shape = operands.param.layout().shape().clone();
         let mut tensors = vec![&operands.param, &operands.grad];
         tensors.extend(operands.moments.iter().flatten());
-        if !elementwise_f32(&tensors) || tensors.iter().any(|t| t.layout().shape() != shape) {
+        if !elementwise_f32(&tensors) || tensors.iter().any(|t| *t.layout().shape() != shape) {
             return Err(operands);
         }
         let AdamOperands {
@@ -229,7 +229,6 @@ impl ConvBackend for Flex {
         } = operands;
         let mut param = into_owned(param);
         let grad = dense(&grad);
-        let shape = param.layout().shape().clone();
         let values = owned_elements(&mut param).expect("into_owned gives an owned tensor");
         let grad = grad.storage::<f32>();
         let [moment_1, moment_2] = match moments {

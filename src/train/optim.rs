@@ -1,6 +1,7 @@
 //! Optimizers (burn's Adam, AdamW and SGD with PyTorch's defaults) and learning-rate schedules.
-//! Adam's update runs through the backend ([`BackendAdam`]): one in-place pass per parameter
-//! tensor on burn-flex, burn's own `Adam` elsewhere, the same bits and the same records.
+//! Adam's update runs through the backend ([`ConvBackend::adam_step`]): one in-place pass per
+//! parameter tensor on burn-flex, burn's own `Adam` elsewhere, the same bits and the same
+//! records.
 
 use crate::kernels::{AdamCoefficients, AdamOperands, AutodiffConvBackend, ConvBackend};
 use burn::module::AutodiffModule;
@@ -12,7 +13,7 @@ use burn::optim::{
     LearningRate, Optimizer, Sgd, SgdConfig, SimpleOptimizer,
 };
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::{DType, Tensor, TensorPrimitive};
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
@@ -208,21 +209,19 @@ impl BackendAdam {
     }
 }
 
-/// The float tensor inside `tensor`, unless it is quantized.
-fn float_primitive<B: ConvBackend, const D: usize>(
-    tensor: Tensor<B, D>,
-) -> Result<burn::tensor::ops::FloatTensor<B>, Tensor<B, D>> {
-    match tensor.into_primitive() {
-        TensorPrimitive::Float(t) => Ok(t),
-        other => Err(Tensor::from_primitive(other)),
-    }
-}
-
 /// The tensor around a float primitive.
 fn float_tensor<B: ConvBackend, const D: usize>(
     t: burn::tensor::ops::FloatTensor<B>,
 ) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// burn's Adam state after `time` steps with these moments.
+fn adam_state<B: ConvBackend, const D: usize>(
+    time: usize,
+    [moment_1, moment_2]: [Tensor<B, D>; 2],
+) -> AdamState<B, D> {
+    AdamState::new(AdaptiveMomentumState::new(time, moment_1, moment_2))
 }
 
 impl<B: ConvBackend> SimpleOptimizer<B> for BackendAdam {
@@ -244,20 +243,16 @@ impl<B: ConvBackend> SimpleOptimizer<B> for BackendAdam {
             }
             state => return self.adam.step(lr, param, grad, state),
         };
-        let floats = (float_primitive(param), float_primitive(grad));
-        let moments = moments.map(|[m1, m2]| (float_primitive(m1), float_primitive(m2)));
-        let (param, grad, moments) = match (floats, moments) {
-            ((Ok(param), Ok(grad)), None) => (param, grad, None),
-            ((Ok(param), Ok(grad)), Some((Ok(m1), Ok(m2)))) => (param, grad, Some([m1, m2])),
-            ((param, grad), moments) => {
-                let back = |t: Result<burn::tensor::ops::FloatTensor<B>, Tensor<B, D>>| {
-                    t.map(float_tensor).unwrap_or_else(|t| t)
-                };
-                let state = moments.map(|(m1, m2)| {
-                    AdamState::new(AdaptiveMomentumState::new(time, back(m1), back(m2)))
-                });
-                return self.adam.step(lr, back(param), back(grad), state);
-            }
+        let quantized = |t: &Tensor<B, D>| matches!(t.dtype(), DType::QFloat(_));
+        if quantized(&param) || quantized(&grad) || moments.iter().flatten().any(quantized) {
+            let state = moments.map(|moments| adam_state(time, moments));
+            return self.adam.step(lr, param, grad, state);
+        }
+        let primitive = |t: Tensor<B, D>| t.into_primitive().tensor();
+        let operands = AdamOperands {
+            param: primitive(param),
+            grad: primitive(grad),
+            moments: moments.map(|moments| moments.map(primitive)),
         };
         let coefficients = AdamCoefficients::new(
             self.beta_1,
@@ -267,29 +262,17 @@ impl<B: ConvBackend> SimpleOptimizer<B> for BackendAdam {
             lr,
             time + 1,
         );
-        let operands = AdamOperands {
-            param,
-            grad,
-            moments,
-        };
         match B::adam_step(operands, &coefficients) {
             Ok([param, m1, m2]) => {
-                let momentum =
-                    AdaptiveMomentumState::new(time + 1, float_tensor(m1), float_tensor(m2));
-                (float_tensor(param), Some(AdamState::new(momentum)))
+                let state = adam_state(time + 1, [float_tensor(m1), float_tensor(m2)]);
+                (float_tensor(param), Some(state))
             }
             Err(AdamOperands {
                 param,
                 grad,
                 moments,
             }) => {
-                let state = moments.map(|[m1, m2]| {
-                    AdamState::new(AdaptiveMomentumState::new(
-                        time,
-                        float_tensor(m1),
-                        float_tensor(m2),
-                    ))
-                });
+                let state = moments.map(|moments| adam_state(time, moments.map(float_tensor)));
                 self.adam
                     .step(lr, float_tensor(param), float_tensor(grad), state)
             }

@@ -14,6 +14,25 @@ pub use crate::kernels::AdamCoefficients;
 /// Elements per parallel task (128 KiB of each operand): enough to amortise the scheduling.
 const CHUNK: usize = 1 << 15;
 
+// The element formulas beside the kernel that uses them (compiled with burn-flex only).
+impl AdamCoefficients {
+    /// The gradient as Adam's moments see it: with the L2 penalty added (`param · λ + grad`).
+    #[inline(always)]
+    fn decayed(&self, param: f32, grad: f32) -> f32 {
+        match self.penalty {
+            Some(penalty) => param * penalty + grad,
+            None => grad,
+        }
+    }
+
+    /// The new parameter from the updated moments.
+    #[inline(always)]
+    fn updated(&self, param: f32, moment_1: f32, moment_2: f32) -> f32 {
+        let delta = (moment_1 * self.combined) / (moment_2.sqrt() + self.epsilon);
+        param - delta * self.lr
+    }
+}
+
 /// A later step: updates `param`, `moment_1` and `moment_2` (all `grad`'s length) in place.
 pub fn step_in_place(
     param: &mut [f32],
