@@ -243,6 +243,16 @@ pub enum ConvActivation {
 }
 
 impl ConvActivation {
+    /// `(min, max)` for an activation that is a clamp (ReLU is `(0, ∞)`), so that a kernel can
+    /// apply it in registers; `None` for the others.
+    pub fn bounds(self) -> Option<(f32, f32)> {
+        match self {
+            ConvActivation::Relu => Some((0.0, f32::INFINITY)),
+            ConvActivation::Hardtanh { min, max } => Some((min, max)),
+            ConvActivation::Hardswish | ConvActivation::Silu => None,
+        }
+    }
+
     /// The activation through the backend's operations (recorded under autodiff).
     pub fn apply<B: ConvBackend>(self, y: FloatTensor<B>) -> FloatTensor<B> {
         match self {

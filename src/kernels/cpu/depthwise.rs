@@ -5,12 +5,14 @@
 //! strides `(sh, sw)` the padded plane becomes `sh · sw` phase planes of width `wq = ⌈wp / sw⌉`,
 //! phase `(a, b)` holding padded rows `a, a + sh, ...` and columns `b, b + sw, ...`. Output pixel
 //! `(oh, ow)` then reads, for kernel tap `(ki, kj)`, phase `(ki % sh, kj % sw)` at
-//! `(oh + ki / sh, ow + kj / sw)`: with the output laid out at the phase width `wq` ("wide", the
-//! columns past `ow` are never kept), every tap is one multiply-add between two long contiguous
-//! runs at a constant offset. No border test, no strided access, and the loops are as long as
-//! the plane (blocked to stay in L1), where row-by-row loops over 7- or 14-pixel rows spent most
-//! of their time in scalar tails.
+//! `(oh + ki / sh, ow + kj / sw)`: with output pixels numbered at the phase width `wq` ("wide",
+//! the columns past `ow` are never kept), every tap reads one contiguous run at a constant
+//! offset. No border test and no strided access: the forward pass sums a block of output rows
+//! in registers tap after tap and stores it once; the gradients run each tap as one
+//! multiply-add over the whole plane (blocked to stay in L1), where row-by-row loops over 7- or
+//! 14-pixel rows spent most of their time in scalar tails.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -91,6 +93,42 @@ impl Phases {
         }
     }
 
+    /// Writes zeros to every element of the phase planes that no image element is copied to
+    /// (the padding, and the columns or rows a phase plane has past the image), leaving the
+    /// rest for the copy: clearing whole planes first wrote each element twice.
+    fn zero_border(&self, g: &ConvGeometry, planes: &mut [f32]) {
+        let [sh, sw] = g.stride;
+        // The phase rows (columns) that hold image rows (columns) in phase `a` of a stride `s`
+        // over `size` elements after `pad` of padding: `(i + pad) / s` for the image indices
+        // `i` with `(i + pad) % s == a`, a contiguous range.
+        let covered = |a: usize, s: usize, pad: usize, size: usize| {
+            let first = (a + s - pad % s) % s;
+            if first >= size {
+                return 0..0;
+            }
+            let start = (first + pad) / s;
+            start..start + (size - first).div_ceil(s)
+        };
+        let plane_len = self.plane();
+        for (phase, plane) in planes[..plane_len * sh * sw]
+            .chunks_exact_mut(plane_len)
+            .enumerate()
+        {
+            let rows = covered(phase / sw, sh, g.padding[0], g.h);
+            let cols = covered(phase % sw, sw, g.padding[1], g.w);
+            if rows.is_empty() || cols.is_empty() {
+                plane.fill(0.0);
+                continue;
+            }
+            plane[..rows.start * self.wq].fill(0.0);
+            plane[rows.end * self.wq..].fill(0.0);
+            for row in plane[rows.start * self.wq..rows.end * self.wq].chunks_exact_mut(self.wq) {
+                row[..cols.start].fill(0.0);
+                row[cols.end..].fill(0.0);
+            }
+        }
+    }
+
     /// For padded row `r` of the image: per column phase, where its run starts in the phase
     /// planes, the first image column in it, and the step between image columns (`sw`).
     fn column_runs(
@@ -114,7 +152,7 @@ impl Phases {
 
 /// Copies one input plane `[h, w]` into its padded phase planes (zeros everywhere else).
 pub(super) fn scatter_phases(g: &ConvGeometry, ph: &Phases, x: &[f32], planes: &mut [f32]) {
-    planes.fill(0.0);
+    ph.zero_border(g, planes);
     let [pad_h, pad_w] = g.padding;
     if g.stride == [1, 1] {
         for (r, row) in x.chunks_exact(g.w).enumerate() {
@@ -233,6 +271,14 @@ fn gather_phases(g: &ConvGeometry, ph: &Phases, planes: &[f32], dx: &mut [f32]) 
 
 /// Forward: `y[n, c] = bias[c] + Σ w[c, ki, kj] · x[n, c, oh·s + ki − p, ow·s + kj − p]`, then
 /// `activation` over each plane as it is written.
+///
+/// The sums are computed in registers, a block of rows and columns at a time (see
+/// [`depthwise_plane`]): the bias, then every tap's multiply-add, the clamp of ReLU or ReLU6,
+/// and one store into the output. Spreading each tap over the whole plane in turn (one
+/// multiply-add pass per tap, reading and writing the plane's running sums), then copying the
+/// sums to their rows and clamping them in passes of their own, was a quarter of MobileNetV2's
+/// inference. Each sum is the same `f32` operations in the same order either way (the bias,
+/// then the taps row by row), so the bits are the same.
 pub fn forward(
     g: &ConvGeometry,
     x: &[f32],
@@ -243,23 +289,306 @@ pub fn forward(
 ) -> Vec<f32> {
     let (plane_in, plane_out, taps) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
     let ph = Phases::of(g);
-    buffers::filled_by_chunks(g.n * g.c_out * plane_out, plane_out, |plane, out| {
-        let c = plane % g.c_in;
-        with_scratch(ph.planes_len(g) + ph.wide, |scratch| {
-            let (planes, wide) = scratch.split_at_mut(ph.planes_len(g));
-            scatter_phases(g, &ph, &x[plane * plane_in..][..plane_in], planes);
-            wide.fill(bias.map_or(0.0, |b| b[c]));
-            ph.for_each_tap_block(g, &weight[c * taps..][..taps], |w, out, input| {
-                axpy(level, w, &planes[input], &mut wide[out]);
+    let planes_len = ph.planes_len(g);
+    // Where each tap's run starts in the phase planes (the same for every plane).
+    let starts: Vec<usize> = (0..g.kh)
+        .flat_map(|ki| (0..g.kw).map(move |kj| (ki, kj)))
+        .map(|(ki, kj)| {
+            let (base, offset) = ph.tap(g, ki, kj);
+            base + offset
+        })
+        .collect();
+    let clamp = activation.and_then(ConvActivation::bounds);
+    let write = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(plane_out)
+            .enumerate()
+            .for_each(|(plane, out)| {
+                let c = plane % g.c_in;
+                let taps = Taps {
+                    starts: &starts,
+                    weights: &weight[c * taps..][..taps],
+                    bias: bias.map_or(0.0, |b| b[c]),
+                    clamp,
+                };
+                // The slack past the planes lets a row's last vector be read whole.
+                with_scratch(planes_len + SLACK, |scratch| {
+                    let (planes, slack) = scratch.split_at_mut(planes_len);
+                    scatter_phases(g, &ph, &x[plane * plane_in..][..plane_in], planes);
+                    slack.fill(0.0);
+                    depthwise_plane(level, scratch, &taps, ph.wq, [g.oh, g.ow], out);
+                });
+                // SAFETY: `depthwise_plane` wrote every element of the plane.
+                let out = unsafe { buffers::assume_written(out) };
+                if clamp.is_none() && activation.is_some() {
+                    epilogue(level, out, None, activation);
+                }
             });
-            for (oh, row) in out.chunks_exact_mut(g.ow).enumerate() {
-                row.copy_from_slice(&wide[oh * ph.wq..][..g.ow]);
+    };
+    // SAFETY: the planes cover the buffer, and each is written whole above.
+    unsafe { buffers::written_by(g.n * g.c_out * plane_out, write) }
+}
+
+/// Floats the kernels may read past the phase planes: a row's last vector is read whole by the
+/// AVX2 and portable kernels (AVX-512 masks it).
+const SLACK: usize = 16;
+
+/// One channel's kernel as [`depthwise_plane`] applies it.
+struct Taps<'a> {
+    /// Where each tap's run starts in the phase planes.
+    starts: &'a [usize],
+    /// Each tap's weight, in the same order.
+    weights: &'a [f32],
+    bias: f32,
+    /// `(min, max)` the sums are clamped to (ReLU, ReLU6), if any.
+    clamp: Option<(f32, f32)>,
+}
+
+/// Whether an output plane of `[oh, ow]` pixels, row `r` at `r · wq` in the wide layout, reads
+/// inside `planes` at every tap's run, with [`SLACK`] elements to spare.
+fn plane_fits(planes: &[f32], taps: &Taps, wq: usize, [oh, ow]: [usize; 2]) -> bool {
+    let last = taps.starts.iter().max().copied().unwrap_or(0);
+    taps.starts.len() == taps.weights.len()
+        && ow <= wq
+        && (oh == 0 || last + (oh - 1) * wq + ow + SLACK <= planes.len())
+}
+
+/// One output plane: `out[r · ow + c] = bias + Σ_t w_t · planes[start_t + r · wq + c]`, the
+/// taps in order, then clamped where `taps.clamp` says. `out` holds `oh · ow` elements.
+fn depthwise_plane(
+    level: SimdLevel,
+    planes: &[f32],
+    taps: &Taps,
+    wq: usize,
+    [oh, ow]: [usize; 2],
+    out: &mut [MaybeUninit<f32>],
+) {
+    assert!(
+        plane_fits(planes, taps, wq, [oh, ow]) && out.len() == oh * ow,
+        "depthwise plane of {oh}x{ow}: runs outside the planes"
+    );
+    match level.min(SimdLevel::detected()) {
+        // SAFETY: the level is capped by `SimdLevel::detected`, which checked that this
+        // processor has AVX-512F (respectively AVX2 and FMA); the runs were checked above.
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => unsafe { x86::plane_avx512(planes, taps, wq, [oh, ow], out) },
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => {
+            for (r, row) in out.chunks_exact_mut(ow).enumerate() {
+                // SAFETY: as above; each row lies inside the plane `plane_fits` checked.
+                unsafe { x86::row_avx2(planes, taps, r * wq, row) }
             }
-            if activation.is_some() {
-                epilogue(level, out, None, activation);
+        }
+        _ => {
+            for (r, row) in out.chunks_exact_mut(ow).enumerate() {
+                row_portable(planes, taps, r * wq, row);
             }
-        });
-    })
+        }
+    }
+}
+
+/// Pixels per vector of the portable kernel (the compiler's to vectorise).
+const PORTABLE_LANES: usize = 16;
+
+fn row_portable(planes: &[f32], taps: &Taps, first: usize, row: &mut [MaybeUninit<f32>]) {
+    for (c, out) in row.chunks_mut(PORTABLE_LANES).enumerate() {
+        let mut acc = [taps.bias; PORTABLE_LANES];
+        for (&start, &w) in taps.starts.iter().zip(taps.weights) {
+            let x = &planes[start + first + c * PORTABLE_LANES..][..PORTABLE_LANES];
+            for (a, &v) in acc.iter_mut().zip(x) {
+                *a = madd::<false>(w, v, *a);
+            }
+        }
+        if let Some((min, max)) = taps.clamp {
+            for a in &mut acc {
+                *a = a.max(min).min(max);
+            }
+        }
+        for (o, &a) in out.iter_mut().zip(&acc) {
+            o.write(a);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    use super::{Taps, plane_fits};
+
+    /// A block of `R` rows × `V` vectors of 16 pixels, rows `rows[i]` from column `col` in
+    /// the wide layout (`at[i]`) and in the output (`out_at[i]`), vector `j`'s lanes masked by
+    /// `masks[j]`: the bias, each tap's multiply-add (one broadcast weight for `R · V` of
+    /// them), the clamp, one masked store per vector.
+    ///
+    /// # Safety
+    /// The processor has AVX-512F; every unmasked lane reads inside `x`'s planes and writes
+    /// inside `out`'s plane.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn block<const R: usize, const V: usize>(
+        x: *const f32,
+        taps: &Taps,
+        at: [usize; R],
+        out: *mut f32,
+        out_at: [usize; R],
+        masks: [__mmask16; V],
+    ) {
+        let mut acc = [[_mm512_set1_ps(taps.bias); V]; R];
+        for (&start, &w) in taps.starts.iter().zip(taps.weights) {
+            let w = _mm512_set1_ps(w);
+            for (row, &at) in acc.iter_mut().zip(&at) {
+                for (j, a) in row.iter_mut().enumerate() {
+                    // SAFETY: the caller's contract: the masked lanes lie in the planes.
+                    let v = unsafe { _mm512_maskz_loadu_ps(masks[j], x.add(start + at + 16 * j)) };
+                    *a = _mm512_fmadd_ps(w, v, *a);
+                }
+            }
+        }
+        for (row, &out_at) in acc.iter().zip(&out_at) {
+            for (j, &a) in row.iter().enumerate() {
+                // `max(v, min)` then `min(·, max)`: a NaN sum becomes `min`, as `f32::max`
+                // makes it in the portable kernel.
+                let a = match taps.clamp {
+                    Some((min, max)) => {
+                        _mm512_min_ps(_mm512_max_ps(a, _mm512_set1_ps(min)), _mm512_set1_ps(max))
+                    }
+                    None => a,
+                };
+                // SAFETY: the caller's contract: the masked lanes lie in the output plane.
+                unsafe { _mm512_mask_storeu_ps(out.add(out_at + 16 * j), masks[j], a) };
+            }
+        }
+    }
+
+    /// The mask of the first `lanes` (at most 16) lanes.
+    fn first_lanes(lanes: usize) -> __mmask16 {
+        ((1u32 << lanes.min(16)) - 1) as __mmask16
+    }
+
+    /// [`super::depthwise_plane`] on 16-lane registers, in blocks of four vectors of sums per
+    /// pass over the taps: four rows of one vector where rows are 16 pixels or fewer (7×7 and
+    /// 14×14 maps), two rows of two vectors up to 32, else runs of up to four vectors along
+    /// one row. A block short of rows repeats the plane's last row (the same sums, stored
+    /// twice); a row's last vector is masked to its pixels.
+    ///
+    /// # Safety
+    /// The processor has AVX-512F; `plane_fits` holds for the arguments and `out` holds
+    /// `oh · ow` elements.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn plane_avx512(
+        planes: &[f32],
+        taps: &Taps,
+        wq: usize,
+        [oh, ow]: [usize; 2],
+        out: &mut [MaybeUninit<f32>],
+    ) {
+        debug_assert!(plane_fits(planes, taps, wq, [oh, ow]) && out.len() == oh * ow);
+        let (x, y) = (planes.as_ptr(), out.as_mut_ptr().cast::<f32>());
+        let row = |r: usize| r.min(oh.saturating_sub(1));
+        // SAFETY (each `block` call below): rows below `oh`, and lanes masked to columns below
+        // `ow`, read `start + r · wq + c` with `c < ow`, inside the planes by `plane_fits`, and
+        // write `r · ow + c`, inside `out`.
+        if ow <= 16 {
+            let masks = [first_lanes(ow)];
+            for r in (0..oh).step_by(4) {
+                let rows: [usize; 4] = std::array::from_fn(|i| row(r + i));
+                let (at, out_at) = (rows.map(|r| r * wq), rows.map(|r| r * ow));
+                unsafe { block::<4, 1>(x, taps, at, y, out_at, masks) };
+            }
+        } else if ow <= 32 {
+            let masks = [first_lanes(16), first_lanes(ow - 16)];
+            for r in (0..oh).step_by(2) {
+                let rows: [usize; 2] = std::array::from_fn(|i| row(r + i));
+                let (at, out_at) = (rows.map(|r| r * wq), rows.map(|r| r * ow));
+                unsafe { block::<2, 2>(x, taps, at, y, out_at, masks) };
+            }
+        } else {
+            for r in 0..oh {
+                let mut c = 0;
+                while c < ow {
+                    let (at, out_at) = ([r * wq + c], [r * ow + c]);
+                    let masks: [__mmask16; 4] =
+                        std::array::from_fn(|j| first_lanes((ow - c).saturating_sub(16 * j)));
+                    match (ow - c).div_ceil(16) {
+                        1 => unsafe { block::<1, 1>(x, taps, at, y, out_at, [masks[0]]) },
+                        2 => unsafe { block::<1, 2>(x, taps, at, y, out_at, [masks[0], masks[1]]) },
+                        3 => unsafe {
+                            block::<1, 3>(x, taps, at, y, out_at, [masks[0], masks[1], masks[2]])
+                        },
+                        _ => unsafe { block::<1, 4>(x, taps, at, y, out_at, masks) },
+                    }
+                    c += 64;
+                }
+            }
+        }
+    }
+
+    /// [`super::depthwise_plane`]'s row `first / wq` on 8-lane registers: four vectors of sums
+    /// per pass over the taps, then one at a time; the last partial vector's sums computed in
+    /// full (the slack past the planes) and only its pixels stored.
+    ///
+    /// # Safety
+    /// The processor has AVX2 and FMA; the row lies inside a plane for which `plane_fits`
+    /// holds.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn row_avx2(
+        planes: &[f32],
+        taps: &Taps,
+        first: usize,
+        row: &mut [MaybeUninit<f32>],
+    ) {
+        let (x, out, len) = (planes.as_ptr(), row.as_mut_ptr().cast::<f32>(), row.len());
+        let runs = taps.starts.iter().zip(taps.weights);
+        // `max(v, min)` then `min(·, max)`: a NaN sum becomes `min`, as `f32::max` makes it.
+        let clamped = |v: __m256| match taps.clamp {
+            Some((min, max)) => {
+                _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(min)), _mm256_set1_ps(max))
+            }
+            None => v,
+        };
+        let mut c = 0;
+        while c + 32 <= len {
+            let mut acc = [_mm256_set1_ps(taps.bias); 4];
+            for (&start, &w) in runs.clone() {
+                let w = _mm256_set1_ps(w);
+                // SAFETY: 32 inputs from `start + first + c` lie in the row's runs.
+                let at = unsafe { x.add(start + first + c) };
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(w, unsafe { _mm256_loadu_ps(at.add(8 * j)) }, *a);
+                }
+            }
+            for (j, &a) in acc.iter().enumerate() {
+                // SAFETY: `c + 32 <= len`: the 8 floats at `c + 8 j` lie in the row.
+                unsafe { _mm256_storeu_ps(out.add(c + 8 * j), clamped(a)) };
+            }
+            c += 32;
+        }
+        while c < len {
+            let mut acc = _mm256_set1_ps(taps.bias);
+            for (&start, &w) in runs.clone() {
+                // SAFETY: 8 inputs from `start + first + c` lie in the planes, the slack
+                // covering those past the row's end.
+                let v = unsafe { _mm256_loadu_ps(x.add(start + first + c)) };
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(w), v, acc);
+            }
+            let acc = clamped(acc);
+            let lanes = (len - c).min(8);
+            if lanes == 8 {
+                // SAFETY: the 8 floats from `c` lie in the row.
+                unsafe { _mm256_storeu_ps(out.add(c), acc) };
+            } else {
+                let mut sums = [0.0f32; 8];
+                // SAFETY: `sums` holds 8 floats.
+                unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), acc) };
+                for (i, &v) in sums[..lanes].iter().enumerate() {
+                    // SAFETY: `c + i < len`.
+                    unsafe { out.add(c + i).write(v) };
+                }
+            }
+            c += lanes;
+        }
+    }
 }
 
 /// Input gradient: each output gradient spread back over the inputs it read,
@@ -360,5 +689,71 @@ fn dot_lanes_body<const FMA: bool>(a: &[f32], b: &[f32], acc: &mut [f32; LANES])
     }
     for (l, (&x, &y)) in xs.remainder().iter().zip(ys.remainder()).enumerate() {
         acc[l] = madd::<FMA>(x, y, acc[l]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry(h: usize, w: usize, k: usize, stride: usize, padding: usize) -> ConvGeometry {
+        let out = |size: usize| (size + 2 * padding - k) / stride + 1;
+        ConvGeometry {
+            n: 1,
+            c_in: 1,
+            h,
+            w,
+            c_out: 1,
+            groups: 1,
+            kh: k,
+            kw: k,
+            stride: [stride, stride],
+            padding: [padding, padding],
+            oh: out(h),
+            ow: out(w),
+        }
+    }
+
+    /// The phase planes as clearing them whole and then copying the image made them.
+    fn cleared_then_copied(g: &ConvGeometry, ph: &Phases, x: &[f32]) -> Vec<f32> {
+        let mut planes = vec![0.0; ph.planes_len(g)];
+        for (r, row) in x.chunks_exact(g.w).enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                let (pr, pc) = (r + g.padding[0], c + g.padding[1]);
+                let phase = (pr % g.stride[0]) * g.stride[1] + pc % g.stride[1];
+                let at = phase * ph.plane() + (pr / g.stride[0]) * ph.wq + pc / g.stride[1];
+                planes[at] = v;
+            }
+        }
+        planes
+    }
+
+    #[test]
+    fn scattered_phases_write_every_element_once_as_clearing_first_did() {
+        for (h, w) in [(1, 1), (1, 5), (4, 1), (7, 7), (8, 9), (13, 6)] {
+            for k in [1, 3, 5] {
+                for stride in [1, 2, 3] {
+                    for padding in 0..k {
+                        if h + 2 * padding < k || w + 2 * padding < k {
+                            continue;
+                        }
+                        let g = geometry(h, w, k, stride, padding);
+                        let ph = Phases::of(&g);
+                        let x: Vec<f32> = (1..=h * w).map(|v| v as f32).collect();
+                        // Whatever the buffer held before (here NaN) must not survive.
+                        let mut planes = vec![f32::NAN; ph.planes_len(&g)];
+                        scatter_phases(&g, &ph, &x, &mut planes);
+                        let expected = cleared_then_copied(&g, &ph, &x);
+                        assert!(
+                            planes
+                                .iter()
+                                .zip(&expected)
+                                .all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{h}x{w} k {k} stride {stride} padding {padding}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }
