@@ -119,14 +119,15 @@ fn values<const D: usize>(t: &Tensor<Flex, D>) -> Vec<f32> {
     t.to_data().to_vec::<f32>().expect("f32 tensor")
 }
 
-/// Largest absolute difference, relative to the reference's largest magnitude.
+/// Largest absolute difference, relative to the reference's largest magnitude; infinite where
+/// either side has a NaN (`f32::max` would pass over it).
 fn relative_error(ours: &[f32], reference: &[f32]) -> f32 {
     assert_eq!(ours.len(), reference.len(), "lengths");
     let scale = reference.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-    let worst = ours
-        .iter()
-        .zip(reference)
-        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    let worst = ours.iter().zip(reference).fold(0.0f32, |m, (a, b)| {
+        let d = (a - b).abs();
+        if d.is_nan() { f32::INFINITY } else { m.max(d) }
+    });
     worst / scale
 }
 
@@ -204,6 +205,33 @@ fn check_case(case: &Case, levels: &[SimdLevel]) {
         let e = relative_error(&dw, &values(&dw_ref));
         assert!(e <= 1e-4, "weight gradient {what}: relative error {e:e}");
     }
+}
+
+/// Depthwise rows of every width the forward pass's blocks treat differently (4 rows of one
+/// vector up to 16 pixels, 2 rows of two up to 32, runs of up to four vectors along a row, a
+/// masked last vector), with paddings from none to `k - 1`, at strides 1 (read in place on
+/// AVX-512) and 2 (the phase planes).
+#[test]
+fn depthwise_rows_of_every_width_equal_burns_at_every_simd_level() {
+    let mut cases = Vec::new();
+    for size in [1, 2, 7, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 70, 130] {
+        for k in [3, 5] {
+            for padding in [0, k / 2, k - 1] {
+                for stride in [1, 2] {
+                    let case = [2, 3, 3, k, stride, padding, 3, size];
+                    if geometry(&case).is_some() {
+                        cases.push(case);
+                    }
+                }
+            }
+        }
+    }
+    let levels = SimdLevel::supported();
+    in_pool(2, || {
+        for case in &cases {
+            check_case(case, &levels);
+        }
+    });
 }
 
 #[test]
