@@ -46,6 +46,25 @@ pub type Wgpu = burn::backend::Wgpu<f32, i32>;
 #[cfg(feature = "wgpu")]
 pub type WgpuAutodiff = burn::backend::Autodiff<Wgpu>;
 
+/// Has the process keep the memory it frees for its later allocations (glibc on Linux: no
+/// block mapped afresh, none returned to the system) instead of mapping each large tensor in new
+/// pages, which the kernel clears and faults in on their first write: MobileNetV2's inference at
+/// batch 16 took about a quarter less time with it, a training step's peak memory 0.5–2 % more
+/// (`BENCHMARKS.md`). Process-wide: the memory a program frees then stays its own until
+/// `kernels::cpu::buffers::release`. The crate's examples and command call it; a library user
+/// chooses (or sets `TRANSFER_VISION_REUSE_MEMORY=1`). Returns whether it took effect (false
+/// off glibc, or without the `flex` CPU backend).
+pub fn reuse_freed_memory() -> bool {
+    #[cfg(feature = "flex")]
+    {
+        crate::kernels::cpu::buffers::reuse_freed_memory()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        false
+    }
+}
+
 /// Floating-point precision of the tensors a backend computes with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {

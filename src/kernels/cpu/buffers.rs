@@ -16,6 +16,13 @@
 //! are kept; buffers under [`MIN_ELEMENTS`] are never kept (the allocator's heap serves those
 //! without page faults). [`release`] frees everything kept.
 //!
+//! A wider switch, also off by default: [`reuse_freed_memory`] (or the environment variable
+//! `TRANSFER_VISION_REUSE_MEMORY=1`) has glibc keep every block the process frees for its later
+//! allocations, burn's included, instead of mapping each large one afresh and unmapping it when
+//! freed: MobileNetV2's inference at batch 16 went from 73 to 54 ms with it (BENCHMARKS.md),
+//! as onnxruntime's arena spares it the page faults. The cost: the process does not give that
+//! memory back to the system until [`release`].
+//!
 //! Whether kept or not, fresh memory is never cleared before it is written: the activations,
 //! BatchNorm and the depthwise convolutions fill their outputs through [`filled_by_chunks`], the
 //! matrix products write theirs in place through [`written_by`]. Fresh buffers of 32 MiB and
@@ -142,6 +149,47 @@ fn take(len: usize) -> Option<Vec<f32>> {
     found
 }
 
+/// Has the C allocator (glibc on Linux) keep the memory the process frees for its later
+/// allocations: every block comes from its heap, none is mapped afresh or returned to the system
+/// when freed (`mallopt`: no `mmap`ped blocks, no trimming of the heap's top under 2 GiB, and
+/// one arena, since a thread's own arena maps any block over 64 MiB whatever the setting). A
+/// freshly mapped page is cleared by the kernel and faulted in on its first write: about a
+/// quarter of MobileNetV2's inference at batch 16 went there. Process-wide and kept until
+/// [`release`]; what is freed stays the process's, so its resident size stays at its peak.
+/// Returns whether the allocator took the settings (false off glibc, where nothing changes).
+pub fn reuse_freed_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only changes glibc's allocation policy for later calls; both settings
+        // are documented and in range. It returns 1 on success.
+        let set = unsafe {
+            libc::mallopt(libc::M_MMAP_MAX, 0) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
+                && libc::mallopt(libc::M_ARENA_MAX, 1) == 1
+        };
+        REUSING.store(set, std::sync::atomic::Ordering::Relaxed);
+        set
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    false
+}
+
+/// Whether [`reuse_freed_memory`] took effect.
+static REUSING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Calls [`reuse_freed_memory`] once, before the kernels' first large allocation, when the
+/// environment variable `TRANSFER_VISION_REUSE_MEMORY` is `1`, `true` or `yes`.
+fn reuse_freed_memory_if_asked() {
+    static ASKED: OnceLock<()> = OnceLock::new();
+    ASKED.get_or_init(|| {
+        let asked = std::env::var("TRANSFER_VISION_REUSE_MEMORY")
+            .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+        if asked {
+            reuse_freed_memory();
+        }
+    });
+}
+
 /// Fewest bytes of a fresh buffer that is asked to be backed by huge pages: glibc's largest
 /// dynamic mmap threshold (32 MiB on 64-bit), from which every block is a mapping of its own,
 /// returned to the system when freed, so the advice never reaches the heap's reused memory.
@@ -153,6 +201,7 @@ pub const HUGE_PAGE_MIN_BYTES: usize = 32 << 20;
 /// call, and faulting it in 4 KiB pages, one fault per page on its first write, was a third of
 /// ResNet18's stem convolution at batch 16 (51 MB out; 27–29 → 19–21 ms with the advice).
 fn fresh(len: usize) -> Vec<f32> {
+    reuse_freed_memory_if_asked();
     let buffer: Vec<f32> = Vec::with_capacity(len);
     advise_if_large(buffer.as_ptr(), len);
     buffer
@@ -201,6 +250,7 @@ pub fn zeroed(len: usize) -> Vec<f32> {
 /// `len` fresh zeros (calloc: a large block is fresh pages, already zero and not yet touched),
 /// advised as huge pages when large.
 fn zeros(len: usize) -> Vec<f32> {
+    reuse_freed_memory_if_asked();
     let buffer = vec![0.0; len];
     advise_if_large(buffer.as_ptr(), len);
     buffer
@@ -344,10 +394,25 @@ pub fn recycle(buffer: Vec<f32>) {
     drop(evicted);
 }
 
-/// Frees every kept buffer (for a program that is done training and wants the memory back).
+/// Frees every kept buffer (for a program that is done training and wants the memory back);
+/// after [`reuse_freed_memory`], also gives the allocator's free memory back to the system and
+/// restores its defaults (large blocks mapped and unmapped again).
 pub fn release() {
     let kept = with_kept(std::mem::take);
     drop(kept);
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if REUSING.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        let arenas = 8 * std::thread::available_parallelism().map_or(1, |n| n.get());
+        // SAFETY: malloc_trim only returns free heap memory to the system; the mallopt values
+        // are glibc's defaults (65536 mapped blocks, a 128 KiB trim threshold, 8 arenas per
+        // core on 64-bit).
+        unsafe {
+            libc::malloc_trim(0);
+            libc::mallopt(libc::M_MMAP_MAX, 65536);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+            libc::mallopt(libc::M_ARENA_MAX, i32::try_from(arenas).unwrap_or(i32::MAX));
+        }
+    }
 }
 
 /// Bytes kept for reuse right now.
