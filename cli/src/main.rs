@@ -54,6 +54,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // a bad command line exits here with clap's message and status 2
+    // One command per process: keeping the memory it frees for reuse costs nothing after it
+    // exits and spares each step or batch faulting in fresh pages (BENCHMARKS.md).
+    transfer_vision::backend::reuse_freed_memory();
     let result = match &cli.command {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),

@@ -125,9 +125,12 @@ impl CommonArgs {
 
 /// Calls `run::<B>(args.., device, &spec)` with the autodiff backend that `--device` and
 /// `--precision` pick (f16 / bf16 only on CUDA), or exits with the flag's error; an error `run`
-/// returns is printed (`error: ...`, exit status 1), never a panic.
+/// returns is printed (`error: ...`, exit status 1), never a panic. The process keeps the
+/// memory it frees for reuse (`backend::reuse_freed_memory`): a program that only trains and
+/// exits loses nothing by it, and each step skips faulting in fresh pages.
 macro_rules! on_backend {
     ($common:expr, $run:ident($($arg:expr),*)) => {{
+        transfer_vision::backend::reuse_freed_memory();
         use transfer_vision::backend::{DeviceSpec, Precision};
         let spec = common::or_exit(DeviceSpec::parse_compiled(&$common.device), "--device");
         let precision = common::or_exit(
