@@ -459,61 +459,123 @@ mod x86 {
 
     use super::{ConvGeometry, MAX_IN_PLACE_TAPS, Taps, plane_fits};
 
-    /// A block of `R` rows × `V` vectors of 16 pixels, rows `rows[i]` from column `col` in
-    /// the wide layout (`at[i]`) and in the output (`out_at[i]`), vector `j`'s lanes masked by
-    /// `masks[j]`: the bias, each tap's multiply-add (one broadcast weight for `R · V` of
-    /// them), the clamp, one masked store per vector.
-    ///
-    /// # Safety
-    /// The processor has AVX-512F; every unmasked lane reads inside `x`'s planes and writes
-    /// inside `out`'s plane.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn block<const R: usize, const V: usize>(
-        x: *const f32,
-        taps: &Taps,
-        at: [usize; R],
-        out: *mut f32,
-        out_at: [usize; R],
-        masks: [__mmask16; V],
-    ) {
-        let mut acc = [[_mm512_set1_ps(taps.bias); V]; R];
-        for (&start, &w) in taps.starts.iter().zip(taps.weights) {
-            let w = _mm512_set1_ps(w);
-            for (row, &at) in acc.iter_mut().zip(&at) {
-                for (j, a) in row.iter_mut().enumerate() {
-                    // SAFETY: the caller's contract: the masked lanes lie in the planes.
-                    let v = unsafe { _mm512_maskz_loadu_ps(masks[j], x.add(start + at + 16 * j)) };
-                    *a = _mm512_fmadd_ps(w, v, *a);
-                }
-            }
-        }
-        for (row, &out_at) in acc.iter().zip(&out_at) {
-            for (j, &a) in row.iter().enumerate() {
-                // `max(v, min)` then `min(·, max)`: a NaN sum becomes `min`, as `f32::max`
-                // makes it in the portable kernel.
-                let a = match taps.clamp {
-                    Some((min, max)) => {
-                        _mm512_min_ps(_mm512_max_ps(a, _mm512_set1_ps(min)), _mm512_set1_ps(max))
-                    }
-                    None => a,
-                };
-                // SAFETY: the caller's contract: the masked lanes lie in the output plane.
-                unsafe { _mm512_mask_storeu_ps(out.add(out_at + 16 * j), masks[j], a) };
-            }
-        }
-    }
-
     /// The mask of the first `lanes` (at most 16) lanes.
     fn first_lanes(lanes: usize) -> __mmask16 {
         ((1u32 << lanes.min(16)) - 1) as __mmask16
     }
 
-    /// [`super::depthwise_plane`] on 16-lane registers, in blocks of four vectors of sums per
-    /// pass over the taps: four rows of one vector where rows are 16 pixels or fewer (7×7 and
-    /// 14×14 maps), two rows of two vectors up to 32, else runs of up to four vectors along
-    /// one row. A block short of rows repeats the plane's last row (the same sums, stored
-    /// twice); a row's last vector is masked to its pixels.
+    /// `max(v, min)` then `min(·, max)` where the taps clamp (a NaN sum becomes `min`, as
+    /// `f32::max` makes it in the portable kernel).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn clamped(taps: &Taps, v: __m512) -> __m512 {
+        match taps.clamp {
+            Some((min, max)) => {
+                _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(min)), _mm512_set1_ps(max))
+            }
+            None => v,
+        }
+    }
+
+    /// One of the two ways a plane's sums are read: a block of `R` output rows × `V` vectors
+    /// of 16 pixels from column `col`, vector `j`'s lanes masked to the row by `masks[j]`.
+    trait Blocks {
+        /// # Safety
+        /// The processor has AVX-512F; the rows lie below the plane's `oh` and the unmasked
+        /// lanes below its `ow`, and the implementation's own contract holds.
+        unsafe fn block<const R: usize, const V: usize>(
+            &self,
+            rows: [usize; R],
+            col: usize,
+            masks: [__mmask16; V],
+        );
+    }
+
+    /// Runs `blocks` over an `[oh, ow]` plane in blocks of four vectors of sums per pass over
+    /// the taps (one broadcast weight for four multiply-adds): four rows of one vector where
+    /// rows are 16 pixels or fewer (7×7 and 14×14 maps), two rows of two vectors up to 32,
+    /// else runs of up to four vectors along one row. A block short of rows repeats the plane's
+    /// last row (the same sums, stored twice); a row's last vector is masked to its pixels.
+    ///
+    /// # Safety
+    /// The processor has AVX-512F, and `blocks`' contract holds for the plane.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run<B: Blocks>(blocks: &B, [oh, ow]: [usize; 2]) {
+        let row = |r: usize| r.min(oh.saturating_sub(1));
+        // SAFETY (each call): rows clamped below `oh`, masks to columns below `ow`.
+        if ow <= 16 {
+            for r in (0..oh).step_by(4) {
+                let rows = std::array::from_fn(|i| row(r + i));
+                unsafe { blocks.block::<4, 1>(rows, 0, [first_lanes(ow)]) };
+            }
+        } else if ow <= 32 {
+            let masks = [first_lanes(16), first_lanes(ow - 16)];
+            for r in (0..oh).step_by(2) {
+                let rows = std::array::from_fn(|i| row(r + i));
+                unsafe { blocks.block::<2, 2>(rows, 0, masks) };
+            }
+        } else {
+            for r in 0..oh {
+                for c in (0..ow).step_by(64) {
+                    let m: [__mmask16; 4] =
+                        std::array::from_fn(|j| first_lanes((ow - c).saturating_sub(16 * j)));
+                    match (ow - c).div_ceil(16) {
+                        1 => unsafe { blocks.block::<1, 1>([r], c, [m[0]]) },
+                        2 => unsafe { blocks.block::<1, 2>([r], c, [m[0], m[1]]) },
+                        3 => unsafe { blocks.block::<1, 3>([r], c, [m[0], m[1], m[2]]) },
+                        _ => unsafe { blocks.block::<1, 4>([r], c, m) },
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sums read from the padded phase planes: output pixel `(r, c)` reads tap `t` at
+    /// `starts[t] + r · wq + c`.
+    struct FromPlanes<'a> {
+        x: *const f32,
+        taps: &'a Taps<'a>,
+        wq: usize,
+        out: *mut f32,
+        ow: usize,
+    }
+
+    impl Blocks for FromPlanes<'_> {
+        /// # Safety
+        /// Also: `plane_fits` holds for `x`'s planes, `out` holds the plane's `oh · ow` floats.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn block<const R: usize, const V: usize>(
+            &self,
+            rows: [usize; R],
+            col: usize,
+            masks: [__mmask16; V],
+        ) {
+            let taps = self.taps;
+            let mut acc = [[_mm512_set1_ps(taps.bias); V]; R];
+            for (&start, &w) in taps.starts.iter().zip(taps.weights) {
+                let w = _mm512_set1_ps(w);
+                for (row_acc, &r) in acc.iter_mut().zip(&rows) {
+                    let at = start + r * self.wq + col;
+                    for (j, a) in row_acc.iter_mut().enumerate() {
+                        // SAFETY: the masked lanes are columns below `ow` of a row below `oh`,
+                        // inside the planes by `plane_fits`.
+                        let v = unsafe { _mm512_maskz_loadu_ps(masks[j], self.x.add(at + 16 * j)) };
+                        *a = _mm512_fmadd_ps(w, v, *a);
+                    }
+                }
+            }
+            for (row_acc, &r) in acc.iter().zip(&rows) {
+                for (j, &a) in row_acc.iter().enumerate() {
+                    let at = r * self.ow + col + 16 * j;
+                    // SAFETY: the masked lanes are pixels of the plane, inside `out`.
+                    unsafe { _mm512_mask_storeu_ps(self.out.add(at), masks[j], clamped(taps, a)) };
+                }
+            }
+        }
+    }
+
+    /// [`super::depthwise_plane`] on 16-lane registers (see [`run`]).
     ///
     /// # Safety
     /// The processor has AVX-512F; `plane_fits` holds for the arguments and `out` holds
@@ -527,118 +589,92 @@ mod x86 {
         out: &mut [MaybeUninit<f32>],
     ) {
         debug_assert!(plane_fits(planes, taps, wq, [oh, ow]) && out.len() == oh * ow);
-        let (x, y) = (planes.as_ptr(), out.as_mut_ptr().cast::<f32>());
-        let row = |r: usize| r.min(oh.saturating_sub(1));
-        // SAFETY (each `block` call below): rows below `oh`, and lanes masked to columns below
-        // `ow`, read `start + r · wq + c` with `c < ow`, inside the planes by `plane_fits`, and
-        // write `r · ow + c`, inside `out`.
-        if ow <= 16 {
-            let masks = [first_lanes(ow)];
-            for r in (0..oh).step_by(4) {
-                let rows: [usize; 4] = std::array::from_fn(|i| row(r + i));
-                let (at, out_at) = (rows.map(|r| r * wq), rows.map(|r| r * ow));
-                unsafe { block::<4, 1>(x, taps, at, y, out_at, masks) };
-            }
-        } else if ow <= 32 {
-            let masks = [first_lanes(16), first_lanes(ow - 16)];
-            for r in (0..oh).step_by(2) {
-                let rows: [usize; 2] = std::array::from_fn(|i| row(r + i));
-                let (at, out_at) = (rows.map(|r| r * wq), rows.map(|r| r * ow));
-                unsafe { block::<2, 2>(x, taps, at, y, out_at, masks) };
-            }
-        } else {
-            for r in 0..oh {
-                let mut c = 0;
-                while c < ow {
-                    let (at, out_at) = ([r * wq + c], [r * ow + c]);
-                    let masks: [__mmask16; 4] =
-                        std::array::from_fn(|j| first_lanes((ow - c).saturating_sub(16 * j)));
-                    match (ow - c).div_ceil(16) {
-                        1 => unsafe { block::<1, 1>(x, taps, at, y, out_at, [masks[0]]) },
-                        2 => unsafe { block::<1, 2>(x, taps, at, y, out_at, [masks[0], masks[1]]) },
-                        3 => unsafe {
-                            block::<1, 3>(x, taps, at, y, out_at, [masks[0], masks[1], masks[2]])
-                        },
-                        _ => unsafe { block::<1, 4>(x, taps, at, y, out_at, masks) },
-                    }
-                    c += 64;
-                }
-            }
-        }
+        let blocks = FromPlanes {
+            x: planes.as_ptr(),
+            taps,
+            wq,
+            out: out.as_mut_ptr().cast(),
+            ow,
+        };
+        // SAFETY: the caller's contract is `FromPlanes`'.
+        unsafe { run(&blocks, [oh, ow]) }
     }
 
-    /// A block of `R` output rows (`rows`, each below `g.oh`) × `V` vectors from column `col`
-    /// of one unpadded input plane, `out_mask[j]` masking vector `j` to the row: per tap, a
-    /// masked load of the input lanes inside the image (zeros for the padding; a tap row
-    /// outside the image multiplies zeros), in the order of the padded kernel.
-    ///
-    /// # Safety
-    /// The processor has AVX-512F; `x` holds `g.h · g.w` floats, `out` `g.oh · g.ow`, and
-    /// `g.kw <= MAX_IN_PLACE_TAPS`.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn block_in_place<const R: usize, const V: usize>(
-        g: &ConvGeometry,
+    /// Sums read from one unpadded input plane (stride 1): per tap, a masked load of the lanes
+    /// inside the image (zeros for the padding; a tap row outside the image multiplies zeros),
+    /// in the order of the padded kernel.
+    struct InPlace<'a> {
+        g: &'a ConvGeometry,
         x: *const f32,
-        taps: &Taps,
-        rows: [usize; R],
-        col: usize,
+        taps: &'a Taps<'a>,
         out: *mut f32,
-        out_mask: [__mmask16; V],
-    ) {
-        // The lanes of vector `j` that tap column `kj` finds inside the image: input columns
-        // `col + 16 j + l + kj - pad` in `[0, w)`, for the lanes of the row.
-        let mut masks = [[0 as __mmask16; MAX_IN_PLACE_TAPS]; V];
-        for (j, masks) in masks.iter_mut().enumerate() {
-            for (kj, mask) in masks[..g.kw].iter_mut().enumerate() {
-                let first = (col + 16 * j + kj) as isize - g.padding[1] as isize;
-                let lo = (-first).clamp(0, 16) as usize;
-                let hi = (g.w as isize - first).clamp(0, 16) as usize;
-                *mask = out_mask[j] & first_lanes(hi) & !first_lanes(lo);
+    }
+
+    impl Blocks for InPlace<'_> {
+        /// # Safety
+        /// Also: `x` holds `g.h · g.w` floats, `out` `g.oh · g.ow`, `g.kw <= MAX_IN_PLACE_TAPS`.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn block<const R: usize, const V: usize>(
+            &self,
+            rows: [usize; R],
+            col: usize,
+            out_masks: [__mmask16; V],
+        ) {
+            let (g, taps) = (self.g, self.taps);
+            // The lanes of vector `j` that tap column `kj` finds inside the image: input
+            // columns `col + 16 j + l + kj - pad` in `[0, w)`, for the lanes of the row.
+            let mut masks = [[0 as __mmask16; MAX_IN_PLACE_TAPS]; V];
+            for (j, masks) in masks.iter_mut().enumerate() {
+                for (kj, mask) in masks[..g.kw].iter_mut().enumerate() {
+                    let first = (col + 16 * j + kj) as isize - g.padding[1] as isize;
+                    let lo = (-first).clamp(0, 16) as usize;
+                    let hi = (g.w as isize - first).clamp(0, 16) as usize;
+                    *mask = out_masks[j] & first_lanes(hi) & !first_lanes(lo);
+                }
             }
-        }
-        let zero = _mm512_setzero_ps();
-        let mut acc = [[_mm512_set1_ps(taps.bias); V]; R];
-        for ki in 0..g.kh {
-            for (kj, &w) in taps.weights[ki * g.kw..][..g.kw].iter().enumerate() {
-                let w = _mm512_set1_ps(w);
-                for (row_acc, &r) in acc.iter_mut().zip(&rows) {
-                    let input_row = (r + ki).checked_sub(g.padding[0]).filter(|&i| i < g.h);
-                    for (j, a) in row_acc.iter_mut().enumerate() {
-                        let v = match input_row {
-                            Some(i) => {
-                                let first =
-                                    (i * g.w + col + 16 * j + kj) as isize - g.padding[1] as isize;
-                                // SAFETY: the mask keeps the lanes whose columns lie in
-                                // `[0, w)` of row `i < h`: inside `x`. Masked-off lanes are not
-                                // read, so the address may point before or past the plane
-                                // (formed without `add`'s in-bounds requirement).
-                                unsafe {
-                                    _mm512_maskz_loadu_ps(masks[j][kj], x.wrapping_offset(first))
+            let mut acc = [[_mm512_set1_ps(taps.bias); V]; R];
+            for ki in 0..g.kh {
+                for (kj, &w) in taps.weights[ki * g.kw..][..g.kw].iter().enumerate() {
+                    let w = _mm512_set1_ps(w);
+                    for (row_acc, &r) in acc.iter_mut().zip(&rows) {
+                        let input_row = (r + ki).checked_sub(g.padding[0]).filter(|&i| i < g.h);
+                        for (j, a) in row_acc.iter_mut().enumerate() {
+                            let v = match input_row {
+                                Some(i) => {
+                                    let first = (i * g.w + col + 16 * j + kj) as isize
+                                        - g.padding[1] as isize;
+                                    // SAFETY: the mask keeps the lanes whose columns lie in
+                                    // `[0, w)` of row `i < h`: inside `x`. Masked-off lanes are
+                                    // not read, so the address may point before or past the
+                                    // plane (formed without `add`'s in-bounds requirement).
+                                    unsafe {
+                                        _mm512_maskz_loadu_ps(
+                                            masks[j][kj],
+                                            self.x.wrapping_offset(first),
+                                        )
+                                    }
                                 }
-                            }
-                            None => zero,
-                        };
-                        *a = _mm512_fmadd_ps(w, v, *a);
+                                None => _mm512_setzero_ps(),
+                            };
+                            *a = _mm512_fmadd_ps(w, v, *a);
+                        }
                     }
                 }
             }
-        }
-        for (row_acc, &r) in acc.iter().zip(&rows) {
-            for (j, &a) in row_acc.iter().enumerate() {
-                let a = match taps.clamp {
-                    Some((min, max)) => {
-                        _mm512_min_ps(_mm512_max_ps(a, _mm512_set1_ps(min)), _mm512_set1_ps(max))
-                    }
-                    None => a,
-                };
-                // SAFETY: the mask keeps the lanes of columns below `ow` of row `r < oh`.
-                unsafe { _mm512_mask_storeu_ps(out.add(r * g.ow + col + 16 * j), out_mask[j], a) };
+            for (row_acc, &r) in acc.iter().zip(&rows) {
+                for (j, &a) in row_acc.iter().enumerate() {
+                    let at = r * g.ow + col + 16 * j;
+                    // SAFETY: the mask keeps the lanes of columns below `ow` of row `r < oh`.
+                    unsafe {
+                        _mm512_mask_storeu_ps(self.out.add(at), out_masks[j], clamped(taps, a))
+                    };
+                }
             }
         }
     }
 
-    /// [`super::in_place_plane`] in the blocks of [`plane_avx512`].
+    /// [`super::in_place_plane`] on 16-lane registers (see [`run`]).
     ///
     /// # Safety
     /// The processor has AVX-512F; `x` holds `g.h · g.w` floats, `out` `g.oh · g.ow`, and
@@ -650,39 +686,14 @@ mod x86 {
         taps: &Taps,
         out: &mut [MaybeUninit<f32>],
     ) {
-        let (oh, ow) = (g.oh, g.ow);
-        let (x, y) = (x.as_ptr(), out.as_mut_ptr().cast::<f32>());
-        let row = |r: usize| r.min(oh.saturating_sub(1));
-        // SAFETY (each call): the caller's contract, rows below `oh` and masks to the row.
-        if ow <= 16 {
-            for r in (0..oh).step_by(4) {
-                let rows = std::array::from_fn(|i| row(r + i));
-                unsafe { block_in_place::<4, 1>(g, x, taps, rows, 0, y, [first_lanes(ow)]) };
-            }
-        } else if ow <= 32 {
-            let masks = [first_lanes(16), first_lanes(ow - 16)];
-            for r in (0..oh).step_by(2) {
-                let rows = std::array::from_fn(|i| row(r + i));
-                unsafe { block_in_place::<2, 2>(g, x, taps, rows, 0, y, masks) };
-            }
-        } else {
-            for r in 0..oh {
-                let mut c = 0;
-                while c < ow {
-                    let m: [__mmask16; 4] =
-                        std::array::from_fn(|j| first_lanes((ow - c).saturating_sub(16 * j)));
-                    match (ow - c).div_ceil(16) {
-                        1 => unsafe { block_in_place::<1, 1>(g, x, taps, [r], c, y, [m[0]]) },
-                        2 => unsafe { block_in_place::<1, 2>(g, x, taps, [r], c, y, [m[0], m[1]]) },
-                        3 => unsafe {
-                            block_in_place::<1, 3>(g, x, taps, [r], c, y, [m[0], m[1], m[2]])
-                        },
-                        _ => unsafe { block_in_place::<1, 4>(g, x, taps, [r], c, y, m) },
-                    }
-                    c += 64;
-                }
-            }
-        }
+        let blocks = InPlace {
+            g,
+            x: x.as_ptr(),
+            taps,
+            out: out.as_mut_ptr().cast(),
+        };
+        // SAFETY: the caller's contract is `InPlace`'.
+        unsafe { run(&blocks, [g.oh, g.ow]) }
     }
 
     /// [`super::depthwise_plane`]'s row `first / wq` on 8-lane registers: four vectors of sums
