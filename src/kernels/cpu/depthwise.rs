@@ -273,7 +273,7 @@ fn gather_phases(g: &ConvGeometry, ph: &Phases, planes: &[f32], dx: &mut [f32]) 
 /// `activation` over each plane as it is written.
 ///
 /// The sums are computed in registers, a block of rows and columns at a time (see
-/// [`depthwise_plane`]): the bias, then every tap's multiply-add, the clamp of ReLU or ReLU6,
+/// `depthwise_plane`): the bias, then every tap's multiply-add, the clamp of ReLU or ReLU6,
 /// and one store into the output. Spreading each tap over the whole plane in turn (one
 /// multiply-add pass per tap, reading and writing the plane's running sums), then copying the
 /// sums to their rows and clamping them in passes of their own, was a quarter of MobileNetV2's
