@@ -477,6 +477,31 @@ mod x86 {
         }
     }
 
+    /// Stores a block's sums, clamped where `taps` say: row `rows[i]`'s vector `j` at
+    /// `rows[i] · ow + col + 16 j` of `out`, its lanes masked by `masks[j]`.
+    ///
+    /// # Safety
+    /// The processor has AVX-512F; every unmasked lane lies inside `out`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store<const R: usize, const V: usize>(
+        acc: &[[__m512; V]; R],
+        taps: &Taps,
+        out: *mut f32,
+        ow: usize,
+        rows: [usize; R],
+        col: usize,
+        masks: [__mmask16; V],
+    ) {
+        for (row_acc, &r) in acc.iter().zip(&rows) {
+            for (j, &a) in row_acc.iter().enumerate() {
+                let a = clamped(taps, a);
+                // SAFETY: the caller's contract.
+                unsafe { _mm512_mask_storeu_ps(out.add(r * ow + col + 16 * j), masks[j], a) };
+            }
+        }
+    }
+
     /// One of the two ways a plane's sums are read: a block of `R` output rows × `V` vectors
     /// of 16 pixels from column `col`, vector `j`'s lanes masked to the row by `masks[j]`.
     trait Blocks {
@@ -565,13 +590,8 @@ mod x86 {
                     }
                 }
             }
-            for (row_acc, &r) in acc.iter().zip(&rows) {
-                for (j, &a) in row_acc.iter().enumerate() {
-                    let at = r * self.ow + col + 16 * j;
-                    // SAFETY: the masked lanes are pixels of the plane, inside `out`.
-                    unsafe { _mm512_mask_storeu_ps(self.out.add(at), masks[j], clamped(taps, a)) };
-                }
-            }
+            // SAFETY: the masked lanes are pixels of the plane, inside `out`.
+            unsafe { store(&acc, taps, self.out, self.ow, rows, col, masks) }
         }
     }
 
@@ -662,15 +682,8 @@ mod x86 {
                     }
                 }
             }
-            for (row_acc, &r) in acc.iter().zip(&rows) {
-                for (j, &a) in row_acc.iter().enumerate() {
-                    let at = r * g.ow + col + 16 * j;
-                    // SAFETY: the mask keeps the lanes of columns below `ow` of row `r < oh`.
-                    unsafe {
-                        _mm512_mask_storeu_ps(self.out.add(at), out_masks[j], clamped(taps, a))
-                    };
-                }
-            }
+            // SAFETY: the masks keep the lanes of columns below `ow` of rows below `oh`.
+            unsafe { store(&acc, taps, self.out, g.ow, rows, col, out_masks) }
         }
     }
 
