@@ -19,7 +19,7 @@
 //! A wider switch, also off by default: [`reuse_freed_memory`] (or the environment variable
 //! `TRANSFER_VISION_REUSE_MEMORY=1`) has glibc keep every block the process frees for its later
 //! allocations, burn's included, instead of mapping each large one afresh and unmapping it when
-//! freed: MobileNetV2's inference at batch 16 went from 73 to 54 ms with it (BENCHMARKS.md),
+//! freed: MobileNetV2's inference at batch 16 went from 73–79 to 54–60 ms with it (BENCHMARKS.md),
 //! as onnxruntime's arena spares it the page faults. The cost: the process does not give that
 //! memory back to the system until [`release`].
 //!
@@ -160,8 +160,8 @@ fn take(len: usize) -> Option<Vec<f32>> {
 pub fn reuse_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // SAFETY: mallopt only changes glibc's allocation policy for later calls; both settings
-        // are documented and in range. It returns 1 on success.
+        // SAFETY: mallopt only changes glibc's allocation policy for later calls; the three
+        // settings are documented and in range. It returns 1 on success.
         let set = unsafe {
             libc::mallopt(libc::M_MMAP_MAX, 0) == 1
                 && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
