@@ -6,6 +6,7 @@
 use transfer_vision::prelude::*;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    reuse_freed_memory(); // one job per process: freed tensors' memory reused, not mapped anew
     let device = Default::default();
 
     // The network pretrained on ImageNet; the file says how its images must be prepared.

@@ -51,8 +51,8 @@ pub type WgpuAutodiff = burn::backend::Autodiff<Wgpu>;
 /// pages, which the kernel clears and faults in on their first write: MobileNetV2's inference at
 /// batch 16 took about a quarter less time with it, a training step's peak memory 0.5–2 % more
 /// (`BENCHMARKS.md`). Process-wide: the memory a program frees then stays its own until
-/// `kernels::cpu::buffers::release`. The crate's examples and command call it; a library user
-/// chooses (or sets `TRANSFER_VISION_REUSE_MEMORY=1`). Returns whether it took effect (false
+/// `kernels::cpu::buffers::release`. The README's code, the crate's examples and its command
+/// call it first thing; a library is left to choose (or `TRANSFER_VISION_REUSE_MEMORY=1`). Returns whether it took effect (false
 /// off glibc, or without the `flex` CPU backend).
 pub fn reuse_freed_memory() -> bool {
     #[cfg(feature = "flex")]

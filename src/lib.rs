@@ -46,7 +46,7 @@ pub use models::{
 pub mod prelude {
     #[cfg(any(feature = "flex", feature = "ndarray"))]
     pub use crate::backend::{Cpu, CpuAutodiff};
-    pub use crate::backend::{DeviceSpec, Precision};
+    pub use crate::backend::{DeviceSpec, Precision, reuse_freed_memory};
     pub use crate::data::{
         DataLoader, FolderOptions, ImageFolder, LoaderConfig, Normalization, Preprocessing,
         TrainVal, presets,
