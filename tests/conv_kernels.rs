@@ -210,7 +210,7 @@ fn check_case(case: &Case, levels: &[SimdLevel]) {
 /// Depthwise rows of every width the forward pass's blocks treat differently (4 rows of one
 /// vector up to 16 pixels, 2 rows of two up to 32, runs of up to four vectors along a row, a
 /// masked last vector), with paddings from none to `k - 1`, at strides 1 (read in place on
-/// AVX-512) and 2 (the phase planes).
+/// AVX-512) and 2 (the phase planes), in pools of 1 to 3 threads.
 #[test]
 fn depthwise_rows_of_every_width_equal_burns_at_every_simd_level() {
     let mut cases = Vec::new();
@@ -226,12 +226,7 @@ fn depthwise_rows_of_every_width_equal_burns_at_every_simd_level() {
             }
         }
     }
-    let levels = SimdLevel::supported();
-    in_pool(2, || {
-        for case in &cases {
-            check_case(case, &levels);
-        }
-    });
+    check_cases_in_pools_of_1_to_3_threads(&cases, &SimdLevel::supported());
 }
 
 #[test]

@@ -323,7 +323,7 @@ pub fn forward(
                         depthwise_plane(level, scratch, &taps, ph.wq, [g.oh, g.ow], out);
                     });
                 }
-                // SAFETY: `depthwise_plane` wrote every element of the plane.
+                // SAFETY: `in_place_plane` or `depthwise_plane` wrote every element of the plane.
                 let out = unsafe { buffers::assume_written(out) };
                 if clamp.is_none() && activation.is_some() {
                     epilogue(level, out, None, activation);
