@@ -313,6 +313,56 @@ unsafe fn fresh_written_by(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>
     buffer
 }
 
+/// Floats in a cache line (64 bytes), the span of one AVX-512 vector.
+pub const LINE: usize = 16;
+
+/// Elements from `p` to the next start of a cache line (0 to `LINE - 1`).
+pub fn to_line_start(p: *const f32) -> usize {
+    (p as usize).wrapping_neg() % (LINE * size_of::<f32>()) / size_of::<f32>()
+}
+
+/// `f32`s whose first element starts a cache line, for data the kernels read a vector at a time
+/// from offsets that are whole lines (packed weights): a `Vec` is only as aligned as malloc
+/// makes it (16 bytes; a large block lies 16 bytes past a page), and then every such load spans
+/// two lines. Aligning the 3×3 layers' packed weights made ResNet18's forward passes on them
+/// 3–10 % faster (batch 16, 224, 2 cores).
+pub struct CacheAligned {
+    buffer: Vec<f32>,
+    start: usize,
+}
+
+impl CacheAligned {
+    /// `len` elements on a cache line's start, written in place by `write` (lent
+    /// uninitialised; NaN in the crate's unit tests and debug builds, so one it skips shows).
+    ///
+    /// # Safety
+    ///
+    /// As for [`written_by`]: `write` must write every element of the slice it is lent.
+    pub unsafe fn written_by(len: usize, write: impl FnOnce(&mut [MaybeUninit<f32>])) -> Self {
+        let mut buffer: Vec<f32> = Vec::with_capacity(len + LINE - 1);
+        let spare = buffer.spare_capacity_mut();
+        let start = to_line_start(spare.as_ptr().cast());
+        spare[..start].fill(MaybeUninit::new(0.0));
+        let out = &mut spare[start..][..len];
+        if cfg!(any(test, debug_assertions)) {
+            out.fill(MaybeUninit::new(f32::NAN));
+        }
+        write(out);
+        // SAFETY: the `start` elements before were written above, the `len` from `start` by
+        // `write` (the caller's contract), all inside the capacity asked for.
+        unsafe { buffer.set_len(start + len) };
+        Self { buffer, start }
+    }
+}
+
+impl std::ops::Deref for CacheAligned {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        &self.buffer[self.start..]
+    }
+}
+
 /// The elements of `out`, once every one of them has been written.
 ///
 /// # Safety
@@ -425,6 +475,34 @@ mod tests {
     use super::*;
 
     const MIB: usize = 1 << 20;
+
+    #[test]
+    fn cache_aligned_buffers_and_scratch_start_on_a_line_and_hold_what_was_written() {
+        // Small (malloc's heap) and large (a mapping of its own, 16 bytes past a page) blocks.
+        for len in [1, 15, 16, 17, 1000, MIB] {
+            // SAFETY: the closure writes every element it is lent.
+            let aligned = unsafe {
+                CacheAligned::written_by(len, |out| {
+                    for (i, o) in out.iter_mut().enumerate() {
+                        o.write(i as f32);
+                    }
+                })
+            };
+            assert_eq!(aligned.as_ptr() as usize % 64, 0, "length {len}");
+            assert_eq!(aligned.len(), len);
+            assert!(aligned.iter().enumerate().all(|(i, &v)| v == i as f32));
+            super::super::with_scratch(len, |scratch| {
+                assert_eq!((scratch.as_ptr() as usize % 64, scratch.len()), (0, len));
+                // Nested: the second buffer, and a fresh one where the first is in use.
+                super::super::with_second_scratch(len + 3, |second| {
+                    assert_eq!((second.as_ptr() as usize % 64, second.len()), (0, len + 3));
+                });
+                super::super::with_scratch(len + 5, |fresh| {
+                    assert_eq!((fresh.as_ptr() as usize % 64, fresh.len()), (0, len + 5));
+                });
+            });
+        }
+    }
 
     #[test]
     fn buffers_are_reused_by_exact_length_most_recent_first() {

@@ -20,6 +20,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::activation::epilogue;
+use super::buffers::CacheAligned;
 use super::depthwise::Phases;
 use super::{
     ConvGeometry, SimdLevel, batch_chunks, buffers, sum_in_order, with_scratch, with_second_scratch,
@@ -156,7 +157,7 @@ struct WeightStrides {
 /// The weight as blocks of `lanes` output channels, each `[c_in][tap][lanes]` (the channels a
 /// tile holds side by side), zeros past the last output channel. Blocks in parallel: at batch 1
 /// a serial packing of a 256-channel layer's weight took a third of the convolution.
-fn pack(g: &ConvGeometry, lanes: usize, weight: &[f32], strides: WeightStrides) -> Vec<f32> {
+fn pack(g: &ConvGeometry, lanes: usize, weight: &[f32], strides: WeightStrides) -> CacheAligned {
     let taps = g.kh * g.kw;
     let rows = g.c_in * taps;
     let block_len = rows * lanes;
@@ -198,7 +199,7 @@ fn pack(g: &ConvGeometry, lanes: usize, weight: &[f32], strides: WeightStrides) 
     };
     // SAFETY: the panels cover `packed` (`len` is a whole number of them), and each piece of
     // each panel is written whole: its `channels` columns from the weight, the rest zeros.
-    unsafe { buffers::written_by(len, pack_panels) }
+    unsafe { CacheAligned::written_by(len, pack_panels) }
 }
 
 /// Forward convolution `[n, c_out, oh, ow]` of a geometry [`covers`] takes, with the bias and
@@ -230,7 +231,7 @@ pub fn input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32], level: SimdLevel
 
 /// `weight` `[c_out, c_in, kh, kw]` packed for `g`'s forward pass in blocks of `lanes` output
 /// channels (see [`pack`]).
-pub(super) fn pack_forward(g: &ConvGeometry, weight: &[f32], lanes: usize) -> Vec<f32> {
+pub(super) fn pack_forward(g: &ConvGeometry, weight: &[f32], lanes: usize) -> CacheAligned {
     let taps = g.kh * g.kw;
     let strides = WeightStrides {
         channel: g.c_in * taps,
@@ -246,7 +247,7 @@ pub(super) fn pack_input_grad(
     g: &ConvGeometry,
     weight: &[f32],
     lanes: usize,
-) -> (ConvGeometry, Vec<f32>) {
+) -> (ConvGeometry, CacheAligned) {
     let transposed = transposed_geometry(g);
     let taps = g.kh * g.kw;
     // Output channel `c` of the transposed convolution is input channel `c` of `g`, and its tap

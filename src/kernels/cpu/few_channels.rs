@@ -131,11 +131,9 @@ pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], level: SimdLevel) ->
             let channels = dw_block.len() / depth;
             let first = block * CHANNELS;
             let mut lanes = vec![LaneSums::default(); groups];
-            with_scratch(CHANNELS * wide + ALIGN, |scratch| {
-                // Every channel's run starts on a cache line (`wide` is a multiple of 16
-                // floats), so that no load of output gradients spans two.
-                let skip = (scratch.as_ptr() as usize).wrapping_neg() % (4 * ALIGN) / 4;
-                let dy_wide = &mut scratch[skip..][..CHANNELS * wide];
+            // Every channel's run starts on a cache line (the scratch's start does, and `wide`
+            // is a multiple of 16 floats), so that no load of output gradients spans two.
+            with_scratch(CHANNELS * wide, |dy_wide| {
                 // Channels past the last stay zero: their sums are dropped.
                 dy_wide[channels * wide..].fill(0.0);
                 for image in 0..g.n {
@@ -173,9 +171,6 @@ pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], level: SimdLevel) ->
 /// unchunked sums): 256 pixels 15.7 ms, 512 13.8, 768 13.3, 1024 14.7; the whole run (no
 /// chunks) 22 ms.
 const CHUNK: usize = 512;
-
-/// Floats per cache line.
-const ALIGN: usize = 16;
 
 /// The running lane sums of one group of taps: `[channel][tap][lane]`. The AVX2 kernel sums in
 /// the first 8 lanes and leaves the others zero.

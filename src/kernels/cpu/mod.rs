@@ -167,7 +167,8 @@ thread_local! {
     static SECOND_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with this thread's scratch buffer of at least `len` elements (contents unspecified).
+/// Runs `f` with this thread's scratch buffer of `len` elements (contents unspecified), its
+/// first element on a cache line's start ([`buffers::CacheAligned`] says why).
 pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     with_buffer(&SCRATCH, len, f)
 }
@@ -184,13 +185,18 @@ fn with_buffer<R>(
 ) -> R {
     key.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buffer) => {
-            if buffer.len() < len {
-                buffer.resize(len, 0.0);
+            if buffer.len() < len + buffers::LINE - 1 {
+                buffer.resize(len + buffers::LINE - 1, 0.0);
             }
-            f(&mut buffer[..len])
+            let start = buffers::to_line_start(buffer.as_ptr());
+            f(&mut buffer[start..][..len])
         }
         // Re-entered on the same thread (a nested parallel call stole work here): a fresh one.
-        Err(_) => f(&mut vec![0.0; len]),
+        Err(_) => {
+            let mut buffer = vec![0.0; len + buffers::LINE - 1];
+            let start = buffers::to_line_start(buffer.as_ptr());
+            f(&mut buffer[start..][..len])
+        }
     })
 }
 
