@@ -17,6 +17,8 @@
 //! `[ci][tap][32 channels]` per block of 32 output channels, stays in L2 while an image's tiles
 //! stream through it.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::activation::epilogue;
@@ -120,7 +122,6 @@ fn run(
 ) -> Vec<f32> {
     let l = Layout::of(g);
     let (in_image, out_plane) = (g.c_in * g.h * g.w, g.oh * g.ow);
-    let mut y = buffers::to_overwrite(g.n * g.c_out * out_plane);
     let block_out = LANES * out_plane;
     let threads = rayon::current_num_threads().max(1);
     let finish = |y_block: &mut [f32], first: usize| {
@@ -135,36 +136,43 @@ fn run(
     // read from L2 for all of them rather than the whole weight once per image.
     let per_thread = g.n.div_ceil(threads);
     let per_pass = per_thread.min((MAX_PASS_SCRATCH / l.image_len).max(1));
-    y.par_chunks_mut(per_thread * g.c_out * out_plane)
-        .zip(x[..g.n * in_image].par_chunks(per_thread * in_image))
-        .for_each(|(y_images, x_images)| {
-            let passes = y_images
-                .chunks_mut(per_pass * g.c_out * out_plane)
-                .zip(x_images.chunks(per_pass * in_image));
-            for (y_images, x_images) in passes {
-                let images = x_images.len() / in_image;
-                with_scratch(images * l.image_len, |padded| {
-                    for (x_image, padded) in x_images
-                        .chunks_exact(in_image)
-                        .zip(padded.chunks_exact_mut(l.image_len))
-                    {
-                        pad_image(g, &l, x_image, padded);
-                    }
-                    for block in 0..g.c_out.div_ceil(LANES) {
-                        let channels = LANES.min(g.c_out - block * LANES);
-                        let mut y_blocks: Vec<&mut [f32]> = y_images
-                            .chunks_exact_mut(g.c_out * out_plane)
-                            .map(|y| &mut y[block * block_out..][..channels * out_plane])
-                            .collect();
-                        channel_block(g, &l, padded, packed, block, &mut y_blocks, level);
-                        for y_block in y_blocks {
-                            finish(y_block, block * LANES);
+    // Written in place, not cleared first: with freed memory kept for reuse, a cleared output
+    // (calloc) was a pass of `memset` over it.
+    let write = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(per_thread * g.c_out * out_plane)
+            .zip(x[..g.n * in_image].par_chunks(per_thread * in_image))
+            .for_each(|(y_images, x_images)| {
+                let passes = y_images
+                    .chunks_mut(per_pass * g.c_out * out_plane)
+                    .zip(x_images.chunks(per_pass * in_image));
+                for (y_images, x_images) in passes {
+                    let images = x_images.len() / in_image;
+                    with_scratch(images * l.image_len, |padded| {
+                        for (x_image, padded) in x_images
+                            .chunks_exact(in_image)
+                            .zip(padded.chunks_exact_mut(l.image_len))
+                        {
+                            pad_image(g, &l, x_image, padded);
                         }
-                    }
-                });
-            }
-        });
-    y
+                        for block in 0..g.c_out.div_ceil(LANES) {
+                            let channels = LANES.min(g.c_out - block * LANES);
+                            let mut y_blocks: Vec<&mut [MaybeUninit<f32>]> = y_images
+                                .chunks_exact_mut(g.c_out * out_plane)
+                                .map(|y| &mut y[block * block_out..][..channels * out_plane])
+                                .collect();
+                            channel_block(g, &l, padded, packed, block, &mut y_blocks, level);
+                            for y_block in y_blocks {
+                                // SAFETY: `channel_block` wrote every element of every block.
+                                finish(unsafe { buffers::assume_written(y_block) }, block * LANES);
+                            }
+                        }
+                    });
+                }
+            });
+    };
+    // SAFETY: the threads' shares, their passes and the channel blocks cover every image's
+    // output, and `channel_block` writes every element of its blocks (see there).
+    unsafe { buffers::written_by(g.n * g.c_out * out_plane, write) }
 }
 
 /// The first columns of a row's runs of [`RUN`] pixels: every [`RUN`]th, the last moved left to
@@ -176,14 +184,16 @@ fn run_starts(width: usize) -> impl Iterator<Item = usize> {
 /// Output channels `block · LANES ..` (as many as each of `y_blocks` holds) of the images whose
 /// padded planes lie one after the other in `padded`, `y_blocks[i]` those of image `i`. Tiles
 /// take 2 rows at a time down the images' rows in order, so that a map of an odd number of rows
-/// (7×7) does not leave a last tile of one row per image.
+/// (7×7) does not leave a last tile of one row per image. Every element of `y_blocks` is
+/// written: the tiles take every row of every image, and their runs every column (the last run
+/// moved left to end at the row's end; maps are at least [`RUN`] wide).
 fn channel_block(
     g: &ConvGeometry,
     l: &Layout,
     padded: &[f32],
     packed: &[f32],
     block: usize,
-    y_blocks: &mut [&mut [f32]],
+    y_blocks: &mut [&mut [MaybeUninit<f32>]],
     level: SimdLevel,
 ) {
     let out_plane = g.oh * g.ow;
@@ -217,7 +227,7 @@ fn channel_block(
                 for (co, plane) in y_block.chunks_exact_mut(out_plane).enumerate() {
                     let run = &mut plane[row * g.ow + col..][..RUN];
                     for (v, pixel) in run.iter_mut().zip(pixels) {
-                        *v = pixel[co];
+                        v.write(pixel[co]);
                     }
                 }
             }
