@@ -282,8 +282,8 @@ mod x86 {
             }
         }
         for p in pixels.step_by(16) {
-            // SAFETY: every run is `wide` floats long and `p + 16 <= pixels.end <= wide`
-            // (`sum_taps` asserts both).
+            // SAFETY: `Runs::of` made every run `wide` floats long, and `p + 16 <=
+            // pixels.end <= wide` (`sum_taps` asserts the second).
             let x = x_runs.map(|run| unsafe { _mm512_loadu_ps(run.add(p)) });
             for (channel_acc, run) in acc.iter_mut().zip(dy_runs) {
                 // SAFETY: as above.
@@ -319,8 +319,8 @@ mod x86 {
                 }
             }
             for p in pixels.clone().step_by(8) {
-                // SAFETY: every run is `wide` floats long and `p + 8 <= pixels.end <= wide`
-                // (`sum_taps` asserts both).
+                // SAFETY: `Runs::of` made every run `wide` floats long, and `p + 8 <=
+                // pixels.end <= wide` (`sum_taps` asserts the second).
                 let x = x_runs.map(|run| unsafe { _mm256_loadu_ps(run.add(p)) });
                 for (channel_acc, run) in acc.iter_mut().zip(dy_runs) {
                     // SAFETY: as above.
