@@ -142,11 +142,15 @@ pub fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32], level: SimdLevel) ->
                         widen(g, &ph, plane, &mut dy_wide[c * wide..][..wide]);
                     }
                     let image_phases = &phases[image * image_len..][..image_len + wide];
+                    let dy_wide = &*dy_wide;
+                    let runs: Vec<Runs> = offsets
+                        .chunks(TAPS)
+                        .map(|taps| Runs::of(image_phases, taps, dy_wide, wide))
+                        .collect();
                     lanes.fill(LaneSums::default());
                     for start in (0..wide).step_by(CHUNK) {
                         let pixels = start..wide.min(start + CHUNK);
-                        for (taps, group_lanes) in offsets.chunks(TAPS).zip(&mut lanes) {
-                            let runs = Runs::of(image_phases, taps, dy_wide, wide);
+                        for (&runs, group_lanes) in runs.iter().zip(&mut lanes) {
                             sum_taps(level, runs, pixels.clone(), group_lanes);
                         }
                     }

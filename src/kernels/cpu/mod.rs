@@ -184,20 +184,19 @@ fn with_buffer<R>(
     f: impl FnOnce(&mut [f32]) -> R,
 ) -> R {
     key.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buffer) => {
-            if buffer.len() < len + buffers::LINE - 1 {
-                buffer.resize(len + buffers::LINE - 1, 0.0);
-            }
-            let start = buffers::to_line_start(buffer.as_ptr());
-            f(&mut buffer[start..][..len])
-        }
+        Ok(mut buffer) => f(line_aligned(&mut buffer, len)),
         // Re-entered on the same thread (a nested parallel call stole work here): a fresh one.
-        Err(_) => {
-            let mut buffer = vec![0.0; len + buffers::LINE - 1];
-            let start = buffers::to_line_start(buffer.as_ptr());
-            f(&mut buffer[start..][..len])
-        }
+        Err(_) => f(line_aligned(&mut Vec::new(), len)),
     })
+}
+
+/// `len` elements of `buffer` from its first cache line's start, the buffer grown to hold them.
+fn line_aligned(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buffer.len() < len + buffers::LINE - 1 {
+        buffer.resize(len + buffers::LINE - 1, 0.0);
+    }
+    let start = buffers::to_line_start(buffer.as_ptr());
+    &mut buffer[start..][..len]
 }
 
 /// The batch `0..n` cut into at most `chunks` consecutive, non-empty ranges of one length (the
