@@ -272,10 +272,11 @@ fn batch_one_splits_the_products_and_stays_exact() {
 
 #[test]
 fn batch_one_splits_the_direct_kernels_channel_blocks_and_stays_exact() {
-    // Batch 1 (and 2 in a pool of 3) on the direct kernels and the stems' phase planes, each
-    // image's blocks of 8 output channels split over 2 or 3 threads: block counts that do not
-    // divide evenly, a last block short of 8 channels, ResNet's 56×56 and 28×28 layers and 7×7
-    // stem; forward with the bias, and the input gradient (blocks of the input's channels).
+    // Batch 1 (and 2 in a pool of 3) on the direct kernels, the row tiles (ResNet's 28×28 layer
+    // in a pool of 2, its 4 blocks of 32 channels two per thread) and the stems' phase planes,
+    // each image's blocks of output channels split over 2 or 3 threads: block counts that do
+    // not divide evenly, a last block short of 8 channels, ResNet's 56×56 and 28×28 layers and
+    // 7×7 stem; forward with the bias, and the input gradient (blocks of the input's channels).
     let cases: Vec<Case> = vec![
         [1, 64, 64, 3, 1, 1, 1, 56],
         [1, 128, 128, 3, 1, 1, 1, 28],
@@ -291,8 +292,11 @@ fn batch_one_splits_the_direct_kernels_channel_blocks_and_stays_exact() {
                     continue;
                 }
                 let stem = cpu::few_channels::covers_forward(&g);
+                let row_tiles =
+                    cpu::row_tiles::covers(&g) && cpu::row_tiles::splits_images(g.n, g.c_out, g.ow);
                 assert!(
-                    stem || (cpu::direct::covers(&g) && cpu::direct::splits_images(g.n, g.c_out)),
+                    stem || row_tiles
+                        || (cpu::direct::covers(&g) && cpu::direct::splits_images(g.n, g.c_out)),
                     "{case:?} in {threads} threads does not split over channel blocks"
                 );
                 check_case(case, &SimdLevel::supported());
@@ -373,9 +377,15 @@ fn row_tile_convolutions_equal_burns_at_every_simd_level() {
     // number of rows (a last tile of one row, or of rows of two images), no padding (the input
     // gradient then pads by k - 1), kernels 3 and 5, ResNet's 7×7 stage; batches of 1 to 5 in
     // pools of 1 to 3 threads, so that images split unevenly over the threads (a batch smaller
-    // than the pool takes the matrix product instead). From 28 wide, 3×3 kernels' weight
-    // gradients run on the direct kernel.
+    // than the pool takes the matrix product instead, unless its maps are 14 wide or more with
+    // at least two blocks of 32 channels per thread: then each image's blocks are split over
+    // the threads, as the last three cases do for the forward pass or the input gradient, a
+    // last block partly filled). From 28 wide, 3×3 kernels' weight gradients run on the
+    // direct kernel.
     let cases: Vec<Case> = vec![
+        [1, 8, 200, 3, 1, 1, 1, 16],
+        [1, 130, 64, 3, 1, 1, 1, 14],
+        [2, 6, 224, 5, 1, 2, 1, 21],
         [3, 40, 48, 3, 1, 1, 1, 7],
         [2, 512, 512, 3, 1, 1, 1, 7],
         [1, 6, 33, 3, 1, 1, 1, 9],
@@ -418,7 +428,8 @@ fn strided_row_tile_forward_passes_equal_burns_at_every_simd_level() {
     // Stride-2 convolutions whose forward pass runs on the row tiles (outputs 7 wide and more,
     // more input channels than a stem): an odd input width (the last column unread), channels
     // not a multiple of 32, a 5×5 and a 7×7 kernel, ResNet's 64 → 128 and 256 → 512 stage
-    // entries; their gradients stay on the matrix product.
+    // entries, one image split by channel blocks over the threads (the last case); their
+    // gradients stay on the matrix product.
     let cases: Vec<Case> = vec![
         [2, 5, 64, 7, 2, 3, 1, 56],
         [2, 256, 512, 3, 2, 1, 1, 14],
@@ -427,6 +438,7 @@ fn strided_row_tile_forward_passes_equal_burns_at_every_simd_level() {
         [2, 16, 40, 3, 2, 1, 1, 29],
         [1, 5, 33, 5, 2, 2, 1, 33],
         [2, 64, 128, 3, 2, 1, 1, 28],
+        [1, 9, 192, 3, 2, 1, 1, 29],
     ];
     for case in &cases {
         let g = geometry(case).expect("a valid case");

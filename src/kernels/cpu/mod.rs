@@ -35,9 +35,9 @@
 //!
 //! Work is split over images (and over planes for depthwise layers); a batch smaller than the
 //! thread count lets `gemm` split each product instead, so batch 1 uses every core: such batches
-//! skip [`row_tiles`] and take the matrix product, except where [`direct`] (and the stems'
-//! forward pass on its tiles) has at least two blocks of output channels per thread to split
-//! each image over.
+//! take the matrix product, except where [`row_tiles`] (on maps 14 to 55 wide) or [`direct`]
+//! (and the stems' forward pass on its tiles) has at least two blocks of output channels per
+//! thread to split each image over.
 
 pub mod activation;
 pub mod adam;
@@ -287,7 +287,9 @@ pub fn conv2d_activated(
         depthwise::forward(g, x, weight, bias, activation, level)
     } else if few_channels::covers_forward(g) {
         few_channels::forward(g, x, weight, bias, activation, level)
-    } else if fills_threads(g) && row_tiles::covers_forward(g) {
+    } else if (fills_threads(g) || row_tiles::splits_images(g.n, g.c_out, g.ow))
+        && row_tiles::covers_forward(g)
+    {
         row_tiles::forward(g, x, weight, bias, activation, level)
     } else if (fills_threads(g) || direct::splits_images(g.n, g.c_out)) && direct::covers(g) {
         direct::forward(g, x, weight, bias, activation, level)
@@ -305,7 +307,9 @@ pub fn conv2d_input_grad(
 ) -> Vec<f32> {
     if g.is_depthwise() {
         depthwise::input_grad(g, weight, dy, level)
-    } else if fills_threads(g) && row_tiles::covers(g) {
+    } else if (fills_threads(g) || row_tiles::splits_images(g.n, g.c_in, g.w))
+        && row_tiles::covers(g)
+    {
         row_tiles::input_grad(g, weight, dy, level)
     } else if (fills_threads(g) || direct::splits_images(g.n, g.c_in)) && direct::covers(g) {
         direct::input_grad(g, weight, dy, level)

@@ -15,7 +15,9 @@
 //! last, left of a row's first pixel, right of its last) are left out: 18 % of all on a 7×7
 //! map, where that made the layer 7–8 % faster. The weight, packed once per call as
 //! `[ci][tap][32 channels]` per block of 32 output channels, stays in L2 while an image's tiles
-//! stream through it.
+//! stream through it. A batch smaller than the thread count (batch-1 inference) splits each
+//! image's blocks over the threads instead of its images, on maps 14 wide and more
+//! ([`splits_images`]); narrower ones take the split matrix product.
 
 use std::mem::MaybeUninit;
 
@@ -109,9 +111,9 @@ pub fn input_grad(g: &ConvGeometry, weight: &[f32], dy: &[f32], level: SimdLevel
     run(&transposed, dy, &packed, None, None, level)
 }
 
-/// The convolution of `x` with the packed weight, each thread's share of the images in turn (the
-/// convolutions reach these kernels only with at least as many images as threads: see
-/// `super::fills_threads`).
+/// The convolution of `x` with the packed weight, each thread's share of the images in turn, or,
+/// with fewer images than threads (which reach these kernels only as [`splits_images`] allows),
+/// each image's blocks of output channels in parallel ([`run_split`]).
 fn run(
     g: &ConvGeometry,
     x: &[f32],
@@ -131,6 +133,14 @@ fn run(
             }
         }
     };
+    if g.n < threads {
+        // SAFETY: as below (`run_split`).
+        return unsafe {
+            buffers::written_by(g.n * g.c_out * out_plane, |y| {
+                run_split(g, &l, x, packed, y, &finish, level)
+            })
+        };
+    }
     // Each thread pads its share of the batch (or as much of it as `MAX_PASS_SCRATCH`
     // holds), then runs block by block over those images, so that a block's weight panel is
     // read from L2 for all of them rather than the whole weight once per image.
@@ -173,6 +183,54 @@ fn run(
     // SAFETY: the threads' shares, their passes and the channel blocks cover every image's
     // output, and `channel_block` writes every element of its blocks (see there).
     unsafe { buffers::written_by(g.n * g.c_out * out_plane, write) }
+}
+
+/// Narrowest output map on which the row tiles split an image's channel blocks over the threads
+/// ([`splits_images`]). By measurement (ResNet18's 3×3 layers at batch 1, 2 cores, against the
+/// split matrix product, calls alternated): outputs 14 to 28 wide 20–26 % faster, stride 1 or 2;
+/// 10 wide from -5 to +14 %, 7 wide 24 % slower (a map of 7 rows leaves half of its last tile
+/// empty with one image, and each tile streams the block's whole weight panel).
+pub const MIN_SPLIT_WIDTH: usize = 2 * RUN;
+
+/// Whether a convolution of `images` images into `channels` output channels, `width` wide, fewer
+/// images than threads, still keeps every thread busy here and gains from it: at least two blocks
+/// of [`LANES`] output channels per thread, over which each image is then split ([`run_split`];
+/// batch-1 inference), on maps at least [`MIN_SPLIT_WIDTH`] wide.
+pub fn splits_images(images: usize, channels: usize, width: usize) -> bool {
+    let threads = rayon::current_num_threads();
+    images < threads && channels.div_ceil(LANES) >= 2 * threads && width >= MIN_SPLIT_WIDTH
+}
+
+/// [`run`] for fewer images than threads: each image padded once, then its blocks of output
+/// channels in parallel, each writing its own planes of `y`, then `finish`ed. Every element of
+/// `y` is written: the blocks cover every channel of every image (see [`channel_block`]).
+fn run_split(
+    g: &ConvGeometry,
+    l: &Layout,
+    x: &[f32],
+    packed: &[f32],
+    y: &mut [MaybeUninit<f32>],
+    finish: &(dyn Fn(&mut [f32], usize) + Sync),
+    level: SimdLevel,
+) {
+    let (in_image, out_plane) = (g.c_in * g.h * g.w, g.oh * g.ow);
+    for (x_image, y_image) in x
+        .chunks_exact(in_image)
+        .zip(y.chunks_exact_mut(g.c_out * out_plane))
+    {
+        with_scratch(l.image_len, |padded| {
+            pad_image(g, l, x_image, padded);
+            let padded = &*padded;
+            y_image
+                .par_chunks_mut(LANES * out_plane)
+                .enumerate()
+                .for_each(|(block, y_block)| {
+                    channel_block(g, l, padded, packed, block, &mut [&mut *y_block], level);
+                    // SAFETY: `channel_block` wrote every element of the block.
+                    finish(unsafe { buffers::assume_written(y_block) }, block * LANES);
+                });
+        });
+    }
 }
 
 /// The first columns of a row's runs of [`RUN`] pixels: every [`RUN`]th, the last moved left to
