@@ -134,7 +134,7 @@ fn run(
         }
     };
     if g.n < threads {
-        // SAFETY: as below (`run_split`).
+        // SAFETY: `run_split` writes every element of the output (see there).
         return unsafe {
             buffers::written_by(g.n * g.c_out * out_plane, |y| {
                 run_split(g, &l, x, packed, y, &finish, level)
@@ -187,7 +187,7 @@ fn run(
 
 /// Narrowest output map on which the row tiles split an image's channel blocks over the threads
 /// ([`splits_images`]). By measurement (ResNet18's 3×3 layers at batch 1, 2 cores, against the
-/// split matrix product, calls alternated): outputs 14 to 28 wide 20–26 % faster, stride 1 or 2;
+/// split matrix product, calls alternated): outputs 14 to 28 wide 20–28 % faster, stride 1 or 2;
 /// 10 wide from -5 to +14 %, 7 wide 24 % slower (a map of 7 rows leaves half of its last tile
 /// empty with one image, and each tile streams the block's whole weight panel).
 pub const MIN_SPLIT_WIDTH: usize = 2 * RUN;
