@@ -379,7 +379,7 @@ fn row_tile_convolutions_equal_burns_at_every_simd_level() {
     // pools of 1 to 3 threads, so that images split unevenly over the threads (a batch smaller
     // than the pool takes the matrix product instead, unless its maps are 14 wide or more with
     // at least two blocks of 32 channels per thread: then each image's blocks are split over
-    // the threads, as the last three cases do for the forward pass or the input gradient, a
+    // the threads, as the first three cases do for the forward pass or the input gradient, a
     // last block partly filled). From 28 wide, 3×3 kernels' weight gradients run on the
     // direct kernel.
     let cases: Vec<Case> = vec![
