@@ -212,6 +212,15 @@ fn conv2d_with(
 impl ConvBackend for Flex {
     const POINTWISE_AS_MATMUL_IN_TRAINING: bool = false;
 
+    fn on_kernel_threads<R: Send>(pass: impl FnOnce() -> R + Send) -> R {
+        // `scope` runs `pass` on a worker of the global pool (in place when already on one),
+        // so the kernels' parallel loops inside it split as `join`s among the workers.
+        // Before the pool's threads may first start: glibc attaches each thread to a heap of
+        // its own on its first allocation unless the setting is already made.
+        cpu::buffers::reuse_freed_memory_if_asked();
+        rayon::scope(|_| pass())
+    }
+
     fn adam_step(
         operands: AdamOperands<Self>,
         coefficients: &AdamCoefficients,

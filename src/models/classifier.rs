@@ -35,7 +35,7 @@ pub struct HiddenLinear<'a, B: ConvBackend> {
 /// model on the inner backend) or `.no_grad()` always gives inference, which is what
 /// [`evaluate`](crate::train::evaluate), [`predict`](crate::train::predict()) and
 /// [`Predictor`](crate::predict::Predictor) use, whatever model they are given.
-pub trait ImageClassifier<B: ConvBackend>: Module<B> + Sized {
+pub trait ImageClassifier<B: ConvBackend>: Module<B> + Sync + Sized {
     /// Runs the backbone blocks `blocks` (indices into [`ImageClassifier::block_paths`]) on `x`,
     /// the input images when `blocks` starts at 0, else the output of block `blocks.start - 1`.
     /// `features(x) == pool(forward_blocks(x, 0..block_paths().len()))`: a frozen prefix of the
@@ -127,14 +127,14 @@ pub trait ImageClassifier<B: ConvBackend>: Module<B> + Sized {
 
     /// Class scores (logits) `[N, num_classes]` for images `[N, 3, H, W]` (any H, W ≥ 32).
     fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
-        self.classify(self.features(images))
+        B::on_kernel_threads(|| self.classify(self.features(images)))
     }
 
     /// The pooled embedding `[N, feature_dim]` the classifier sees (1280 for MobileNetV2, 512 for
     /// ResNet18/34, 576 for MobileNetV3-Small).
     fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let blocks = self.block_paths().len();
-        self.pool(self.forward_blocks(images, 0..blocks))
+        B::on_kernel_threads(|| self.pool(self.forward_blocks(images, 0..blocks)))
     }
 
     /// Global average pooling of the last block's output to the `[N, feature_dim]` embedding.

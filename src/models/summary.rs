@@ -168,9 +168,13 @@ impl Summary {
         let device = inference.devices().into_iter().next().unwrap_or_default();
         let input = [3, input[1].max(32), input[2].max(32)];
         let [c, h, w] = input;
-        let recording = Recording::start();
-        let _ = inference.forward(Tensor::zeros([1, c, h, w], &device));
-        let recorded = recording.finish();
+        // The recorder is the thread's own: recorded on the thread that runs the pass (where
+        // the pass would move to, it runs in place).
+        let recorded = B::on_kernel_threads(|| {
+            let recording = Recording::start();
+            let _ = inference.forward(Tensor::zeros([1, c, h, w], &device));
+            recording.finish()
+        });
         // The module that owns each weight: `features.0.0` for `features.0.0.weight`.
         let owners: HashMap<ParamId, String> = state_dict(&inference)
             .into_iter()

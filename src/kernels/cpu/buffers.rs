@@ -179,7 +179,7 @@ static REUSING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::n
 
 /// Calls [`reuse_freed_memory`] once, before the kernels' first large allocation, when the
 /// environment variable `TRANSFER_VISION_REUSE_MEMORY` is `1`, `true` or `yes`.
-fn reuse_freed_memory_if_asked() {
+pub(crate) fn reuse_freed_memory_if_asked() {
     static ASKED: OnceLock<()> = OnceLock::new();
     ASKED.get_or_init(|| {
         let asked = std::env::var("TRANSFER_VISION_REUSE_MEMORY")
