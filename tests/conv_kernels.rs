@@ -209,8 +209,8 @@ fn check_case(case: &Case, levels: &[SimdLevel]) {
 
 /// Depthwise rows of every width the forward pass's blocks treat differently (4 rows of one
 /// vector up to 16 pixels, 2 rows of two up to 32, runs of up to four vectors along a row, a
-/// masked last vector), with paddings from none to `k - 1`, at strides 1 (read in place on
-/// AVX-512) and 2 (the phase planes), in pools of 1 to 3 threads.
+/// masked last vector), with paddings from none to `k - 1`, at strides 1 and 2 (read in place
+/// on AVX-512, from the padded phase planes at the other levels), in pools of 1 to 3 threads.
 #[test]
 fn depthwise_rows_of_every_width_equal_burns_at_every_simd_level() {
     let mut cases = Vec::new();
@@ -654,36 +654,41 @@ fn activations_fused_into_the_convolution_equal_the_separate_passes() {
     cases.extend(random_cases(12));
     // A 7×7 stem, whose forward pass runs on the stride-phase planes.
     cases.push([2, 3, 64, 7, 2, 3, 1, 40]);
+    // Batch 1 in a pool of 2: the matrix product split over blocks of output channels, each
+    // block finished as it is written (a 1×1 layer, a 3×3 one on a 7×7 map).
+    cases.extend([[1, 24, 144, 1, 1, 0, 1, 14], [1, 64, 96, 3, 1, 1, 1, 7]]);
     let mut rng = rand::rngs::StdRng::seed_from_u64(6);
-    for case in &cases {
-        let g = geometry(case).expect("valid case");
-        let (x_len, w_len, _) = g.lens();
-        // Outputs spread over every kink (0, ±3, 6).
-        let x: Vec<f32> = (0..x_len).map(|_| rng.random_range(-2.0..2.0)).collect();
-        let w: Vec<f32> = (0..w_len).map(|_| rng.random_range(-0.5..0.5)).collect();
-        let b: Vec<f32> = (0..g.c_out).map(|_| rng.random_range(-1.0..1.0)).collect();
-        for level in SimdLevel::supported() {
-            for bias in [None, Some(b.as_slice())] {
-                let plain = cpu::conv2d_forward(&g, &x, &w, bias, level);
-                for act in ACTIVATIONS {
-                    let fused = cpu::conv2d_activated(&g, &x, &w, bias, Some(act), level);
-                    let separate = match act {
-                        ConvActivation::Relu => plain.iter().map(|v| v.max(0.0)).collect(),
-                        ConvActivation::Hardtanh { min, max } => {
-                            activation::hardtanh(&plain, min, max, level)
-                        }
-                        ConvActivation::Hardswish => activation::hardswish(&plain, level),
-                        ConvActivation::Silu => activation::silu(&plain, level),
-                    };
-                    assert!(
-                        fused == separate,
-                        "{case:?} {level:?} bias {} {act:?}: fused differs",
-                        bias.is_some()
-                    );
+    in_pool(2, || {
+        for case in &cases {
+            let g = geometry(case).expect("valid case");
+            let (x_len, w_len, _) = g.lens();
+            // Outputs spread over every kink (0, ±3, 6).
+            let x: Vec<f32> = (0..x_len).map(|_| rng.random_range(-2.0..2.0)).collect();
+            let w: Vec<f32> = (0..w_len).map(|_| rng.random_range(-0.5..0.5)).collect();
+            let b: Vec<f32> = (0..g.c_out).map(|_| rng.random_range(-1.0..1.0)).collect();
+            for level in SimdLevel::supported() {
+                for bias in [None, Some(b.as_slice())] {
+                    let plain = cpu::conv2d_forward(&g, &x, &w, bias, level);
+                    for act in ACTIVATIONS {
+                        let fused = cpu::conv2d_activated(&g, &x, &w, bias, Some(act), level);
+                        let separate = match act {
+                            ConvActivation::Relu => plain.iter().map(|v| v.max(0.0)).collect(),
+                            ConvActivation::Hardtanh { min, max } => {
+                                activation::hardtanh(&plain, min, max, level)
+                            }
+                            ConvActivation::Hardswish => activation::hardswish(&plain, level),
+                            ConvActivation::Silu => activation::silu(&plain, level),
+                        };
+                        assert!(
+                            fused == separate,
+                            "{case:?} {level:?} bias {} {act:?}: fused differs",
+                            bias.is_some()
+                        );
+                    }
                 }
             }
         }
-    }
+    });
     // Through the backend extension, on a MobileNetV2 expand and depthwise shape.
     let device = Default::default();
     for case in [

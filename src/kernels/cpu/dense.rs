@@ -496,9 +496,9 @@ fn for_each_product<T: Send>(
 /// product on its thread and then `finish(row, index)` on each of its rows while they are in
 /// cache. One parallel loop, where gemm's own split over the threads forked and joined once per
 /// pass over the inner dimension and the bias and activation once more, over the whole output:
-/// MobileNetV2's batch-1 inference 1–13 % faster, ResNet18's 4–11 %, alternated in one process. (Splitting the columns, the pixels, instead,
-/// which would read half the activation per thread rather than half the weight, was slower even
-/// on its widest maps.)
+/// MobileNetV2's batch-1 inference 1–13 % faster, ResNet18's 4–11 % (alternated in one
+/// process). Splitting the columns (the pixels) instead, each thread reading half the
+/// activation rather than half the weight, was slower even on the widest maps.
 fn by_channel_blocks(
     dst: &mut [MaybeUninit<f32>],
     lhs: MatRef,

@@ -338,20 +338,23 @@ pub fn forward(
 const MAX_IN_PLACE_TAPS: usize = 8;
 
 /// Whether the forward pass reads each input plane where it lies instead of its padded copy:
-/// stride 1 on AVX-512, whose masked loads read only the lanes inside the image and give zeros
-/// for the padding (the copy was 10 % of MobileNetV2's inference, its reads included).
+/// stride 1 or 2 on AVX-512, whose masked loads read only the lanes inside the image and give
+/// zeros for the padding. The copy was 10 % of MobileNetV2's inference at stride 1, its reads
+/// included; at stride 2, the copy split into column phases, its four stride-2 layers took
+/// 1.3–2× as long as in place at batch 16, 224, the same bits (0.94–1.07× for the widest).
 fn reads_in_place(g: &ConvGeometry, level: SimdLevel) -> bool {
-    g.stride == [1, 1]
+    (g.stride == [1, 1] || g.stride == [2, 2])
         && g.kw <= MAX_IN_PLACE_TAPS
         && cfg!(target_arch = "x86_64")
         && level.min(SimdLevel::detected()) == SimdLevel::Avx512
 }
 
-/// [`depthwise_plane`] on one unpadded input plane `[h, w]` (stride 1, see [`reads_in_place`]):
-/// the same sums, the padding's taps multiplying zeros as they do on the padded copy.
+/// [`depthwise_plane`] on one unpadded input plane `[h, w]` (stride 1 or 2, see
+/// [`reads_in_place`]): the same sums, the padding's taps multiplying zeros as they do on the
+/// padded copy.
 fn in_place_plane(g: &ConvGeometry, x: &[f32], taps: &Taps, out: &mut [MaybeUninit<f32>]) {
     assert!(
-        g.stride == [1, 1]
+        (g.stride == [1, 1] || g.stride == [2, 2])
             && g.kw <= MAX_IN_PLACE_TAPS
             && x.len() == g.h * g.w
             && out.len() == g.oh * g.ow
@@ -620,19 +623,50 @@ mod x86 {
         unsafe { run(&blocks, [oh, ow]) }
     }
 
-    /// Sums read from one unpadded input plane (stride 1): per tap, a masked load of the lanes
-    /// inside the image (zeros for the padding; a tap row outside the image multiplies zeros),
-    /// in the order of the padded kernel.
-    struct InPlace<'a> {
+    /// Sums read from one unpadded input plane at stride `S` (1 or 2): per tap, masked loads of
+    /// the lanes inside the image (zeros for the padding; a tap row outside the image multiplies
+    /// zeros), in the order of the padded kernel. At stride 2 a vector of 16 outputs reads 32
+    /// consecutive inputs in two loads and keeps their even lanes (one permute), where the
+    /// padded kernel read them from a copy split into column phases.
+    struct InPlace<'a, const S: usize> {
         g: &'a ConvGeometry,
         x: *const f32,
         taps: &'a Taps<'a>,
         out: *mut f32,
     }
 
-    impl Blocks for InPlace<'_> {
+    impl<const S: usize> InPlace<'_, S> {
+        /// The 16 inputs of row `i` that output lanes `l` read at columns `first + S · l`
+        /// (`first` may lie left of the image), lanes outside `[0, w)` zero; `masks[q]` are the
+        /// lanes of the `q`-th run of 16 columns from `first` that lie inside the row.
+        ///
         /// # Safety
-        /// Also: `x` holds `g.h · g.w` floats, `out` `g.oh · g.ow`, `g.kw <= MAX_IN_PLACE_TAPS`.
+        /// The processor has AVX-512F; row `i` lies in the plane, and the masks keep only
+        /// columns in `[0, w)`.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load(&self, i: usize, first: isize, masks: [__mmask16; S]) -> __m512 {
+            let at = (i * self.g.w) as isize + first;
+            // SAFETY (each load): the masked lanes are columns in `[0, w)` of row `i`, inside
+            // `x`. Masked-off lanes are not read, so the address may point before or past the
+            // plane (formed without `add`'s in-bounds requirement).
+            let run = |q: usize| unsafe {
+                _mm512_maskz_loadu_ps(masks[q], self.x.wrapping_offset(at + 16 * q as isize))
+            };
+            if S == 1 {
+                run(0)
+            } else {
+                let even =
+                    _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+                _mm512_permutex2var_ps(run(0), even, run(1))
+            }
+        }
+    }
+
+    impl<const S: usize> Blocks for InPlace<'_, S> {
+        /// # Safety
+        /// Also: `x` holds `g.h · g.w` floats, `out` `g.oh · g.ow`, `g.kw <= MAX_IN_PLACE_TAPS`,
+        /// and the geometry's stride is `S` (1 or 2).
         #[inline]
         #[target_feature(enable = "avx512f")]
         unsafe fn block<const R: usize, const V: usize>(
@@ -642,15 +676,23 @@ mod x86 {
             out_masks: [__mmask16; V],
         ) {
             let (g, taps) = (self.g, self.taps);
-            // The lanes of vector `j` that tap column `kj` finds inside the image: input
-            // columns `col + 16 j + l + kj - pad` in `[0, w)`, for the lanes of the row.
-            let mut masks = [[0 as __mmask16; MAX_IN_PLACE_TAPS]; V];
+            // Where vector `j`'s reads for tap column `kj` start (input column of its lane 0),
+            // and the lanes of each of its `S` runs of 16 columns that lie inside the image
+            // (at stride 1 only those of the row's pixels).
+            let first =
+                |j: usize, kj: usize| (S * (col + 16 * j) + kj) as isize - g.padding[1] as isize;
+            let mut masks = [[[0 as __mmask16; S]; MAX_IN_PLACE_TAPS]; V];
             for (j, masks) in masks.iter_mut().enumerate() {
-                for (kj, mask) in masks[..g.kw].iter_mut().enumerate() {
-                    let first = (col + 16 * j + kj) as isize - g.padding[1] as isize;
-                    let lo = (-first).clamp(0, 16) as usize;
-                    let hi = (g.w as isize - first).clamp(0, 16) as usize;
-                    *mask = out_masks[j] & first_lanes(hi) & !first_lanes(lo);
+                for (kj, runs) in masks[..g.kw].iter_mut().enumerate() {
+                    for (q, mask) in runs.iter_mut().enumerate() {
+                        let start = first(j, kj) + 16 * q as isize;
+                        let lo = (-start).clamp(0, 16) as usize;
+                        let hi = (g.w as isize - start).clamp(0, 16) as usize;
+                        *mask = first_lanes(hi) & !first_lanes(lo);
+                        if S == 1 {
+                            *mask &= out_masks[j];
+                        }
+                    }
                 }
             }
             let mut acc = [[_mm512_set1_ps(taps.bias); V]; R];
@@ -658,23 +700,11 @@ mod x86 {
                 for (kj, &w) in taps.weights[ki * g.kw..][..g.kw].iter().enumerate() {
                     let w = _mm512_set1_ps(w);
                     for (row_acc, &r) in acc.iter_mut().zip(&rows) {
-                        let input_row = (r + ki).checked_sub(g.padding[0]).filter(|&i| i < g.h);
+                        let input_row = (S * r + ki).checked_sub(g.padding[0]).filter(|&i| i < g.h);
                         for (j, a) in row_acc.iter_mut().enumerate() {
                             let v = match input_row {
-                                Some(i) => {
-                                    let first = (i * g.w + col + 16 * j + kj) as isize
-                                        - g.padding[1] as isize;
-                                    // SAFETY: the mask keeps the lanes whose columns lie in
-                                    // `[0, w)` of row `i < h`: inside `x`. Masked-off lanes are
-                                    // not read, so the address may point before or past the
-                                    // plane (formed without `add`'s in-bounds requirement).
-                                    unsafe {
-                                        _mm512_maskz_loadu_ps(
-                                            masks[j][kj],
-                                            self.x.wrapping_offset(first),
-                                        )
-                                    }
-                                }
+                                // SAFETY: row `i < h`; the masks keep columns in `[0, w)`.
+                                Some(i) => unsafe { self.load(i, first(j, kj), masks[j][kj]) },
                                 None => _mm512_setzero_ps(),
                             };
                             *a = _mm512_fmadd_ps(w, v, *a);
@@ -690,8 +720,8 @@ mod x86 {
     /// [`super::in_place_plane`] on 16-lane registers (see [`run`]).
     ///
     /// # Safety
-    /// The processor has AVX-512F; `x` holds `g.h · g.w` floats, `out` `g.oh · g.ow`, and
-    /// `g.kw <= MAX_IN_PLACE_TAPS`.
+    /// The processor has AVX-512F; `x` holds `g.h · g.w` floats, `out` `g.oh · g.ow`,
+    /// `g.kw <= MAX_IN_PLACE_TAPS`, and the stride is 1 or 2 in both directions.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn in_place_avx512(
         g: &ConvGeometry,
@@ -699,14 +729,15 @@ mod x86 {
         taps: &Taps,
         out: &mut [MaybeUninit<f32>],
     ) {
-        let blocks = InPlace {
-            g,
-            x: x.as_ptr(),
-            taps,
-            out: out.as_mut_ptr().cast(),
-        };
-        // SAFETY: the caller's contract is `InPlace`'.
-        unsafe { run(&blocks, [g.oh, g.ow]) }
+        let (x, out) = (x.as_ptr(), out.as_mut_ptr().cast());
+        // SAFETY: the caller's contract is `InPlace`'s, for the stride chosen.
+        unsafe {
+            if g.stride == [1, 1] {
+                run(&InPlace::<1> { g, x, taps, out }, [g.oh, g.ow])
+            } else {
+                run(&InPlace::<2> { g, x, taps, out }, [g.oh, g.ow])
+            }
+        }
     }
 
     /// [`super::depthwise_plane`]'s row `first / wq` on 8-lane registers: four vectors of sums
