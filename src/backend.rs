@@ -52,7 +52,9 @@ pub type WgpuAutodiff = burn::backend::Autodiff<Wgpu>;
 /// batch 16 took about a quarter less time with it, a training step's peak memory 0.5–2 % more
 /// (`BENCHMARKS.md`). Process-wide: the memory a program frees then stays its own until
 /// `kernels::cpu::buffers::release`. The README's code, the crate's examples and its command
-/// call it first thing; a library is left to choose (or `TRANSFER_VISION_REUSE_MEMORY=1`).
+/// call it first thing; a library is left to choose (or `TRANSFER_VISION_REUSE_MEMORY=1`, read
+/// before the first pass). First thing matters: glibc gives a thread that allocated before the
+/// call a heap of its own, from which the largest tensors are still mapped afresh.
 /// Returns whether it took effect (false off glibc, or without the `flex` CPU backend).
 pub fn reuse_freed_memory() -> bool {
     #[cfg(feature = "flex")]
