@@ -239,10 +239,6 @@ impl<B: ConvBackend, C: CheckpointStrategy> ConvBackend for Autodiff<B, C> {
         B::max_buffer_bytes(device)
     }
 
-    fn on_kernel_threads<R: Send>(pass: impl FnOnce() -> R + Send) -> R {
-        B::on_kernel_threads(pass)
-    }
-
     fn conv2d_forward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

@@ -72,16 +72,6 @@ where
         labels: &[i64],
         epoch_in_phase: usize,
     ) -> (M, StepOutput) {
-        B::on_kernel_threads(|| self.backward_and_update(model, logits, labels, epoch_in_phase))
-    }
-
-    fn backward_and_update(
-        &mut self,
-        model: M,
-        logits: Tensor<B, 2>,
-        labels: &[i64],
-        epoch_in_phase: usize,
-    ) -> (M, StepOutput) {
         let device = logits.device();
         let (lr_head, lr_backbone) = self.config.rates(epoch_in_phase);
         let loss = cross_entropy(
@@ -141,13 +131,11 @@ where
         labels: &[i64],
         epoch_in_phase: usize,
     ) -> (M, StepOutput) {
-        B::on_kernel_threads(|| {
-            let total = model.block_paths().len();
-            let x = prefix.forward_blocks(images.inner(), 0..blocks);
-            let x = model.forward_blocks(Tensor::from_inner(x), blocks..total);
-            let logits = model.classify(model.pool(x));
-            self.step_logits(model, logits, labels, epoch_in_phase)
-        })
+        let total = model.block_paths().len();
+        let x = prefix.forward_blocks(images.inner(), 0..blocks);
+        let x = model.forward_blocks(Tensor::from_inner(x), blocks..total);
+        let logits = model.classify(model.pool(x));
+        self.step_logits(model, logits, labels, epoch_in_phase)
     }
 
     /// One step on a batch of images. With `frozen_backbone`, the backbone runs without
@@ -160,14 +148,12 @@ where
         epoch_in_phase: usize,
         frozen_backbone: bool,
     ) -> (M, StepOutput) {
-        B::on_kernel_threads(|| {
-            let logits = if frozen_backbone {
-                let features = model.valid().features(images.inner());
-                model.classify(Tensor::from_inner(features))
-            } else {
-                model.forward(images)
-            };
-            self.step_logits(model, logits, labels, epoch_in_phase)
-        })
+        let logits = if frozen_backbone {
+            let features = model.valid().features(images.inner());
+            model.classify(Tensor::from_inner(features))
+        } else {
+            model.forward(images)
+        };
+        self.step_logits(model, logits, labels, epoch_in_phase)
     }
 }
