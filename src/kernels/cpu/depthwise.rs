@@ -521,9 +521,10 @@ mod x86 {
 
     /// Runs `blocks` over an `[oh, ow]` plane in blocks of four vectors of sums per pass over
     /// the taps (one broadcast weight for four multiply-adds): four rows of one vector where
-    /// rows are 16 pixels or fewer (7×7 and 14×14 maps), two rows of two vectors up to 32,
-    /// else runs of up to four vectors along one row. A block short of rows repeats the plane's
-    /// last row (the same sums, stored twice); a row's last vector is masked to its pixels.
+    /// rows are 16 pixels or fewer (7×7 and 14×14 maps; the last block as many rows as are
+    /// left), two rows of two vectors up to 32, else runs of up to four vectors along one row.
+    /// A two-row block short of a row repeats the plane's last row (the same sums, stored
+    /// twice); a row's last vector is masked to its pixels.
     ///
     /// # Safety
     /// The processor has AVX-512F, and `blocks`' contract holds for the plane.
@@ -532,9 +533,16 @@ mod x86 {
         let row = |r: usize| r.min(oh.saturating_sub(1));
         // SAFETY (each call): rows clamped below `oh`, masks to columns below `ow`.
         if ow <= 16 {
+            let mask = [first_lanes(ow)];
             for r in (0..oh).step_by(4) {
-                let rows = std::array::from_fn(|i| row(r + i));
-                unsafe { blocks.block::<4, 1>(rows, 0, [first_lanes(ow)]) };
+                // The last block takes only the rows left: a 5×5 map is 4 + 1 rows of sums,
+                // where repeating its last row made it 4 + 4.
+                match oh - r {
+                    1 => unsafe { blocks.block::<1, 1>([r], 0, mask) },
+                    2 => unsafe { blocks.block::<2, 1>([r, r + 1], 0, mask) },
+                    3 => unsafe { blocks.block::<3, 1>([r, r + 1, r + 2], 0, mask) },
+                    _ => unsafe { blocks.block::<4, 1>(std::array::from_fn(|i| r + i), 0, mask) },
+                }
             }
         } else if ow <= 32 {
             let masks = [first_lanes(16), first_lanes(ow - 16)];
