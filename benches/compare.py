@@ -17,7 +17,12 @@ lies in the convolutions and how much around them (each engine's convolutions ti
 outside the step, so the split is an estimate).
 
   /work/venv/bin/python benches/compare.py [--threads 2] [--quick] [--json PATH]
-      [--models mobilenet_v3_small,efficientnet_b0]
+      [--models mobilenet_v3_small,efficientnet_b0] [--rounds 2]
+
+--rounds N runs steps 1-4 N times in a row and keeps, for every engine and row alike, the
+fastest of its N medians: a VM whose speed drifts by tens of percent between minutes (the
+project's does) otherwise hands whichever engine ran in a slow phase the worse ratio. Every
+round's medians go to the JSON file too (`rounds`), and the script prints each round's ratios.
 
 --models (default: all of MODELS) restricts every step to some models: pytorch_reference.py
 gets the same --models, criterion a filter (`cargo bench --bench forward --
@@ -97,21 +102,10 @@ def criterion_median_ms(group, function, since):
         return json.load(f)["median"]["point_estimate"] / 1e6
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=2,
-                    help="threads for every engine (RAYON_NUM_THREADS, torch, onnxruntime, tract)")
-    ap.add_argument("--quick", action="store_true", help="short runs, a smoke test")
-    ap.add_argument("--json", metavar="PATH", help="write every median to this JSON file")
-    ap.add_argument("--models", type=model_list, default=list(MODELS), metavar="NAME,NAME...",
-                    help=f"comma-separated models to measure (default: all of {', '.join(MODELS)})")
-    args = ap.parse_args()
-    models = args.models
-
-    load_start = os.getloadavg()
+def measure(args, models, onnx_dir):
+    """Steps 1-4 once: returns (PyTorch's meta, their medians, this crate's medians, whether
+    the convolutions were measured, their spec)."""
     started = time.time()
-    onnx_dir = tempfile.mkdtemp(prefix="tv_compare_onnx_")
     py_json = os.path.join(onnx_dir, "pytorch.json")
 
     # 1. PyTorch and onnxruntime.
@@ -189,8 +183,46 @@ def main():
         if missing:
             log(f"tract: no result for {model} {', '.join(missing)}: n/a")
 
+    return py["meta"], theirs, ours, conv_layers, conv_spec
+
+
+def fastest(rounds):
+    """Per key, the fastest of the rounds' medians (a key missing from a round is skipped)."""
+    keys = {k for r in rounds for k in r}
+    return {k: min(r[k] for r in rounds if k in r and r[k] is not None) for k in keys
+            if any(k in r and r[k] is not None for r in rounds)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2,
+                    help="threads for every engine (RAYON_NUM_THREADS, torch, onnxruntime, tract)")
+    ap.add_argument("--quick", action="store_true", help="short runs, a smoke test")
+    ap.add_argument("--json", metavar="PATH", help="write every median to this JSON file")
+    ap.add_argument("--models", type=model_list, default=list(MODELS), metavar="NAME,NAME...",
+                    help=f"comma-separated models to measure (default: all of {', '.join(MODELS)})")
+    ap.add_argument("--rounds", type=int, default=1, metavar="N",
+                    help="measure everything N times; each engine's row keeps its fastest median")
+    args = ap.parse_args()
+    models = args.models
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+
+    load_start = os.getloadavg()
+    started = time.time()
+    onnx_dir = tempfile.mkdtemp(prefix="tv_compare_onnx_")
+    per_round = []
+    for i in range(args.rounds):
+        if args.rounds > 1:
+            log(f"round {i + 1} of {args.rounds}")
+        per_round.append(measure(args, models, onnx_dir))
+    py_meta, _, _, conv_layers, conv_spec = per_round[0]
+    theirs = fastest([r[1] for r in per_round])
+    ours = fastest([r[2] for r in per_round])
+    py = {"meta": py_meta}
     load_end = os.getloadavg()
-    meta = dict(py["meta"], rust_threads=args.threads, machine=platform.machine(), models=models,
+    meta = dict(py["meta"], rust_threads=args.threads, rounds=args.rounds, machine=platform.machine(), models=models,
                 load_start=load_start, load_end=load_end, wall_s=time.time() - started)
 
     def fmt(v):
@@ -248,10 +280,29 @@ def main():
             rest_mine, rest_pt = step_mine - mine_sum, step_pt - pt_sum
             lines.append(f"| the step less its convolutions | | | {fmt(rest_mine)} | {fmt(rest_pt)} | "
                          f"{ratio(rest_mine, rest_pt) if rest_pt > 0 else '–'} |")
+    if args.rounds > 1:
+        lines += ["", f"Each row above is the fastest of {args.rounds} rounds' medians, for every engine. "
+                  "The rounds alone (this crate's time ÷ theirs, lowest–highest over the rows):", "",
+                  "| round | inference ÷ PyTorch | inference ÷ onnxruntime | training ÷ PyTorch |",
+                  "|---|---|---|---|"]
+        for i, (_, their_round, our_round, _, _) in enumerate(per_round):
+            def spread(section, engine):
+                ratios = []
+                for key, mine in our_round.items():
+                    if key[0] != section:
+                        continue
+                    other = their_round.get(key + (engine,))
+                    if mine is not None and other:
+                        ratios.append(mine / other)
+                return f"{min(ratios):.2f}–{max(ratios):.2f}×" if ratios else "–"
+            lines.append(f"| {i + 1} | {spread('forward', 'pytorch')} | {spread('forward', 'onnxruntime')} | "
+                         f"{spread('train', 'pytorch')} |")
     print("\n".join(lines))
     if args.json:
+        rounds_json = [{"theirs": [[list(k), v] for k, v in r[1].items()],
+                        "ours": [[list(k), v] for k, v in r[2].items()]} for r in per_round]
         with open(args.json, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+            json.dump({"meta": meta, "rows": rows, "rounds": rounds_json}, f, indent=1)
         log(f"wrote {args.json}")
 
 
