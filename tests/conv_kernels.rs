@@ -214,7 +214,9 @@ fn check_case(case: &Case, levels: &[SimdLevel]) {
 #[test]
 fn depthwise_rows_of_every_width_equal_burns_at_every_simd_level() {
     let mut cases = Vec::new();
-    for size in [1, 2, 5, 6, 7, 10, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 70, 130] {
+    for size in [
+        1, 2, 5, 6, 7, 10, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 70, 130,
+    ] {
         for k in [3, 5] {
             for padding in [0, k / 2, k - 1] {
                 for stride in [1, 2] {

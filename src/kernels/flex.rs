@@ -38,8 +38,8 @@ const MAX_IDLE: Duration = Duration::from_micros(500);
 /// it has found no work for [`MAX_IDLE`]. Why: at batch 1 a pass is a chain of short parallel
 /// loops with short serial stretches between them; an idle rayon worker parks after a few
 /// rounds and must be woken for the next loop. Kept awake, batch-1 passes of MobileNetV2 and
-/// ResNet18 took 3–12 % less time on two cores, batch 16 the same (onnxruntime's and OpenMP's
-/// pools spin between operations too). On the pass's own thread (which can pick this job up
+/// ResNet18 took 1–12 % less time on two cores, batch 16 the same within noise (onnxruntime's
+/// and OpenMP's pools spin between operations too). On the pass's own thread (which can pick this job up
 /// while waiting in a `join`) it returns at once: it would sit on the pass's frame.
 fn stay_awake(finished: &AtomicBool, pass_thread: Option<usize>) {
     if rayon::current_thread_index() == pass_thread {
