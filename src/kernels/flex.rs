@@ -39,8 +39,10 @@ const MAX_IDLE: Duration = Duration::from_micros(500);
 /// loops with short serial stretches between them; an idle rayon worker parks after a few
 /// rounds and must be woken for the next loop. Kept awake, batch-1 passes of MobileNetV2 and
 /// ResNet18 took 1–12 % less time on two cores, batch 16 the same within noise (onnxruntime's
-/// and OpenMP's pools spin between operations too). On the pass's own thread (which can pick this job up
-/// while waiting in a `join`) it returns at once: it would sit on the pass's frame.
+/// and OpenMP's pools spin between operations too; on cores with two hardware threads a
+/// spinning sibling may slow the pass's serial stretches, not measured here). On the pass's
+/// own thread (which can pick this job up while waiting in a `join`) it returns at once: it
+/// would sit on the pass's frame.
 fn stay_awake(finished: &AtomicBool, pass_thread: Option<usize>) {
     if rayon::current_thread_index() == pass_thread {
         return;
@@ -617,5 +619,41 @@ impl ConvBackend for Flex {
             SimdLevel::current(),
         );
         from_vec_shaped(dx, x.layout().shape().clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::Flex;
+    use rayon::prelude::*;
+
+    use crate::kernels::ConvBackend;
+
+    #[test]
+    fn a_pass_returns_its_value_with_its_parallel_loops_done() {
+        for _ in 0..50 {
+            let sum: u64 = Flex::on_kernel_threads(|| (0..100_000u64).into_par_iter().sum());
+            assert_eq!(sum, 4_999_950_000);
+        }
+    }
+
+    #[test]
+    fn a_pass_that_panics_unwinds_to_its_caller_and_the_pool_goes_on() {
+        let unwound = std::panic::catch_unwind(|| {
+            Flex::on_kernel_threads(|| -> u64 { panic!("a pass that fails") })
+        });
+        assert!(unwound.is_err());
+        let sum: u64 = Flex::on_kernel_threads(|| (0..1_000u64).into_par_iter().sum());
+        assert_eq!(sum, 499_500);
+    }
+
+    #[test]
+    fn passes_inside_the_callers_own_parallel_loop_run_in_place() {
+        let sums: Vec<u64> = (0..16u64)
+            .into_par_iter()
+            .map(|i| Flex::on_kernel_threads(|| (0..1_000u64).into_par_iter().map(|j| i * j).sum()))
+            .collect();
+        let expected: Vec<u64> = (0..16u64).map(|i| i * 499_500).collect();
+        assert_eq!(sums, expected);
     }
 }

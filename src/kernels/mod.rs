@@ -303,10 +303,11 @@ pub trait ConvBackend: Backend {
     /// parallel operation is handed to the pool while the caller sleeps until it ends, two
     /// thread wake-ups per operation, which at batch 1 cost a third of MobileNetV2's inference
     /// time on two cores. The pool's other workers spin between the pass's operations instead
-    /// of parking (for at most half a millisecond without work). Nested calls run in place. Autodiff backends keep the default: a
-    /// training step's forward pass on a worker allocated its tensors from another thread's
-    /// heap than the rest of the step's (glibc), which raised ResNet18's peak memory at batch 32
-    /// from 770 to 865 MiB, for no speed measured at batch 16.
+    /// of parking (for at most half a millisecond without work). Nested calls run in place.
+    /// Autodiff backends keep the default: a training step's forward pass on a worker
+    /// allocated its tensors from another thread's heap than the rest of the step's (glibc),
+    /// which raised ResNet18's peak memory at batch 32 from 770 to 865 MiB, for no speed
+    /// measured at batch 16.
     fn on_kernel_threads<R: Send>(pass: impl FnOnce() -> R + Send) -> R {
         pass()
     }
