@@ -188,9 +188,19 @@ def measure(args, models, onnx_dir):
 
 def fastest(rounds):
     """Per key, the fastest of the rounds' medians (a key missing from a round is skipped)."""
-    keys = {k for r in rounds for k in r}
-    return {k: min(r[k] for r in rounds if k in r and r[k] is not None) for k in keys
-            if any(k in r and r[k] is not None for r in rounds)}
+    medians = {}
+    for r in rounds:
+        for k, v in r.items():
+            if v is not None:
+                medians.setdefault(k, []).append(v)
+    return {k: min(v) for k, v in medians.items()}
+
+
+def ratio_spread(theirs, ours, section, engine):
+    """Lowest–highest of this crate's median ÷ `engine`'s over the rows of `section`."""
+    ratios = [mine / theirs[key + (engine,)] for key, mine in ours.items()
+              if key[0] == section and mine is not None and theirs.get(key + (engine,))]
+    return f"{min(ratios):.2f}–{max(ratios):.2f}×" if ratios else "–"
 
 
 def main():
@@ -220,10 +230,10 @@ def main():
     py_meta, _, _, conv_layers, conv_spec = per_round[0]
     theirs = fastest([r[1] for r in per_round])
     ours = fastest([r[2] for r in per_round])
-    py = {"meta": py_meta}
     load_end = os.getloadavg()
-    meta = dict(py["meta"], rust_threads=args.threads, rounds=args.rounds, machine=platform.machine(), models=models,
-                load_start=load_start, load_end=load_end, wall_s=time.time() - started)
+    meta = dict(py_meta, rust_threads=args.threads, rounds=args.rounds, machine=platform.machine(),
+                models=models, load_start=load_start, load_end=load_end,
+                wall_s=time.time() - started)
 
     def fmt(v):
         return "n/a" if v is None else (f"{v:,.1f}" if v < 100 else f"{v:,.0f}")
@@ -286,17 +296,9 @@ def main():
                   "| round | inference ÷ PyTorch | inference ÷ onnxruntime | training ÷ PyTorch |",
                   "|---|---|---|---|"]
         for i, (_, their_round, our_round, _, _) in enumerate(per_round):
-            def spread(section, engine):
-                ratios = []
-                for key, mine in our_round.items():
-                    if key[0] != section:
-                        continue
-                    other = their_round.get(key + (engine,))
-                    if mine is not None and other:
-                        ratios.append(mine / other)
-                return f"{min(ratios):.2f}–{max(ratios):.2f}×" if ratios else "–"
-            lines.append(f"| {i + 1} | {spread('forward', 'pytorch')} | {spread('forward', 'onnxruntime')} | "
-                         f"{spread('train', 'pytorch')} |")
+            spreads = [ratio_spread(their_round, our_round, section, engine) for section, engine in
+                       (("forward", "pytorch"), ("forward", "onnxruntime"), ("train", "pytorch"))]
+            lines.append(f"| {i + 1} | {' | '.join(spreads)} |")
     print("\n".join(lines))
     if args.json:
         rounds_json = [{"theirs": [[list(k), v] for k, v in r[1].items()],

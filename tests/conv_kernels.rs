@@ -208,9 +208,10 @@ fn check_case(case: &Case, levels: &[SimdLevel]) {
 }
 
 /// Depthwise rows of every width the forward pass's blocks treat differently (4 rows of one
-/// vector up to 16 pixels, the last block of 1–3 rows, 2 rows of two up to 32, runs of up to four vectors along a row, a
-/// masked last vector), with paddings from none to `k - 1`, at strides 1 and 2 (read in place
-/// on AVX-512, from the padded phase planes at the other levels), in pools of 1 to 3 threads.
+/// vector up to 16 pixels, 2 rows of two up to 32, a map's last block of fewer rows, runs of up
+/// to four vectors along a row, a masked last vector), with paddings from none to `k - 1`, at
+/// strides 1 and 2 (read in place on AVX-512, from the padded phase planes at the other
+/// levels), in pools of 1 to 3 threads.
 #[test]
 fn depthwise_rows_of_every_width_equal_burns_at_every_simd_level() {
     let mut cases = Vec::new();

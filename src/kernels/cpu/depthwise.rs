@@ -521,22 +521,18 @@ mod x86 {
 
     /// Runs `blocks` over an `[oh, ow]` plane in blocks of four vectors of sums per pass over
     /// the taps (one broadcast weight for four multiply-adds): four rows of one vector where
-    /// rows are 16 pixels or fewer (7×7 and 14×14 maps; the last block as many rows as are
-    /// left), two rows of two vectors up to 32, else runs of up to four vectors along one row.
-    /// A two-row block short of a row repeats the plane's last row (the same sums, stored
-    /// twice); a row's last vector is masked to its pixels.
+    /// rows are 16 pixels or fewer (7×7 and 14×14 maps), two rows of two vectors up to 32,
+    /// else runs of up to four vectors along one row. A map's last block takes only the rows
+    /// left (a 5×5 map is 4 + 1 rows of sums); a row's last vector is masked to its pixels.
     ///
     /// # Safety
     /// The processor has AVX-512F, and `blocks`' contract holds for the plane.
     #[target_feature(enable = "avx512f")]
     unsafe fn run<B: Blocks>(blocks: &B, [oh, ow]: [usize; 2]) {
-        let row = |r: usize| r.min(oh.saturating_sub(1));
-        // SAFETY (each call): rows clamped below `oh`, masks to columns below `ow`.
+        // SAFETY (each call): rows below `oh`, masks to columns below `ow`.
         if ow <= 16 {
             let mask = [first_lanes(ow)];
             for r in (0..oh).step_by(4) {
-                // The last block takes only the rows left: a 5×5 map is 4 + 1 rows of sums,
-                // where repeating its last row made it 4 + 4.
                 match oh - r {
                     1 => unsafe { blocks.block::<1, 1>([r], 0, mask) },
                     2 => unsafe { blocks.block::<2, 1>([r, r + 1], 0, mask) },
@@ -547,8 +543,10 @@ mod x86 {
         } else if ow <= 32 {
             let masks = [first_lanes(16), first_lanes(ow - 16)];
             for r in (0..oh).step_by(2) {
-                let rows = std::array::from_fn(|i| row(r + i));
-                unsafe { blocks.block::<2, 2>(rows, 0, masks) };
+                match oh - r {
+                    1 => unsafe { blocks.block::<1, 2>([r], 0, masks) },
+                    _ => unsafe { blocks.block::<2, 2>([r, r + 1], 0, masks) },
+                }
             }
         } else {
             for r in 0..oh {
